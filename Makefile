@@ -1,0 +1,49 @@
+# attachgate — see README.md. `make run` starts the demo gateway, `make test`
+# runs every test. Both install what they need on a fresh Debian machine.
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+GO ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+BIN := bin/attachgate
+FUZZTIME ?= 30s
+
+.PHONY: all build run test bench fuzz lint deps clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/attachgate
+
+run: build
+	./$(BIN) serve -config config/demo.yaml
+
+# deps installs the system packages the tests start for real, only when
+# missing (apt-get update once, first).
+deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v swaks >/dev/null || missing="$$missing swaks"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: deps
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) test -race -shuffle=on -count=1 -timeout 20m ./...
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./...
+
+fuzz:
+	$(GO) test ./mailpart -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./mailpart -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime $(FUZZTIME)
+
+lint:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+clean:
+	rm -rf bin

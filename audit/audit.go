@@ -1,0 +1,46 @@
+// Package audit owns the audit log: one schema of events for every mail,
+// file, link, download and admin action, a hash chain that makes edits and
+// deletions evident, retention (90 days including today by default) and
+// export as CSV or JSON lines.
+package audit
+
+import (
+	"context"
+	"time"
+)
+
+// Event is one audit record. Type names are stable and documented in the
+// README ("mail.received", "file.stored", "download.ok", ...). Fields that do
+// not apply to a type stay empty.
+type Event struct {
+	Time        time.Time // set by the log when zero
+	Seq         int64     // set by the log: strictly increasing
+	Type        string
+	Actor       string // who acted: "smtp", "web", "admin:<token name>", "system"
+	ClientAddr  string
+	UserAgent   string
+	AuthUser    string
+	Helo        string
+	MessageID   string // store.Message.ID of the message concerned
+	HeaderID    string // the mail's Message-ID header
+	Sender      string
+	Recipients  []string
+	Size        int64
+	FileID      string
+	FileName    string
+	ContentType string
+	SHA256      string
+	LinkID      string // never the token
+	Expires     time.Time
+	Reason      string // why denied, rejected or deferred
+	Reply       string // next hop's reply, SMTP code and text
+	Detail      string // free text for admin actions and system events
+	PrevHash    string // set by the log
+	Hash        string // set by the log
+}
+
+// Recorder appends events. Record must not fail silently: callers on the
+// mail path treat an error as a temporary failure.
+type Recorder interface {
+	Record(ctx context.Context, e Event) error
+}

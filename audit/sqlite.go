@@ -1,0 +1,332 @@
+package audit
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// DefaultRetentionDays is how many local days, today included, the log
+// keeps: the service's commitment is 90.
+const DefaultRetentionDays = 90
+
+// Options configures a SQLiteLog or a RedisLog. The zero value is usable.
+type Options struct {
+	// Now is the clock; time.Now when nil. Tests inject a fixed clock.
+	Now func() time.Time
+	// Location is the zone of exported times and of the day boundaries of
+	// date ranges and retention; time.Local when nil.
+	Location *time.Location
+	// Retention is the number of local days kept, today included;
+	// DefaultRetentionDays when 0.
+	Retention int
+	// Logger receives RunRetention's reports; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// SQLiteLog is the audit log kept in the shared attachgate SQLite database,
+// in the tables audit_events and audit_anchor. Several processes may use the
+// same database at once (the daemon records, the CLI exports and verifies):
+// every write is one BEGIN IMMEDIATE transaction, so the chain stays linear
+// across processes. The database should be opened with a busy_timeout (as
+// package store does); without one, writers retry on SQLITE_BUSY themselves.
+type SQLiteLog struct {
+	settings
+	db *sql.DB
+
+	// writeMu queues this process's writers here instead of in SQLite's
+	// busy handler, which polls with sleeps; BEGIN IMMEDIATE still orders
+	// writers of other processes.
+	writeMu sync.Mutex
+}
+
+var _ Recorder = (*SQLiteLog)(nil)
+
+// Columns of audit_events. time_ns is UTC Unix nanoseconds, an integer so
+// date ranges are index range scans (RFC 3339 text with a trimmed fraction
+// does not sort). expires is the canonical RFC 3339 text ("" when unset), as
+// it is never filtered on and must not be limited to the int64 range.
+// recipients is a JSON array of strings.
+var schemaStatements = []string{
+	`CREATE TABLE IF NOT EXISTS audit_events (
+		seq          INTEGER PRIMARY KEY,
+		time_ns      INTEGER NOT NULL,
+		type         TEXT NOT NULL,
+		actor        TEXT NOT NULL,
+		client_addr  TEXT NOT NULL,
+		user_agent   TEXT NOT NULL,
+		auth_user    TEXT NOT NULL,
+		helo         TEXT NOT NULL,
+		message_id   TEXT NOT NULL,
+		header_id    TEXT NOT NULL,
+		sender       TEXT NOT NULL,
+		recipients   TEXT NOT NULL,
+		size         INTEGER NOT NULL,
+		file_id      TEXT NOT NULL,
+		file_name    TEXT NOT NULL,
+		content_type TEXT NOT NULL,
+		sha256       TEXT NOT NULL,
+		link_id      TEXT NOT NULL,
+		expires      TEXT NOT NULL,
+		reason       TEXT NOT NULL,
+		reply        TEXT NOT NULL,
+		detail       TEXT NOT NULL,
+		prev_hash    TEXT NOT NULL,
+		hash         TEXT NOT NULL
+	)`,
+	`CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events (time_ns)`,
+	// One row at most: the last event a retention purge removed. The first
+	// remaining event must link to it (see Verify).
+	`CREATE TABLE IF NOT EXISTS audit_anchor (
+		id   INTEGER PRIMARY KEY CHECK (id = 1),
+		seq  INTEGER NOT NULL,
+		hash TEXT NOT NULL
+	)`,
+}
+
+const eventColumns = `seq, time_ns, type, actor, client_addr, user_agent,
+	auth_user, helo, message_id, header_id, sender, recipients, size, file_id,
+	file_name, content_type, sha256, link_id, expires, reason, reply, detail,
+	prev_hash, hash`
+
+const insertEvent = `INSERT INTO audit_events (` + eventColumns + `)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// NewSQLite returns the audit log kept in db, creating its tables if
+// missing. db is the shared attachgate database; the log does not close it.
+func NewSQLite(db *sql.DB, opts Options) (*SQLiteLog, error) {
+	if db == nil {
+		return nil, errors.New("audit: NewSQLite: nil *sql.DB")
+	}
+	cfg, err := newSettings(opts)
+	if err != nil {
+		return nil, err
+	}
+	l := &SQLiteLog{settings: cfg, db: db}
+	err = l.inWriteTx(context.Background(), func(conn *sql.Conn) error {
+		for _, stmt := range schemaStatements {
+			if _, err := conn.ExecContext(context.Background(), stmt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit: create tables: %w", err)
+	}
+	return l, nil
+}
+
+// Record appends e. It sets e.Time when zero, and always sets Seq, PrevHash
+// and Hash (values the caller put there are ignored). Invalid UTF-8 in
+// text fields is stored as U+FFFD.
+func (l *SQLiteLog) Record(ctx context.Context, e Event) error {
+	_, err := l.record(ctx, e)
+	return err
+}
+
+// record is Record returning the stored event, for tests.
+func (l *SQLiteLog) record(ctx context.Context, e Event) (Event, error) {
+	if e.Type == "" {
+		return Event{}, errors.New("audit: record: event without type")
+	}
+	var stored Event
+	err := l.inWriteTx(ctx, func(conn *sql.Conn) error {
+		var err error
+		stored, err = l.appendTx(ctx, conn, e)
+		return err
+	})
+	if err != nil {
+		return Event{}, fmt.Errorf("audit: record %s: %w", e.Type, err)
+	}
+	return stored, nil
+}
+
+// appendTx links e to the head of the chain and inserts it. It must run
+// inside inWriteTx, which makes reading the head and inserting atomic.
+func (l *SQLiteLog) appendTx(ctx context.Context, conn *sql.Conn, e Event) (Event, error) {
+	lastSeq, lastHash, err := chainHead(ctx, conn)
+	if err != nil {
+		return Event{}, err
+	}
+	sealed, err := l.seal(e, lastSeq, lastHash)
+	if err != nil {
+		return Event{}, err
+	}
+	e = sealed.Event
+	_, err = conn.ExecContext(ctx, insertEvent,
+		e.Seq, sealed.timeNS, e.Type, e.Actor, e.ClientAddr, e.UserAgent,
+		e.AuthUser, e.Helo, e.MessageID, e.HeaderID, e.Sender, string(sealed.recipients), e.Size, e.FileID,
+		e.FileName, e.ContentType, e.SHA256, e.LinkID, sealed.expires, e.Reason, e.Reply, e.Detail,
+		e.PrevHash, e.Hash)
+	if err != nil {
+		return Event{}, fmt.Errorf("insert seq %d: %w", e.Seq, err)
+	}
+	return e, nil
+}
+
+// makeValidUTF8 replaces invalid UTF-8 (a client's User-Agent or HELO can
+// hold any bytes) with U+FFFD. JSON cannot carry such bytes, so without
+// this the hashed and exported text would differ from the stored text and
+// the stored recipients would no longer decode to what was hashed.
+func (e *Event) makeValidUTF8() {
+	for _, f := range []*string{
+		&e.Type, &e.Actor, &e.ClientAddr, &e.UserAgent, &e.AuthUser, &e.Helo,
+		&e.MessageID, &e.HeaderID, &e.Sender, &e.FileID, &e.FileName,
+		&e.ContentType, &e.SHA256, &e.LinkID, &e.Reason, &e.Reply, &e.Detail,
+	} {
+		*f = strings.ToValidUTF8(*f, "\uFFFD")
+	}
+	if len(e.Recipients) > 0 {
+		valid := make([]string, len(e.Recipients)) // the caller's slice is not ours to change
+		for i, r := range e.Recipients {
+			valid[i] = strings.ToValidUTF8(r, "\uFFFD")
+		}
+		e.Recipients = valid
+	}
+}
+
+// chainHead returns the seq and hash the next event links to: the newest
+// event, or the purge anchor when a purge left no event (0 and "" on an
+// empty log).
+func chainHead(ctx context.Context, conn *sql.Conn) (int64, string, error) {
+	var seq int64
+	var hash string
+	err := conn.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &hash)
+	if err == nil {
+		return seq, hash, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return 0, "", fmt.Errorf("read chain head: %w", err)
+	}
+	a, err := readAnchor(ctx, conn)
+	if err != nil {
+		return 0, "", err
+	}
+	return a.seq, a.hash, nil
+}
+
+type anchor struct {
+	seq  int64
+	hash string
+	set  bool
+}
+
+// queryRower is what both *sql.Conn and *sql.Tx offer.
+type queryRower interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func readAnchor(ctx context.Context, q queryRower) (anchor, error) {
+	var a anchor
+	err := q.QueryRowContext(ctx, `SELECT seq, hash FROM audit_anchor WHERE id = 1`).Scan(&a.seq, &a.hash)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return anchor{}, nil
+	case err != nil:
+		return anchor{}, fmt.Errorf("read purge anchor: %w", err)
+	}
+	a.set = true
+	return a, nil
+}
+
+// inWriteTx runs fn inside BEGIN IMMEDIATE on one connection, committing
+// when fn succeeds. IMMEDIATE takes the write lock before the first read, so
+// two writers (even in two processes) cannot both read the same chain head.
+// database/sql's BeginTx cannot ask for IMMEDIATE unless the shared DSN
+// says _txlock=immediate, hence the explicit statements on a *sql.Conn.
+func (l *SQLiteLog) inWriteTx(ctx context.Context, fn func(conn *sql.Conn) error) (err error) {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+
+	conn, err := l.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("get connection: %w", err)
+	}
+	defer conn.Close()
+
+	if err := beginImmediate(ctx, conn); err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if committed {
+			return
+		}
+		// Roll back even when ctx is done: the connection goes back to
+		// the pool and must not carry an open transaction.
+		if _, rbErr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); rbErr != nil {
+			// Its state is unknown (SQLite may have rolled back an
+			// interrupted statement itself): have database/sql drop it.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	if err := fn(conn); err != nil {
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	committed = true
+	return nil
+}
+
+// beginImmediate starts the write transaction. It retries on SQLITE_BUSY
+// for a database opened without busy_timeout, where SQLite gives up at once.
+func beginImmediate(ctx context.Context, conn *sql.Conn) error {
+	const maxWait = 10 * time.Second
+	deadline := time.Now().Add(maxWait)
+	backoff := time.Millisecond
+	for {
+		_, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE")
+		if err == nil {
+			return nil
+		}
+		if !isBusy(err) || time.Now().After(deadline) {
+			return fmt.Errorf("begin immediate: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("begin immediate: %w", ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
+}
+
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
+}
+
+// unixNanos converts t for the time_ns column; false outside int64's range.
+func unixNanos(t time.Time) (int64, bool) {
+	minT := time.Unix(0, math.MinInt64)
+	maxT := time.Unix(0, math.MaxInt64)
+	if t.Before(minT) || t.After(maxT) {
+		return 0, false
+	}
+	return t.UnixNano(), true
+}
+
+// clampNanos converts a range bound, saturating so a date like 9999-12-31
+// is still a valid (empty) range.
+func clampNanos(t time.Time) int64 {
+	if ns, ok := unixNanos(t); ok {
+		return ns
+	}
+	if t.Before(time.Unix(0, 0)) {
+		return math.MinInt64
+	}
+	return math.MaxInt64
+}

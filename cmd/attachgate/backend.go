@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/config"
+	"github.com/attachgate/attachgate/store"
+	"github.com/attachgate/attachgate/store/redisstore"
+	"github.com/attachgate/attachgate/vault"
+)
+
+// backendOpenTimeout bounds connecting to the metadata backend at start.
+const backendOpenTimeout = 30 * time.Second
+
+// backend is the state every subcommand opens: the key ring and the
+// encrypted blobs under storage.dir (a directory several instances may
+// share), metadata and the audit log in the configured store.backend.
+type backend struct {
+	ring  *vault.KeyRing
+	blobs *vault.BlobStore
+	store store.Store
+	audit audit.Log
+}
+
+// openBackend opens everything serve needs. log receives start-up
+// warnings (a Redis without persistence) and the audit log's retention
+// reports.
+func openBackend(c *config.Config, log *slog.Logger) (*backend, error) {
+	if err := os.MkdirAll(c.Storage.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("storage.dir %s: %w", c.Storage.Dir, err)
+	}
+	ring, err := vault.OpenKeyRing(c.Storage.Path("keys"))
+	if err != nil {
+		return nil, err
+	}
+	blobs, err := vault.NewBlobStore(c.Storage.Path("blobs"), ring)
+	if err != nil {
+		return nil, err
+	}
+	if c.Store.Backend == "redis" {
+		// go-redis reports dial failures on its own; route them to our log.
+		redis.SetLogger(redisLogger{log: log.With("component", "redis")})
+	}
+	st, al, err := openMetadata(c, log)
+	if err != nil {
+		return nil, err
+	}
+	return &backend{ring: ring, blobs: blobs, store: st, audit: al}, nil
+}
+
+func (b *backend) Close() { b.store.Close() }
+
+// openMetadata opens the store and the audit log of c's store.backend:
+// both in the SQLite database under storage.dir, or both in Redis. A nil
+// log skips the persistence check (the CLI only reads).
+func openMetadata(c *config.Config, log *slog.Logger) (store.Store, audit.Log, error) {
+	opts := auditOptions(c)
+	if log != nil {
+		opts.Logger = log.With("component", "audit")
+	}
+	switch c.Store.Backend {
+	case "redis":
+		ctx, cancel := context.WithTimeout(context.Background(), backendOpenTimeout)
+		defer cancel()
+		st, err := redisstore.Open(ctx, redisOptions(c))
+		if err != nil {
+			return nil, nil, fmt.Errorf("store.redis: %w", err)
+		}
+		if log != nil {
+			warnWithoutPersistence(ctx, st, log)
+		}
+		al, err := audit.NewRedis(st.Client(), st.KeyPrefix(), opts)
+		if err != nil {
+			st.Close()
+			return nil, nil, err
+		}
+		return st, al, nil
+	default:
+		if err := os.MkdirAll(c.Storage.Dir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("storage.dir %s: %w", c.Storage.Dir, err)
+		}
+		st, err := store.OpenSQLite(c.Storage.Path("attachgate.db"))
+		if err != nil {
+			return nil, nil, err
+		}
+		al, err := audit.NewSQLite(st.DB(), opts)
+		if err != nil {
+			st.Close()
+			return nil, nil, err
+		}
+		return st, al, nil
+	}
+}
+
+func redisOptions(c *config.Config) redisstore.Options {
+	r := c.Store.Redis
+	return redisstore.Options{
+		URL:       r.URL,
+		KeyPrefix: r.KeyPrefix,
+		Username:  r.Username,
+		Password:  r.Password,
+		TLS:       r.TLS,
+		Timeout:   r.Timeout.D(),
+	}
+}
+
+// warnWithoutPersistence logs when Redis keeps its data in memory only:
+// links would die and the audit log would lose events with a restart.
+func warnWithoutPersistence(ctx context.Context, st *redisstore.Store, log *slog.Logger) {
+	aof, rdb, err := st.Persistence(ctx)
+	switch {
+	case err != nil:
+		log.Warn("could not check Redis persistence; make sure AOF (appendonly yes) is on: audit events must survive a Redis restart", "err", err)
+	case !aof && !rdb:
+		log.Warn("Redis has no persistence (appendonly no, no save points): links and audit events are lost when Redis restarts; set appendonly yes")
+	case !aof:
+		log.Warn("Redis persists by RDB snapshots only: events since the last snapshot are lost when Redis restarts; set appendonly yes")
+	}
+}
+
+// redisLogger adapts go-redis's internal log lines (dial failures while
+// Redis is away, mostly) to slog.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, fmt.Sprintf(format, v...))
+}
+
+// openAuditLog opens the audit log of the configuration at path for the
+// audit subcommands; the func it returns releases the store.
+func openAuditLog(path string) (audit.Log, func(), error) {
+	c, err := config.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	// An export before the first serve finds an empty log, not an error.
+	st, al, err := openMetadata(c, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return al, func() { st.Close() }, nil
+}
+
+func auditOptions(c *config.Config) audit.Options {
+	return audit.Options{Location: c.Audit.Location(), Retention: c.Audit.RetentionDays}
+}

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/attachgate/attachgate/config"
+	"github.com/attachgate/attachgate/expiry"
+	"github.com/attachgate/attachgate/linkserver"
+	"github.com/attachgate/attachgate/mailpart"
+	"github.com/attachgate/attachgate/relay"
+	"github.com/attachgate/attachgate/smtpd"
+	"github.com/attachgate/attachgate/users"
+	"github.com/attachgate/attachgate/vault"
+)
+
+// drainTimeout bounds how long SIGTERM waits for transactions in flight.
+const drainTimeout = 60 * time.Second
+
+func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file (YAML)")
+	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "attachgate %s: unexpected argument %q\n", name, fs.Arg(0))
+		return "", false
+	}
+	if *path == "" {
+		fmt.Fprintf(stderr, "attachgate %s: -config FILE is required\n", name)
+		return "", false
+	}
+	return *path, true
+}
+
+func runCheckConfig(args []string, stdout, stderr io.Writer) int {
+	path, ok := configFlag("check-config", args, stderr)
+	if !ok {
+		return 2
+	}
+	if _, err := config.Load(path); err != nil {
+		fmt.Fprintf(stderr, "attachgate: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", path)
+	return 0
+}
+
+func newLogger(c *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func runServe(args []string, stderr io.Writer) int {
+	path, ok := configFlag("serve", args, stderr)
+	if !ok {
+		return 2
+	}
+	c, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "attachgate: %v\n", err)
+		return 1
+	}
+	log := newLogger(c, stderr)
+	if err := serve(c, log); err != nil {
+		log.Error("serve failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(c *config.Config, log *slog.Logger) error {
+	b, err := openBackend(c, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+
+	// A crash leaves encrypted spool files whose keys died with the
+	// process, and half-written blobs: both are removed before serving.
+	spoolDir := c.Storage.Path("spool")
+	if n, err := vault.CleanSpool(spoolDir); err != nil {
+		return fmt.Errorf("clean spool: %w", err)
+	} else if n > 0 {
+		log.Warn("removed spool leftovers of an earlier crash", "count", n)
+	}
+	if n, err := b.blobs.CleanTemp(time.Hour); err != nil {
+		return fmt.Errorf("clean blob temp files: %w", err)
+	} else if n > 0 {
+		log.Warn("removed unfinished blobs", "count", n)
+	}
+
+	var cert *certsReloader
+	if c.SMTP.TLS.Enabled() {
+		if cert, err = loadCerts(c); err != nil {
+			return err
+		}
+	}
+	var userDB *users.DB
+	if c.SMTP.Auth.UsersFile != "" {
+		if userDB, err = users.Load(c.SMTP.Auth.UsersFile); err != nil {
+			return err
+		}
+		log.Info("SMTP AUTH enabled", "users", userDB.Len(), "login", c.SMTP.Auth.AllowLogin)
+	}
+	hopTLS, err := nextHopTLS(c)
+	if err != nil {
+		return err
+	}
+
+	smtpLn, err := net.Listen("tcp", c.SMTP.Listen)
+	if err != nil {
+		return fmt.Errorf("smtp.listen: %w", err)
+	}
+	defer smtpLn.Close()
+	var tlsLn net.Listener
+	if c.SMTP.TLSListen != "" {
+		if tlsLn, err = net.Listen("tcp", c.SMTP.TLSListen); err != nil {
+			return fmt.Errorf("smtp.tls_listen: %w", err)
+		}
+		defer tlsLn.Close()
+	}
+	httpLn, err := net.Listen("tcp", c.Links.Listen)
+	if err != nil {
+		return fmt.Errorf("links.listen: %w", err)
+	}
+
+	pipeline := &smtpd.Pipeline{
+		Hostname: c.SMTP.Hostname,
+		SpoolDir: spoolDir,
+		Store:    b.store,
+		Blobs:    b.blobs,
+		Audit:    b.audit,
+		BaseURL:  c.Links.BaseURL,
+		Expiry:   c.Links.DefaultExpiry.D(),
+		Language: c.Links.Language,
+		Location: c.Links.Location(),
+		Limits: mailpart.Limits{MaxDepth: c.SMTP.MaxMIMEDepth, MaxParts: c.SMTP.MaxMIMEParts,
+			MaxHeaderBytes: c.SMTP.MaxHeaderBytes},
+		Logger: log.With("component", "pipeline"),
+	}
+	smtpSrv := smtpd.New(smtpd.Options{
+		Hostname:                c.SMTP.Hostname,
+		MaxMessageBytes:         c.SMTP.MaxMessageBytes,
+		MaxRecipients:           c.SMTP.MaxRecipients,
+		Trusted:                 c.SMTP.Trusted(),
+		ReadTimeout:             c.SMTP.ReadTimeout.D(),
+		WriteTimeout:            c.SMTP.WriteTimeout.D(),
+		MaxLineLength:           c.SMTP.MaxLineLength,
+		MaxConnections:          c.SMTP.MaxConnections,
+		MaxConnectionsPerClient: c.SMTP.MaxConnectionsPerClient,
+		TLSConfig:               cert.ServerConfig(),
+		Users:                   userDB,
+		AllowLogin:              c.SMTP.Auth.AllowLogin,
+		AuthMaxFailures:         c.SMTP.Auth.MaxFailures,
+		AuthFailureWindow:       c.SMTP.Auth.FailureWindow.D(),
+		Hop: relay.New(c.NextHop.Address, c.SMTP.Hostname, c.NextHop.Timeout.D(),
+			c.NextHop.TLS, hopTLS),
+		Pipeline: pipeline,
+		Audit:    b.audit,
+		Logger:   log,
+	})
+	links, err := linkserver.New(linkserver.Options{
+		Store:    b.store,
+		Blobs:    b.blobs,
+		MACKey:   b.ring.MACKey(),
+		Audit:    b.audit,
+		Logger:   log.With("component", "linkserver"),
+		Location: c.Links.Location(),
+	})
+	if err != nil {
+		return err
+	}
+	httpSrv := &http.Server{
+		Handler:           links.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	adminAPI, err := startAdminAPI(c, b, log)
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	janitor := &expiry.Janitor{Store: b.store, Blobs: b.blobs, Audit: b.audit, Logger: log.With("component", "expiry")}
+	go janitor.Run(ctx, time.Minute)
+	go b.audit.RunRetention(ctx, 24*time.Hour)
+
+	go reloadOnHangup(ctx, log, cert, userDB)
+
+	errc := make(chan error, 3)
+	go func() { errc <- smtpSrv.Serve(smtpLn) }()
+	if tlsLn != nil {
+		go func() { errc <- smtpSrv.ServeTLS(tlsLn) }()
+	}
+	go func() {
+		if err := httpSrv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+			return
+		}
+		errc <- nil
+	}()
+	log.Info("attachgate serving", "version", version, "smtp", smtpLn.Addr().String(),
+		"links", httpLn.Addr().String(), "next_hop", c.NextHop.Address,
+		"storage", mustAbs(c.Storage.Dir))
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: draining transactions", "deadline", drainTimeout)
+	case serveErr = <-errc:
+	}
+	stop()
+	sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	if err := smtpSrv.Shutdown(sctx); err != nil {
+		log.Warn("smtp drain incomplete", "err", err)
+	}
+	if err := httpSrv.Shutdown(sctx); err != nil {
+		log.Warn("http drain incomplete", "err", err)
+	}
+	if err := adminAPI.Shutdown(sctx); err != nil {
+		log.Warn("admin drain incomplete", "err", err)
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+func mustAbs(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}

@@ -1,0 +1,558 @@
+// Package config owns attachgate's configuration file: strict YAML parsing
+// (an unknown key is an error naming the key), defaults, and validation with
+// messages that name the key and the reason.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	SMTP    SMTP    `yaml:"smtp"`
+	NextHop NextHop `yaml:"next_hop"`
+	Links   Links   `yaml:"links"`
+	Storage Storage `yaml:"storage"`
+	Store   Store   `yaml:"store"`
+	Audit   Audit   `yaml:"audit"`
+	Admin   Admin   `yaml:"admin"`
+	Log     Log     `yaml:"log"`
+}
+
+// Store chooses the metadata backend: the embedded SQLite database under
+// storage.dir, or Redis shared by several gateway instances.
+type Store struct {
+	Backend string `yaml:"backend"` // sqlite or redis
+	Redis   Redis  `yaml:"redis"`
+}
+
+// Redis configures the shared Redis backend (store.backend: redis).
+type Redis struct {
+	URL       string `yaml:"url"` // redis://host:port/db or rediss://
+	KeyPrefix string `yaml:"key_prefix"`
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"`
+	TLS       bool   `yaml:"tls"`
+	// Timeout bounds every Redis call, so an outage becomes a clear 451
+	// or 503 quickly instead of a hang.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Audit configures the audit log.
+type Audit struct {
+	// RetentionDays counts local days kept, today included.
+	RetentionDays int `yaml:"retention_days"`
+	// TimeZone of exported times and of day boundaries; "" = links.time_zone.
+	TimeZone string `yaml:"time_zone"`
+	// LogSubjects adds the Subject header to mail events (off: subjects are
+	// personal data).
+	LogSubjects bool `yaml:"log_subjects"`
+
+	location *time.Location
+}
+
+// Admin configures the admin API listener.
+type Admin struct {
+	Listen         string       `yaml:"listen"` // "" disables the admin API
+	TrustedProxies []string     `yaml:"trusted_proxies"`
+	Tokens         []AdminToken `yaml:"tokens"`
+
+	proxies []netip.Prefix
+}
+
+// AdminToken is one bearer token, configured by the SHA-256 of its value.
+type AdminToken struct {
+	Name     string   `yaml:"name"`
+	SHA256   string   `yaml:"sha256"` // hex of SHA-256(token)
+	Role     string   `yaml:"role"`   // admin or auditor
+	Networks []string `yaml:"networks"`
+
+	networks []netip.Prefix
+}
+
+// SMTP configures the listener that takes mail in.
+type SMTP struct {
+	Listen          string   `yaml:"listen"`
+	Hostname        string   `yaml:"hostname"`
+	MaxMessageBytes int64    `yaml:"max_message_bytes"`
+	TrustedNetworks []string `yaml:"trusted_networks"`
+	// MaxRecipients bounds RCPT commands per message (452 4.5.3 beyond).
+	MaxRecipients int `yaml:"max_recipients"`
+	// ReadTimeout is re-armed per command line by go-smtp, so it must cover
+	// a whole DATA upload of the largest message on a slow link.
+	ReadTimeout  Duration `yaml:"read_timeout"`
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// MaxLineLength bounds every line, DATA included (RFC 5321 allows 1000).
+	MaxLineLength int `yaml:"max_line_length"`
+	// MaxHeaderBytes bounds each header block of the message and its parts.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxMIMEDepth and MaxMIMEParts bound the MIME tree (554 5.6.0 beyond).
+	MaxMIMEDepth int `yaml:"max_mime_depth"`
+	MaxMIMEParts int `yaml:"max_mime_parts"`
+	// MaxConnections bounds sessions in total and per client address.
+	MaxConnections          int `yaml:"max_connections"`
+	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
+	// TLSListen is an optional implicit-TLS listener (submissions, :465).
+	TLSListen string   `yaml:"tls_listen"`
+	TLS       TLS      `yaml:"tls"`
+	Auth      SMTPAuth `yaml:"auth"`
+
+	trusted []netip.Prefix
+}
+
+// TLS names the certificate for STARTTLS and the implicit-TLS listener.
+// The files are read again on SIGHUP.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Enabled tells whether a certificate is configured.
+func (t *TLS) Enabled() bool { return t.CertFile != "" }
+
+// SMTPAuth configures SMTP AUTH, offered only over TLS.
+type SMTPAuth struct {
+	// UsersFile holds "name:hash" lines (argon2id or bcrypt), managed with
+	// `attachgate user add|passwd|delete`. Empty: AUTH is not offered.
+	UsersFile string `yaml:"users_file"`
+	// AllowLogin offers the LOGIN mechanism (old Outlook) beside PLAIN.
+	AllowLogin bool `yaml:"allow_login"`
+	// MaxFailures failed attempts per client address within FailureWindow
+	// lock that address out of AUTH until the window passes.
+	MaxFailures   int      `yaml:"max_failures"`
+	FailureWindow Duration `yaml:"failure_window"`
+}
+
+// NextHop configures where relayed mail goes.
+type NextHop struct {
+	// Address is "host:port" of the next MTA, or "outbox:DIR" to write each
+	// relayed message as an .eml file into DIR (demo and tests).
+	Address string   `yaml:"address"`
+	Timeout Duration `yaml:"timeout"`
+	// TLS is none, opportunistic (STARTTLS when offered) or required.
+	TLS string `yaml:"tls"`
+	// ServerName is the name the next hop's certificate must carry;
+	// default: the host part of address.
+	ServerName string `yaml:"server_name"`
+	// CAFile adds trusted CA certificates (PEM) for the next hop.
+	CAFile string `yaml:"ca_file"`
+	// InsecureSkipVerify turns certificate checks off: for labs only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// Links configures the link server and the links put into mail.
+type Links struct {
+	Listen        string   `yaml:"listen"`
+	BaseURL       string   `yaml:"base_url"`
+	DefaultExpiry Duration `yaml:"default_expiry"`
+	// Language of the notice added to mail: en, ja or both.
+	Language string `yaml:"language"`
+	// TimeZone shows expiry times in notices and pages (IANA name or "Local").
+	TimeZone string `yaml:"time_zone"`
+
+	location *time.Location
+}
+
+// Storage configures where keys, blobs and metadata live.
+type Storage struct {
+	Dir string `yaml:"dir"`
+}
+
+// Log configures the daemon's structured log.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// Duration is a positive Go duration written as a string ("3s", "168h").
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: want a duration such as \"168h\"", n.Line)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (use Go syntax such as \"90s\", \"168h\")", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Defaults returns the configuration used for keys the file leaves out.
+func Defaults() Config {
+	return Config{
+		SMTP: SMTP{
+			Listen:                  "127.0.0.1:2525",
+			Hostname:                hostname(),
+			MaxMessageBytes:         150 << 20,
+			TrustedNetworks:         []string{"127.0.0.0/8", "::1/128"},
+			MaxRecipients:           1000,
+			ReadTimeout:             Duration(10 * time.Minute),
+			WriteTimeout:            Duration(5 * time.Minute),
+			MaxLineLength:           4000,
+			MaxHeaderBytes:          1 << 20,
+			MaxMIMEDepth:            32,
+			MaxMIMEParts:            2000,
+			MaxConnections:          200,
+			MaxConnectionsPerClient: 50,
+			Auth:                    SMTPAuth{MaxFailures: 5, FailureWindow: Duration(15 * time.Minute)},
+		},
+		NextHop: NextHop{
+			Address: "127.0.0.1:10026",
+			Timeout: Duration(5 * time.Minute),
+			TLS:     "opportunistic",
+		},
+		Links: Links{
+			Listen:        "127.0.0.1:8080",
+			BaseURL:       "http://127.0.0.1:8080",
+			DefaultExpiry: Duration(168 * time.Hour),
+			Language:      "both",
+			TimeZone:      "Local",
+		},
+		Storage: Storage{Dir: "./data"},
+		Store:   Store{Backend: "sqlite", Redis: Redis{KeyPrefix: "attachgate:", Timeout: Duration(3 * time.Second)}},
+		Audit:   Audit{RetentionDays: 90},
+		Admin:   Admin{Listen: "127.0.0.1:8081"},
+		Log:     Log{Level: "info", Format: "text"},
+	}
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
+}
+
+// Load reads, parses and validates the file at path. Relative storage paths
+// are taken relative to the current directory, as a shell user expects.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse reads YAML from r strictly over the defaults and validates it.
+func Parse(r io.Reader) (*Config, error) {
+	c := Defaults()
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, explainYAML(err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// explainYAML rewrites yaml's "field x not found in type config.SMTP" into
+// words an admin can act on.
+func explainYAML(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("parse YAML: %w", err)
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		if i := strings.Index(e, ": field "); i >= 0 && strings.Contains(e, " not found in type ") {
+			line := e[:i]
+			rest := e[i+len(": field "):]
+			key := rest[:strings.Index(rest, " not found in type ")]
+			section := sectionOf(rest)
+			if section != "" {
+				key = section + "." + key
+			}
+			msgs = append(msgs, fmt.Sprintf("%s: unknown key %q", line, key))
+			continue
+		}
+		msgs = append(msgs, e)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+var sectionByType = map[string]string{
+	"config.SMTP": "smtp", "config.NextHop": "next_hop", "config.Links": "links",
+	"config.Storage": "storage", "config.Log": "log", "config.Store": "store",
+	"config.Redis": "store.redis", "config.Audit": "audit", "config.Admin": "admin",
+	"config.AdminToken": "admin.tokens[]", "config.TLS": "smtp.tls", "config.SMTPAuth": "smtp.auth",
+}
+
+func sectionOf(rest string) string {
+	i := strings.Index(rest, " not found in type ")
+	return sectionByType[strings.TrimSpace(rest[i+len(" not found in type "):])]
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+
+	if err := checkHostPort(c.SMTP.Listen); err != nil {
+		bad("smtp.listen", "%v", err)
+	}
+	if strings.TrimSpace(c.SMTP.Hostname) == "" || strings.ContainsAny(c.SMTP.Hostname, " \t\r\n") {
+		bad("smtp.hostname", "want a host name such as gw.example.com, got %q", c.SMTP.Hostname)
+	}
+	if c.SMTP.MaxMessageBytes <= 0 {
+		bad("smtp.max_message_bytes", "must be positive, got %d", c.SMTP.MaxMessageBytes)
+	}
+	if c.SMTP.MaxRecipients <= 0 {
+		bad("smtp.max_recipients", "must be positive, got %d", c.SMTP.MaxRecipients)
+	}
+	c.SMTP.trusted = c.SMTP.trusted[:0]
+	for _, s := range c.SMTP.TrustedNetworks {
+		p, err := parsePrefix(s)
+		if err != nil {
+			bad("smtp.trusted_networks", "%q is not a network (want CIDR such as 10.0.0.0/8): %v", s, err)
+			continue
+		}
+		c.SMTP.trusted = append(c.SMTP.trusted, p)
+	}
+	for key, v := range map[string]int{"smtp.max_line_length": c.SMTP.MaxLineLength,
+		"smtp.max_header_bytes": c.SMTP.MaxHeaderBytes, "smtp.max_mime_depth": c.SMTP.MaxMIMEDepth,
+		"smtp.max_mime_parts": c.SMTP.MaxMIMEParts, "smtp.max_connections": c.SMTP.MaxConnections,
+		"smtp.max_connections_per_client": c.SMTP.MaxConnectionsPerClient,
+		"smtp.auth.max_failures":          c.SMTP.Auth.MaxFailures} {
+		if v <= 0 {
+			bad(key, "must be positive, got %d", v)
+		}
+	}
+	if c.SMTP.MaxLineLength > 0 && c.SMTP.MaxLineLength < 1000 {
+		bad("smtp.max_line_length", "must be at least 1000 (RFC 5321), got %d", c.SMTP.MaxLineLength)
+	}
+	if c.SMTP.Auth.FailureWindow <= 0 {
+		bad("smtp.auth.failure_window", "must be a positive duration")
+	}
+	if (c.SMTP.TLS.CertFile == "") != (c.SMTP.TLS.KeyFile == "") {
+		bad("smtp.tls", "cert_file and key_file go together")
+	}
+	if c.SMTP.TLSListen != "" {
+		if err := checkHostPort(c.SMTP.TLSListen); err != nil {
+			bad("smtp.tls_listen", "%v", err)
+		}
+		if !c.SMTP.TLS.Enabled() {
+			bad("smtp.tls_listen", "needs smtp.tls.cert_file and key_file")
+		}
+	}
+	if c.SMTP.Auth.UsersFile != "" && !c.SMTP.TLS.Enabled() {
+		bad("smtp.auth.users_file", "AUTH is offered only over TLS: set smtp.tls.cert_file and key_file")
+	}
+	if c.SMTP.ReadTimeout <= 0 {
+		bad("smtp.read_timeout", "must be a positive duration")
+	}
+	if c.SMTP.WriteTimeout <= 0 {
+		bad("smtp.write_timeout", "must be a positive duration")
+	}
+
+	if dir, ok := strings.CutPrefix(c.NextHop.Address, "outbox:"); ok {
+		if strings.TrimSpace(dir) == "" {
+			bad("next_hop.address", "outbox: needs a directory, as in outbox:./data/outbox")
+		}
+	} else if err := checkHostPort(c.NextHop.Address); err != nil {
+		bad("next_hop.address", "%v (or outbox:DIR)", err)
+	}
+	switch c.NextHop.TLS {
+	case "none", "opportunistic", "required":
+	default:
+		bad("next_hop.tls", "want none, opportunistic or required, got %q", c.NextHop.TLS)
+	}
+	if c.NextHop.Timeout <= 0 {
+		bad("next_hop.timeout", "must be a positive duration")
+	}
+
+	if err := checkHostPort(c.Links.Listen); err != nil {
+		bad("links.listen", "%v", err)
+	}
+	u, err := url.Parse(c.Links.BaseURL)
+	switch {
+	case err != nil:
+		bad("links.base_url", "%v", err)
+	case u.Scheme != "https" && u.Scheme != "http":
+		bad("links.base_url", "want an http or https URL, got %q", c.Links.BaseURL)
+	case u.Host == "":
+		bad("links.base_url", "missing host in %q", c.Links.BaseURL)
+	case u.RawQuery != "" || u.Fragment != "":
+		bad("links.base_url", "must not have a query or fragment: %q", c.Links.BaseURL)
+	default:
+		c.Links.BaseURL = strings.TrimRight(c.Links.BaseURL, "/")
+	}
+	if c.Links.DefaultExpiry <= 0 {
+		bad("links.default_expiry", "must be a positive duration")
+	}
+	switch c.Links.Language {
+	case "en", "ja", "both":
+	default:
+		bad("links.language", "want en, ja or both, got %q", c.Links.Language)
+	}
+	loc, err := time.LoadLocation(c.Links.TimeZone)
+	if err != nil {
+		bad("links.time_zone", "unknown zone %q (want an IANA name such as Asia/Tokyo, or Local)", c.Links.TimeZone)
+	}
+	c.Links.location = loc
+
+	if strings.TrimSpace(c.Storage.Dir) == "" {
+		bad("storage.dir", "must name a directory")
+	}
+	switch c.Store.Backend {
+	case "sqlite":
+	case "redis":
+		ru, err := url.Parse(c.Store.Redis.URL)
+		if err != nil || (ru.Scheme != "redis" && ru.Scheme != "rediss") || ru.Host == "" {
+			bad("store.redis.url", "want redis://host:port/db or rediss://..., got %q", c.Store.Redis.URL)
+		}
+	default:
+		bad("store.backend", "want sqlite or redis, got %q", c.Store.Backend)
+	}
+	if c.Store.Redis.Timeout <= 0 {
+		bad("store.redis.timeout", "must be a positive duration")
+	}
+
+	if c.Audit.RetentionDays < 1 {
+		bad("audit.retention_days", "must be at least 1 (today), got %d", c.Audit.RetentionDays)
+	}
+	c.Audit.location = c.Links.location
+	if c.Audit.TimeZone != "" {
+		aloc, err := time.LoadLocation(c.Audit.TimeZone)
+		if err != nil {
+			bad("audit.time_zone", "unknown zone %q (want an IANA name such as Asia/Tokyo, or Local)", c.Audit.TimeZone)
+		}
+		c.Audit.location = aloc
+	}
+
+	if c.Admin.Listen != "" {
+		if err := checkHostPort(c.Admin.Listen); err != nil {
+			bad("admin.listen", "%v", err)
+		}
+	}
+	c.Admin.proxies = nil
+	for _, s := range c.Admin.TrustedProxies {
+		p, err := parsePrefix(s)
+		if err != nil {
+			bad("admin.trusted_proxies", "%q is not a network: %v", s, err)
+			continue
+		}
+		c.Admin.proxies = append(c.Admin.proxies, p)
+	}
+	names := map[string]bool{}
+	for i := range c.Admin.Tokens {
+		tok := &c.Admin.Tokens[i]
+		key := fmt.Sprintf("admin.tokens[%d]", i)
+		if tok.Name == "" {
+			bad(key+".name", "must be set (it names the token in the audit log)")
+		} else if names[tok.Name] {
+			bad(key+".name", "duplicate token name %q", tok.Name)
+		}
+		names[tok.Name] = true
+		if len(tok.SHA256) != 64 || strings.Trim(strings.ToLower(tok.SHA256), "0123456789abcdef") != "" {
+			bad(key+".sha256", "want the 64 hex digits of SHA-256(token), e.g. from: printf %%s TOKEN | sha256sum")
+		}
+		tok.SHA256 = strings.ToLower(tok.SHA256)
+		if tok.Role != "admin" && tok.Role != "auditor" {
+			bad(key+".role", "want admin or auditor, got %q", tok.Role)
+		}
+		if len(tok.Networks) == 0 {
+			bad(key+".networks", "must list the networks the token may be used from")
+		}
+		tok.networks = nil
+		for _, s := range tok.Networks {
+			p, err := parsePrefix(s)
+			if err != nil {
+				bad(key+".networks", "%q is not a network: %v", s, err)
+				continue
+			}
+			tok.networks = append(tok.networks, p)
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "want text or json, got %q", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("want host:port, got %q", s)
+	}
+	_ = host
+	if port == "" {
+		return fmt.Errorf("missing port in %q", s)
+	}
+	return nil
+}
+
+// parsePrefix accepts CIDR notation or a bare address (a /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Trusted returns the parsed smtp.trusted_networks.
+func (s *SMTP) Trusted() []netip.Prefix { return s.trusted }
+
+// Location returns the parsed links.time_zone.
+func (l *Links) Location() *time.Location { return l.location }
+
+// Path resolves a path below storage.dir.
+func (s *Storage) Path(elem ...string) string {
+	return filepath.Join(append([]string{s.Dir}, elem...)...)
+}
+
+// OutboxDir returns the directory of an "outbox:DIR" next hop, or "".
+func (n *NextHop) OutboxDir() string {
+	dir, _ := strings.CutPrefix(n.Address, "outbox:")
+	if dir == n.Address {
+		return ""
+	}
+	return dir
+}
+
+// Location returns the zone of audit exports and retention days.
+func (a *Audit) Location() *time.Location { return a.location }
+
+// Proxies returns the parsed admin.trusted_proxies.
+func (a *Admin) Proxies() []netip.Prefix { return a.proxies }
+
+// Nets returns the parsed networks of a token.
+func (t *AdminToken) Nets() []netip.Prefix { return t.networks }

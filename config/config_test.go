@@ -1,0 +1,94 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown top-level key", "smtpp:\n  listen: x\n", `unknown key "smtpp"`},
+		{"unknown nested key", "smtp:\n  lisen: \"127.0.0.1:25\"\n", `unknown key "smtp.lisen"`},
+		{"bad listen", "smtp:\n  listen: \"nonsense\"\n", "smtp.listen: want host:port"},
+		{"bad network", "smtp:\n  trusted_networks: [\"10.0.0.0/33\"]\n", "smtp.trusted_networks"},
+		{"bad duration", "links:\n  default_expiry: \"7 days\"\n", `"7 days" is not a duration`},
+		{"negative duration", "links:\n  default_expiry: \"-1h\"\n", "links.default_expiry: must be a positive duration"},
+		{"bad language", "links:\n  language: fr\n", "links.language: want en, ja or both"},
+		{"bad base url", "links:\n  base_url: \"ftp://x\"\n", "links.base_url: want an http or https URL"},
+		{"bad zone", "links:\n  time_zone: Mars/Olympus\n", "links.time_zone: unknown zone"},
+		{"bad size", "smtp:\n  max_message_bytes: 0\n", "smtp.max_message_bytes: must be positive"},
+		{"empty outbox", "next_hop:\n  address: \"outbox:\"\n", "next_hop.address: outbox: needs a directory"},
+		{"bad hop", "next_hop:\n  address: \"mx.example.com\"\n", "next_hop.address: want host:port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(tt.yaml))
+			if err == nil {
+				t.Fatalf("Parse accepted %q", tt.yaml)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseContractKeys(t *testing.T) {
+	const doc = `
+smtp:
+  listen: "127.0.0.1:2525"
+  hostname: "gw.example.com"
+  max_message_bytes: 157286400
+  trusted_networks: ["127.0.0.0/8", "::1/128", "192.0.2.7"]
+next_hop:
+  address: "127.0.0.1:10026"
+links:
+  listen: "127.0.0.1:8080"
+  base_url: "https://files.example.com/"
+  default_expiry: "3s"
+  time_zone: Asia/Tokyo
+storage:
+  dir: "./data"
+`
+	c, err := Parse(strings.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SMTP.Hostname != "gw.example.com" || c.SMTP.MaxMessageBytes != 157286400 {
+		t.Errorf("smtp = %+v", c.SMTP)
+	}
+	if got := len(c.SMTP.Trusted()); got != 3 {
+		t.Errorf("trusted networks = %d, want 3", got)
+	}
+	if c.SMTP.Trusted()[2].Bits() != 32 {
+		t.Errorf("bare address should be a /32, got %v", c.SMTP.Trusted()[2])
+	}
+	if c.Links.BaseURL != "https://files.example.com" {
+		t.Errorf("base_url = %q, trailing slash not trimmed", c.Links.BaseURL)
+	}
+	if c.Links.DefaultExpiry.D() != 3*time.Second {
+		t.Errorf("default_expiry = %v", c.Links.DefaultExpiry.D())
+	}
+	if c.Links.Location().String() != "Asia/Tokyo" {
+		t.Errorf("location = %v", c.Links.Location())
+	}
+	if c.Links.Language != "both" {
+		t.Errorf("language default = %q, want both", c.Links.Language)
+	}
+	if c.NextHop.OutboxDir() != "" {
+		t.Errorf("host:port next hop taken for an outbox")
+	}
+}
+
+func TestDemoConfigLoads(t *testing.T) {
+	c, err := Load("demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NextHop.OutboxDir() != "./data/outbox" {
+		t.Errorf("demo outbox = %q", c.NextHop.OutboxDir())
+	}
+}

@@ -1,0 +1,209 @@
+package linkserver
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/store"
+)
+
+// maxTokenLen bounds what we hash and look up; real tokens are 43 bytes.
+const maxTokenLen = 128
+
+// handleLanding shows the landing page for GET and HEAD. It never counts a
+// download: mail scanners fetch links before the recipient does.
+func (s *Server) handleLanding(w http.ResponseWriter, r *http.Request) {
+	now := s.now()
+	view, err := s.linkByToken(r, r.PathValue("token"))
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			// Unknown tokens are not audited: anyone can invent them.
+			s.renderError(w, r, pageNotFound)
+			return
+		}
+		s.storeFailed(w, r, "link by token", "", err)
+		return
+	}
+	viewed := withLink(s.webEvent(r, audit.TypeLinkViewed), view)
+	if err := linkState(view, now); err != nil {
+		kind, reason := denial(err)
+		viewed.Reason = reason
+		_ = s.record(r, viewed) // already logged; the answer is a refusal anyway
+		s.renderError(w, r, kind)
+		return
+	}
+	// No audit, no page: a view the log cannot hold is not shown.
+	if err := s.record(r, viewed); err != nil {
+		s.renderError(w, r, pageUnavailable)
+		return
+	}
+
+	csrf := csrfToken(r)
+	s.setCSRFCookie(w, r, csrf)
+	t := catalogFor(r)
+	expires := effectiveExpiry(view).In(s.location)
+	landing := &landingData{
+		FileName:   view.File.Name,
+		SizeHuman:  humanSize(view.File.Size),
+		SizeBytes:  t.byteCount(view.File.Size),
+		Sender:     view.Message.Sender,
+		Expires:    t.formatTime(expires),
+		ExpiresISO: expires.Format(time.RFC3339),
+		SHA256:     view.File.SHA256,
+		Action:     "/d/" + url.PathEscape(r.PathValue("token")),
+		CSRF:       csrf,
+	}
+	if landing.Sender == "" {
+		landing.Sender = t.NoSender
+	}
+	if limit := view.Link.MaxDownloads; limit > 0 {
+		landing.DownloadsLeft = strconv.Itoa(limit - view.Link.Downloads)
+	}
+	s.renderPage(w, r, http.StatusOK, "landing", pageData{T: t, Title: t.LandingTitle, Landing: landing})
+}
+
+// handleConfirm is the landing page's form: it checks CSRF, counts the
+// download atomically and redirects to a short-lived signed file URL.
+func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
+	now := s.now()
+	view, err := s.linkByToken(r, r.PathValue("token"))
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			denied := s.webEvent(r, audit.TypeDownloadDenied)
+			denied.Reason = "unknown"
+			_ = s.record(r, denied)
+			s.renderError(w, r, pageNotFound)
+			return
+		}
+		s.storeFailed(w, r, "link by token", "", err)
+		return
+	}
+	denied := withLink(s.webEvent(r, audit.TypeDownloadDenied), view)
+	if !s.csrfValid(w, r) {
+		denied.Reason = "csrf"
+		_ = s.record(r, denied)
+		s.renderError(w, r, pageCSRF)
+		return
+	}
+	// The store's count checks the link only; the file's expiry, which can
+	// be earlier, is checked here. Dead links also skip a database write.
+	if err := linkState(view, now); err != nil {
+		s.deny(w, r, denied, err)
+		return
+	}
+	counted, err := s.countDownload(r, view.Link.ID, now)
+	if err != nil {
+		if _, reason := denial(err); reason != "" {
+			s.deny(w, r, denied, err)
+			return
+		}
+		s.storeFailed(w, r, "count download", view.Link.ID, err)
+		return
+	}
+	s.log.Debug("linkserver: download counted",
+		"link_id", counted.ID, "downloads", counted.Downloads, "max_downloads", counted.MaxDownloads)
+
+	h := w.Header()
+	h.Set("Location", s.signedFileURL(view.Link.ID, view.File.Name, now.Add(s.signedURLTTL)))
+	h.Set("Cache-Control", "no-store")
+	h.Set("Referrer-Policy", "no-referrer")
+	w.WriteHeader(http.StatusSeeOther)
+}
+
+// deny records a download.denied event for a known link state and sends
+// the matching page.
+func (s *Server) deny(w http.ResponseWriter, r *http.Request, denied audit.Event, state error) {
+	kind, reason := denial(state)
+	denied.Reason = reason
+	_ = s.record(r, denied)
+	s.renderError(w, r, kind)
+}
+
+func (s *Server) linkByToken(r *http.Request, token string) (store.LinkView, error) {
+	if !plausibleToken(token) {
+		return store.LinkView{}, store.ErrNotFound
+	}
+	ctx, cancel := storeContext(r)
+	defer cancel()
+	view, err := s.store.LinkByTokenHash(ctx, store.HashToken(token))
+	if err != nil {
+		// The token stays out of the error: errors end up in logs.
+		return store.LinkView{}, fmt.Errorf("look up link by token: %w", err)
+	}
+	return view, nil
+}
+
+func (s *Server) countDownload(r *http.Request, linkID string, now time.Time) (store.Link, error) {
+	ctx, cancel := storeContext(r)
+	defer cancel()
+	link, err := s.store.CountDownload(ctx, linkID, now)
+	if err != nil {
+		return store.Link{}, fmt.Errorf("count download of link %s: %w", linkID, err)
+	}
+	return link, nil
+}
+
+// plausibleToken rejects what cannot be a token (base64url, bounded) before
+// it reaches the database.
+func plausibleToken(token string) bool {
+	if token == "" || len(token) > maxTokenLen {
+		return false
+	}
+	for i := 0; i < len(token); i++ {
+		c := token[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// linkState says whether v can be downloaded at now, with the store's
+// errors. Revocation wins over expiry, expiry over the limit, as in the
+// store.
+func linkState(v store.LinkView, now time.Time) error {
+	switch {
+	case !v.Link.RevokedAt.IsZero():
+		return store.ErrRevoked
+	case expiredAt(v.Link.ExpiresAt, now) || expiredAt(v.File.ExpiresAt, now):
+		return store.ErrExpired
+	case v.Link.MaxDownloads > 0 && v.Link.Downloads >= v.Link.MaxDownloads:
+		return store.ErrLimit
+	}
+	return nil
+}
+
+// expiredAt: a link expiring at T is dead at T, as the store counts it.
+func expiredAt(expires, now time.Time) bool {
+	return !expires.IsZero() && !now.Before(expires)
+}
+
+// effectiveExpiry is the earlier of the link's and the file's expiry.
+func effectiveExpiry(v store.LinkView) time.Time {
+	link, file := v.Link.ExpiresAt, v.File.ExpiresAt
+	if link.IsZero() || (!file.IsZero() && file.Before(link)) {
+		return file
+	}
+	return link
+}
+
+// denial maps a link state to its page and audit reason; reason is "" for
+// errors that are not link states.
+func denial(err error) (kind pageKind, reason string) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return pageNotFound, "unknown"
+	case errors.Is(err, store.ErrExpired):
+		return pageExpired, "expired"
+	case errors.Is(err, store.ErrRevoked):
+		return pageRevoked, "revoked"
+	case errors.Is(err, store.ErrLimit):
+		return pageLimitReached, "limit"
+	}
+	return pageInternal, ""
+}

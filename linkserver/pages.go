@@ -1,0 +1,176 @@
+package linkserver
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"html/template"
+	"net/http"
+	"strconv"
+	"sync"
+)
+
+// pageKind names an error page; each has a status and a text per language.
+type pageKind int
+
+const (
+	pageNotFound pageKind = iota
+	pageExpired
+	pageRevoked
+	pageLimitReached
+	pageFileGone
+	pageCSRF
+	pageURLTimedOut
+	pageMethodNotAllowed
+	pageInternal
+	pageUnavailable
+)
+
+var pageStatus = map[pageKind]int{
+	pageNotFound:         http.StatusNotFound,
+	pageExpired:          http.StatusGone,
+	pageRevoked:          http.StatusGone,
+	pageLimitReached:     http.StatusGone,
+	pageFileGone:         http.StatusGone,
+	pageCSRF:             http.StatusForbidden,
+	pageURLTimedOut:      http.StatusForbidden,
+	pageMethodNotAllowed: http.StatusMethodNotAllowed,
+	pageInternal:         http.StatusInternalServerError,
+	pageUnavailable:      http.StatusServiceUnavailable,
+}
+
+// pageCSS is the only styling. It is inlined and allowed by its hash, so
+// the CSP needs neither 'unsafe-inline' nor a per-response nonce.
+const pageCSS = `body{margin:0;background:#f4f5f7;color:#1d2330;font:16px/1.5 system-ui,-apple-system,"Segoe UI","Hiragino Sans","Yu Gothic UI",Meiryo,sans-serif}` +
+	`main{max-width:40rem;margin:3rem auto;padding:2rem;background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.12)}` +
+	`h1{font-size:1.4rem;margin:0 0 1.5rem}` +
+	`dl{display:grid;grid-template-columns:max-content 1fr;gap:.5rem 1.5rem;margin:0 0 2rem}` +
+	`dt{color:#5a6270}dd{margin:0;overflow-wrap:anywhere}` +
+	`.name{font-weight:600}code{font-size:.85rem;word-break:break-all}` +
+	`button{font:inherit;font-weight:600;color:#fff;background:#1f5fbf;border:0;border-radius:6px;padding:.7rem 2rem;cursor:pointer}` +
+	`button:hover{background:#174a96}.note{color:#5a6270;font-size:.9rem;margin-top:1.5rem}` +
+	`@media (max-width:30rem){main{margin:0;border-radius:0}dl{grid-template-columns:1fr;gap:0}dd{margin-bottom:.6rem}}`
+
+// pageCSP is the Content-Security-Policy of every HTML page.
+var pageCSP = func() string {
+	sum := sha256.Sum256([]byte(pageCSS))
+	return "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'; " +
+		"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+}()
+
+// The <style> body must be exactly pageCSS for the hash to match, so it is
+// spliced into the template source rather than passed as data.
+var pageTemplates = template.Must(template.New("pages").Parse(`
+{{- define "top" -}}
+<!doctype html>
+<html lang="{{.T.Lang}}">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex, nofollow">
+<title>{{.Title}}</title>
+<style>` + pageCSS + `</style>
+</head>
+<body>
+<main>
+{{end}}
+
+{{- define "bottom" -}}
+</main>
+</body>
+</html>
+{{end}}
+
+{{- define "landing" -}}
+{{template "top" .}}<h1>{{.T.LandingTitle}}</h1>
+<dl>
+<dt>{{.T.FileName}}</dt><dd class="name">{{.Landing.FileName}}</dd>
+<dt>{{.T.Size}}</dt><dd>{{.Landing.SizeHuman}} ({{.Landing.SizeBytes}})</dd>
+<dt>{{.T.Sender}}</dt><dd>{{.Landing.Sender}}</dd>
+<dt>{{.T.Expires}}</dt><dd><time datetime="{{.Landing.ExpiresISO}}">{{.Landing.Expires}}</time></dd>
+<dt>{{.T.SHA256}}</dt><dd><code>{{.Landing.SHA256}}</code></dd>
+{{- if .Landing.DownloadsLeft}}
+<dt>{{.T.DownloadsLeft}}</dt><dd>{{.Landing.DownloadsLeft}}</dd>
+{{- end}}
+</dl>
+<form method="post" action="{{.Landing.Action}}">
+<input type="hidden" name="` + csrfField + `" value="{{.Landing.CSRF}}">
+<button type="submit">{{.T.Download}}</button>
+</form>
+<p class="note">{{.T.LandingNote}}</p>
+{{template "bottom" .}}
+{{- end}}
+
+{{- define "error" -}}
+{{template "top" .}}<h1>{{.Title}}</h1>
+<p>{{.Message}}</p>
+{{template "bottom" .}}
+{{- end}}
+`))
+
+// pageData is what every template sees.
+type pageData struct {
+	T       *catalog
+	Title   string
+	Message string       // error pages
+	Landing *landingData // landing page
+}
+
+type landingData struct {
+	FileName      string
+	SizeHuman     string
+	SizeBytes     string
+	Sender        string
+	Expires       string
+	ExpiresISO    string
+	SHA256        string
+	DownloadsLeft string // "" when unlimited
+	Action        string
+	CSRF          string
+}
+
+var pageBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// setPageSecurityHeaders sets the headers every HTML page carries.
+func setPageSecurityHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", pageCSP)
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Robots-Tag", "noindex, nofollow")
+}
+
+// renderPage executes a template into a buffer first, so a template error
+// becomes a clean 500 instead of half a page.
+func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, name string, data pageData) {
+	buf := pageBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer pageBuffers.Put(buf)
+	if err := pageTemplates.ExecuteTemplate(buf, name, data); err != nil {
+		s.log.Error("linkserver: render page", "page", name, "err", err)
+		status = http.StatusInternalServerError
+		buf.Reset()
+		buf.WriteString("<!doctype html><title>500</title><p>Internal error.</p>")
+	}
+	h := w.Header()
+	setPageSecurityHeaders(h)
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Language", data.T.Lang)
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	h.Add("Vary", "Accept-Language")
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(buf.Bytes())
+	}
+}
+
+// renderError sends the error page of kind in the request's language.
+func (s *Server) renderError(w http.ResponseWriter, r *http.Request, kind pageKind) {
+	t := catalogFor(r)
+	text := t.errors[kind]
+	if kind == pageUnavailable {
+		w.Header().Set("Retry-After", retryAfter)
+	}
+	s.renderPage(w, r, pageStatus[kind], "error", pageData{T: t, Title: text.Title, Message: text.Message})
+}

@@ -1,0 +1,235 @@
+// Package linkserver serves what a recipient's browser sees: landing pages,
+// downloads, health. The admin API will come later, on a separate listener.
+//
+// A download takes three requests, so that mail scanners which pre-fetch
+// links never use one up:
+//
+//	GET  /d/{token}         landing page; counts nothing
+//	POST /d/{token}         counts the download, 303 to a signed URL
+//	GET  /f/{id}/{name}?e=&s=  streams the decrypted file (Range, HEAD)
+package linkserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"time"
+
+	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/store"
+	"github.com/attachgate/attachgate/vault"
+)
+
+const (
+	defaultSignedURLTTL = 2 * time.Minute
+	// minMACKeyLen is the HMAC-SHA256 block of security we insist on.
+	minMACKeyLen = 32
+	// storeTimeout bounds one metadata call, so a wedged database turns
+	// into a 503 rather than a hung browser.
+	storeTimeout = 10 * time.Second
+	// auditTimeout bounds one audit append.
+	auditTimeout = 10 * time.Second
+	// retryAfter is what a 503 tells clients, in seconds.
+	retryAfter = "30"
+)
+
+// Options configures a Server. Store, Blobs, MACKey and Audit are required.
+type Options struct {
+	Store  store.Store
+	Blobs  *vault.BlobStore
+	MACKey []byte         // signs short-lived download URLs; at least 32 bytes
+	Audit  audit.Recorder // required: every view and download is audited
+	Logger *slog.Logger   // nil = slog.Default()
+	Now    func() time.Time
+	// SignedURLTTL is how long the URL a POST redirects to stays valid;
+	// 0 = 2 minutes.
+	SignedURLTTL time.Duration
+	// Location is the zone expiry times are shown in; nil = time.Local.
+	Location *time.Location
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For and
+	// X-Forwarded-Proto are believed; may be empty.
+	TrustedProxies []netip.Prefix
+}
+
+// Server serves landing pages, downloads and health. It is safe for
+// concurrent use.
+type Server struct {
+	store          store.Store
+	blobs          *vault.BlobStore
+	macKey         []byte
+	audit          audit.Recorder
+	log            *slog.Logger
+	now            func() time.Time
+	signedURLTTL   time.Duration
+	location       *time.Location
+	trustedProxies []netip.Prefix
+	crossOrigin    *http.CrossOriginProtection
+	handler        http.Handler
+}
+
+// New checks o and builds a Server.
+func New(o Options) (*Server, error) {
+	switch {
+	case o.Store == nil:
+		return nil, errors.New("linkserver: Options.Store is required")
+	case o.Blobs == nil:
+		return nil, errors.New("linkserver: Options.Blobs is required")
+	case o.Audit == nil:
+		return nil, errors.New("linkserver: Options.Audit is required")
+	case len(o.MACKey) < minMACKeyLen:
+		return nil, fmt.Errorf("linkserver: Options.MACKey must be at least %d bytes, got %d", minMACKeyLen, len(o.MACKey))
+	case o.SignedURLTTL < 0:
+		return nil, fmt.Errorf("linkserver: Options.SignedURLTTL must not be negative, got %s", o.SignedURLTTL)
+	}
+	s := &Server{
+		store:          o.Store,
+		blobs:          o.Blobs,
+		macKey:         append([]byte(nil), o.MACKey...),
+		audit:          o.Audit,
+		log:            o.Logger,
+		now:            o.Now,
+		signedURLTTL:   o.SignedURLTTL,
+		location:       o.Location,
+		trustedProxies: append([]netip.Prefix(nil), o.TrustedProxies...),
+		crossOrigin:    http.NewCrossOriginProtection(),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.signedURLTTL == 0 {
+		s.signedURLTTL = defaultSignedURLTTL
+	}
+	if s.location == nil {
+		s.location = time.Local
+	}
+	for i, p := range s.trustedProxies {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("linkserver: Options.TrustedProxies[%d] is not a valid prefix", i)
+		}
+		s.trustedProxies[i] = p.Masked()
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.handleHealth)
+	// GET patterns also match HEAD.
+	mux.HandleFunc("GET /d/{token}", s.handleLanding)
+	mux.HandleFunc("POST /d/{token}", s.handleConfirm)
+	mux.HandleFunc("/d/{token}", s.methodNotAllowed("GET, HEAD, POST"))
+	mux.HandleFunc("GET /f/{id}/{name}", s.handleFile)
+	mux.HandleFunc("/f/{id}/{name}", s.methodNotAllowed("GET, HEAD"))
+	// Without this catch-all, unknown paths would get ServeMux's plain-text
+	// 404 without our headers.
+	mux.HandleFunc("/", s.handleUnknownPath)
+	s.handler = s.recoverPanics(mux)
+	return s, nil
+}
+
+// Handler returns the HTTP handler for the link listener. The caller owns
+// the http.Server; its WriteTimeout must allow for the largest download.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write([]byte("ok\n"))
+	}
+}
+
+func (s *Server) handleUnknownPath(w http.ResponseWriter, r *http.Request) {
+	s.renderError(w, r, pageNotFound)
+}
+
+func (s *Server) methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		s.renderError(w, r, pageMethodNotAllowed)
+	}
+}
+
+// recoverPanics is a last line of defence: a bug in a handler is logged
+// with its stack and the client gets the 500 page, never the stack.
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tw := &headerTracker{ResponseWriter: w}
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			// r.Pattern, not r.URL: the URL holds the token.
+			s.log.Error("linkserver: handler panicked",
+				"route", r.Pattern, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			if tw.wroteHeader {
+				// Mid-body: the only honest signal left is a cut connection.
+				panic(http.ErrAbortHandler)
+			}
+			s.renderError(w, r, pageInternal)
+		}()
+		next.ServeHTTP(tw, r)
+	})
+}
+
+// headerTracker remembers whether the response has started.
+type headerTracker struct {
+	http.ResponseWriter
+	wroteHeader bool
+}
+
+func (t *headerTracker) WriteHeader(code int) {
+	t.wroteHeader = true
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *headerTracker) Write(p []byte) (int, error) {
+	t.wroteHeader = true
+	return t.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (t *headerTracker) Unwrap() http.ResponseWriter { return t.ResponseWriter }
+
+// storeContext bounds one store call and keeps the request's cancellation.
+func storeContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), storeTimeout)
+}
+
+// record appends an audit event. It survives the client hanging up, so a
+// download cut short is still on record. Errors are logged here; callers
+// decide whether to fail the request.
+func (s *Server) record(r *http.Request, e audit.Event) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), auditTimeout)
+	defer cancel()
+	if err := s.audit.Record(ctx, e); err != nil {
+		s.log.Error("linkserver: audit record failed",
+			"event", e.Type, "link_id", e.LinkID, "file_id", e.FileID, "err", err)
+		return fmt.Errorf("record audit event %s: %w", e.Type, err)
+	}
+	return nil
+}
+
+// storeFailed answers a store error that is not one of the known link
+// states: the database is down or slow. It logs and sends a 503.
+func (s *Server) storeFailed(w http.ResponseWriter, r *http.Request, op, linkID string, err error) {
+	level := slog.LevelError
+	if r.Context().Err() != nil {
+		// The client went away; not the store's fault.
+		level = slog.LevelDebug
+	}
+	s.log.Log(r.Context(), level, "linkserver: store unavailable",
+		"op", op, "link_id", linkID, "err", err)
+	s.renderError(w, r, pageUnavailable)
+}

@@ -1,0 +1,446 @@
+package mailpart
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"maps"
+	"mime"
+	"mime/quotedprintable"
+	"strings"
+
+	"github.com/emersion/go-message/textproto"
+)
+
+// Rewrite copies the message from r to w in one streaming pass, dropping the
+// leaf parts whose Path is in remove and adding the notice to every body
+// text part (text/plain and text/html that are not attachments).
+//
+// Untouched entities are copied byte for byte: their header lines as read,
+// their bodies raw, with the original boundaries, preamble and epilogue.
+// Only line endings change: output uses CRLF throughout. A body that gets
+// the notice is decoded (transfer encoding and charset) and re-encoded as
+// UTF-8 quoted-printable. When no body can take the notice, a text/plain
+// part carrying it is appended to the top-level multipart; a top-level
+// single part that is removed has its body replaced by the notice.
+func Rewrite(r io.Reader, w io.Writer, lim Limits, remove map[string]bool, n Notice) error {
+	out := &trackingWriter{w: bufio.NewWriterSize(w, ioBufferSize)}
+	rw := &rewriter{out: out, remove: remove, notice: n, withNotice: len(n.Files) > 0}
+	if err := newWalker(r, lim, rw, true).run(); err != nil {
+		return err
+	}
+	if err := out.w.Flush(); err != nil {
+		return fmt.Errorf("rewrite: write output: %w", err)
+	}
+	return nil
+}
+
+// trackingWriter remembers the last byte written, so that a boundary line
+// can always be started on a fresh line.
+type trackingWriter struct {
+	w    *bufio.Writer
+	last byte
+}
+
+func (t *trackingWriter) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		t.last = p[len(p)-1]
+	}
+	n, err := t.w.Write(p)
+	if err != nil {
+		return n, fmt.Errorf("write output: %w", err)
+	}
+	return n, nil
+}
+
+func (t *trackingWriter) WriteString(s string) (int, error) {
+	if len(s) > 0 {
+		t.last = s[len(s)-1]
+	}
+	n, err := t.w.WriteString(s)
+	if err != nil {
+		return n, fmt.Errorf("write output: %w", err)
+	}
+	return n, nil
+}
+
+// leafAction is what Rewrite does with one leaf.
+type leafAction int
+
+const (
+	actionKeep    leafAction = iota // copy as is
+	actionDrop                      // removed: nothing of it is written
+	actionNotice                    // body text: decoded, notice added, re-encoded
+	actionReplace                   // removed top-level single part: body becomes the notice
+	actionWrap                      // top-level single part that cannot take the notice: wrapped in multipart/mixed with it
+)
+
+type rewriter struct {
+	out        *trackingWriter
+	remove     map[string]bool
+	notice     Notice
+	withNotice bool
+
+	action  leafAction // of the leaf entered last; leaf() follows enter() directly
+	noticed bool       // some body took the notice
+
+	// endingOwed is set when the last section written gave its final line
+	// ending to the boundary line after it: write one back before the next
+	// boundary line.
+	endingOwed bool
+
+	wrapBoundary string
+}
+
+func (rw *rewriter) enter(e *entity) error {
+	if e.isMultipart() {
+		if !e.isRoot() {
+			if err := rw.writeDelimiter(e.parent.boundary, false); err != nil {
+				return err
+			}
+		}
+		if ct, repair := repairedMultipartType(e); repair {
+			return rw.writeHeader(e.part.Header, map[string]string{"Content-Type": ct}, false)
+		}
+		return rw.writeRawHeader(e)
+	}
+	rw.action = rw.decide(e)
+	if rw.action == actionDrop {
+		return nil
+	}
+	if !e.isRoot() {
+		if err := rw.writeDelimiter(e.parent.boundary, false); err != nil {
+			return err
+		}
+	}
+	switch rw.action {
+	case actionNotice:
+		ct := noticeContentType(e.part.MediaType, e.part.Params)
+		return rw.writeHeader(e.part.Header, map[string]string{
+			"Content-Type":              ct,
+			"Content-Transfer-Encoding": "quoted-printable",
+		}, false)
+	case actionReplace:
+		return rw.writeHeader(e.part.Header, map[string]string{
+			"Content-Type":              "text/plain; charset=utf-8",
+			"Content-Transfer-Encoding": "quoted-printable",
+			"Content-Disposition":       "",
+		}, true)
+	case actionWrap:
+		return rw.writeWrapHeader(e.part.Header)
+	}
+	return rw.writeRawHeader(e)
+}
+
+func (rw *rewriter) decide(e *entity) leafAction {
+	removed := rw.remove[e.part.Path]
+	switch {
+	case removed && e.isRoot():
+		return actionReplace
+	case removed:
+		return actionDrop
+	case rw.withNotice && e.verdict.body && canDecodeText(e):
+		return actionNotice
+	case rw.withNotice && e.isRoot():
+		return actionWrap
+	}
+	return actionKeep
+}
+
+// canDecodeText reports whether a body's charset can be converted; a body
+// in an unknown charset is left untouched rather than garbled.
+func canDecodeText(e *entity) bool {
+	_, ok := textDecoder(e.part.Params["charset"], strings.NewReader(""))
+	return ok
+}
+
+func (rw *rewriter) leaf(e *entity, body *section) error {
+	switch rw.action {
+	case actionDrop:
+		return nil
+	case actionNotice:
+		if err := rw.writeNoticeBody(e, body); err != nil {
+			return fmt.Errorf("rewrite part %s: %w", e.part.Path, err)
+		}
+		rw.noticed, rw.endingOwed = true, true
+		return nil
+	case actionReplace:
+		if err := rw.writeQP(rw.notice.PlainText()); err != nil {
+			return err
+		}
+		rw.noticed, rw.endingOwed = true, true
+		return nil
+	case actionWrap:
+		if err := rw.copySection(body); err != nil {
+			return err
+		}
+		if err := rw.writeNoticePart(rw.wrapBoundary); err != nil {
+			return err
+		}
+		return rw.writeDelimiter(rw.wrapBoundary, true)
+	}
+	return rw.copySection(body)
+}
+
+func (rw *rewriter) preamble(_ *entity, body *section) error { return rw.copySection(body) }
+func (rw *rewriter) epilogue(_ *entity, body *section) error { return rw.copySection(body) }
+
+func (rw *rewriter) leave(e *entity, closed bool) error {
+	if !closed {
+		// The content ran to EOF or into an outer boundary: its last line
+		// ending is content, not part of the delimiter written here.
+		rw.endingOwed = true
+	}
+	if e.isRoot() && rw.withNotice && !rw.noticed {
+		if err := rw.writeNoticePart(e.boundary); err != nil {
+			return err
+		}
+	}
+	// A missing close delimiter is written, so the output is well formed.
+	return rw.writeDelimiter(e.boundary, true)
+}
+
+func (rw *rewriter) copySection(body *section) error {
+	if _, err := io.Copy(rw.out, body); err != nil {
+		return fmt.Errorf("rewrite: %w", err)
+	}
+	rw.endingOwed = body.droppedEnding
+	return nil
+}
+
+// writeDelimiter writes "--boundary" or "--boundary--" on a line of its own.
+func (rw *rewriter) writeDelimiter(boundary string, close bool) error {
+	var b strings.Builder
+	if rw.endingOwed || rw.out.last != '\n' {
+		b.WriteString("\r\n")
+	}
+	b.WriteString("--")
+	b.WriteString(boundary)
+	if close {
+		b.WriteString("--")
+	}
+	b.WriteString("\r\n")
+	rw.endingOwed = false
+	_, err := rw.out.WriteString(b.String())
+	return err
+}
+
+func (rw *rewriter) writeRawHeader(e *entity) error {
+	if _, err := rw.out.Write(e.header.raw); err != nil {
+		return err
+	}
+	_, err := rw.out.WriteString("\r\n")
+	return err
+}
+
+// writeHeader writes h with the fields in set replaced in place (the first
+// occurrence; later duplicates dropped) or added at the end; an empty value
+// deletes the field. All other fields keep their raw bytes.
+func (rw *rewriter) writeHeader(h textproto.Header, set map[string]string, needMIMEVersion bool) error {
+	written := map[string]bool{}
+	fields := h.Fields()
+	for fields.Next() {
+		key := fields.Key()
+		if v, ok := set[key]; ok {
+			if !written[key] && v != "" {
+				if err := rw.writeField(key, v); err != nil {
+					return err
+				}
+			}
+			written[key] = true
+			continue
+		}
+		raw, err := fields.Raw()
+		if err != nil {
+			continue
+		}
+		if _, err := rw.out.Write(raw); err != nil {
+			return err
+		}
+	}
+	if needMIMEVersion && !h.Has("Mime-Version") {
+		if err := rw.writeField("MIME-Version", "1.0"); err != nil {
+			return err
+		}
+	}
+	for _, key := range []string{"Content-Type", "Content-Transfer-Encoding"} {
+		if v := set[key]; v != "" && !written[key] {
+			if err := rw.writeField(key, v); err != nil {
+				return err
+			}
+		}
+	}
+	_, err := rw.out.WriteString("\r\n")
+	return err
+}
+
+func (rw *rewriter) writeField(key, value string) error {
+	_, err := rw.out.WriteString(key + ": " + value + "\r\n")
+	return err
+}
+
+// writeWrapHeader turns a top-level single part into multipart/mixed: the
+// message fields stay on top, the Content-* fields move to the first part.
+func (rw *rewriter) writeWrapHeader(h textproto.Header) error {
+	rw.wrapBoundary = newBoundary()
+	var content []byte
+	fields := h.Fields()
+	for fields.Next() {
+		raw, err := fields.Raw()
+		if err != nil {
+			continue
+		}
+		if strings.HasPrefix(fields.Key(), "Content-") {
+			content = append(content, raw...)
+			continue
+		}
+		if _, err := rw.out.Write(raw); err != nil {
+			return err
+		}
+	}
+	if !h.Has("Mime-Version") {
+		if err := rw.writeField("MIME-Version", "1.0"); err != nil {
+			return err
+		}
+	}
+	if err := rw.writeField("Content-Type", `multipart/mixed; boundary="`+rw.wrapBoundary+`"`); err != nil {
+		return err
+	}
+	if _, err := rw.out.WriteString("\r\n"); err != nil {
+		return err
+	}
+	if err := rw.writeDelimiter(rw.wrapBoundary, false); err != nil {
+		return err
+	}
+	if _, err := rw.out.Write(content); err != nil {
+		return err
+	}
+	_, err := rw.out.WriteString("\r\n")
+	return err
+}
+
+// writeNoticePart appends a text/plain part with the notice to a multipart.
+func (rw *rewriter) writeNoticePart(boundary string) error {
+	if err := rw.writeDelimiter(boundary, false); err != nil {
+		return err
+	}
+	if _, err := rw.out.WriteString("Content-Type: text/plain; charset=utf-8\r\n" +
+		"Content-Transfer-Encoding: quoted-printable\r\n" +
+		"Content-Disposition: inline\r\n\r\n"); err != nil {
+		return err
+	}
+	if err := rw.writeQP(rw.notice.PlainText()); err != nil {
+		return err
+	}
+	rw.noticed, rw.endingOwed = true, true
+	return nil
+}
+
+func (rw *rewriter) writeQP(text string) error {
+	qp := quotedprintable.NewWriter(rw.out)
+	if _, err := io.WriteString(qp, text); err != nil {
+		return err
+	}
+	return qp.Close()
+}
+
+// plainSeparator goes between a text body and the notice: a blank line and
+// the signature separator, so replies can leave the notice out.
+const plainSeparator = "\n-- \n"
+
+// writeNoticeBody decodes a body text, appends the notice and writes it as
+// UTF-8 quoted-printable. It streams: only the HTML head and tail are held.
+func (rw *rewriter) writeNoticeBody(e *entity, raw io.Reader) error {
+	decoded := transferDecoder(transferEncoding(e.part.Header.Get("Content-Transfer-Encoding")), raw)
+	text, ok := textDecoder(e.part.Params["charset"], decoded)
+	if !ok {
+		return fmt.Errorf("charset %q cannot be decoded", e.part.Params["charset"])
+	}
+	qp := quotedprintable.NewWriter(rw.out)
+	if e.part.MediaType == "text/html" {
+		hw := newHTMLNoticeWriter(qp, rw.notice.HTML())
+		if _, err := io.Copy(hw, text); err != nil {
+			return err
+		}
+		if err := hw.Close(); err != nil {
+			return err
+		}
+		return qp.Close()
+	}
+	tail := &tailWriter{w: qp}
+	if _, err := io.Copy(tail, text); err != nil {
+		return err
+	}
+	var sep string
+	if tail.n > 0 {
+		if tail.last != '\n' {
+			sep = "\n"
+		}
+		sep += plainSeparator
+	} else {
+		sep = plainSeparator[1:]
+	}
+	if _, err := io.WriteString(qp, sep+rw.notice.PlainText()); err != nil {
+		return err
+	}
+	return qp.Close()
+}
+
+// tailWriter counts bytes and remembers the last one.
+type tailWriter struct {
+	w    io.Writer
+	n    int64
+	last byte
+}
+
+func (t *tailWriter) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		t.last = p[len(p)-1]
+	}
+	n, err := t.w.Write(p)
+	t.n += int64(n)
+	return n, err
+}
+
+// noticeContentType is the Content-Type of a body re-encoded as UTF-8: the
+// original parameters stay (format=flowed is still valid: the text is the
+// same), charset becomes utf-8.
+func noticeContentType(mediaType string, params map[string]string) string {
+	p := maps.Clone(params)
+	if p == nil {
+		p = map[string]string{}
+	}
+	p["charset"] = "utf-8"
+	if v := mime.FormatMediaType(mediaType, p); v != "" {
+		return v
+	}
+	return mediaType + "; charset=utf-8"
+}
+
+// repairedMultipartType returns a well-formed Content-Type for a multipart
+// whose boundary strict parsers (mime.ParseMediaType, go-message) cannot
+// read, such as Outlook's unquoted "boundary=----=_NextPart_...". Without
+// it the next hop would see a different structure than the one we checked.
+func repairedMultipartType(e *entity) (string, bool) {
+	_, params, err := mime.ParseMediaType(e.part.Header.Get("Content-Type"))
+	if err == nil && params["boundary"] == e.boundary {
+		return "", false
+	}
+	for i := 0; i < len(e.boundary); i++ {
+		if c := e.boundary[i]; c < ' ' || c > '~' {
+			return "", false // no form both parsers would read the same
+		}
+	}
+	if v := mime.FormatMediaType(e.part.MediaType, e.part.Params); v != "" {
+		return v, true
+	}
+	return mime.FormatMediaType(e.part.MediaType, map[string]string{"boundary": e.boundary}), true
+}
+
+func newBoundary() string {
+	var b [15]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail
+	return "attachgate-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,260 @@
+package mailpart
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// entity is one node of the MIME tree while it is being read.
+type entity struct {
+	part     Part
+	header   headerBlock
+	parent   *entity
+	pos      position
+	boundary string // set for a multipart with a usable boundary
+	verdict  classification
+	named    bool // the header gave a file name (not a fallback)
+	children int
+}
+
+func (e *entity) isRoot() bool      { return e.parent == nil }
+func (e *entity) isMultipart() bool { return e.boundary != "" }
+
+// visitor receives the tree as the walker reads it, in input order.
+type visitor interface {
+	// enter is called for every entity once its header is read (and, for
+	// leaves, classified), before any of its content.
+	enter(e *entity) error
+	// leaf gets the raw body of a leaf, transfer encoding intact.
+	leaf(e *entity, body *section) error
+	preamble(e *entity, body *section) error
+	// leave is called at the end of a multipart; closed is false when the
+	// close delimiter was missing.
+	leave(e *entity, closed bool) error
+	epilogue(e *entity, body *section) error
+}
+
+// walker drives one streaming pass over a message.
+type walker struct {
+	sc        *scanner
+	lim       Limits
+	cls       classifier
+	v         visitor
+	normalize bool // sections emit CRLF line endings
+	entities  int
+}
+
+func newWalker(r io.Reader, lim Limits, v visitor, normalize bool) *walker {
+	return &walker{sc: newScanner(r), lim: lim.withDefaults(), v: v, normalize: normalize}
+}
+
+func (w *walker) run() error {
+	return w.entity(nil, "1", 0)
+}
+
+// entity reads one entity starting at its header. When it returns, the
+// scanner's stop tells what ended it: a boundary line of an enclosing
+// multipart or EOF.
+func (w *walker) entity(parent *entity, path string, depth int) error {
+	w.entities++
+	if w.entities > w.lim.MaxParts {
+		return fmt.Errorf("%w: more than %d parts", ErrTooComplex, w.lim.MaxParts)
+	}
+	hb, err := w.sc.readHeader(w.lim.MaxHeaderBytes, parent == nil)
+	if err != nil {
+		if errors.Is(err, errHeaderTooBig) {
+			return fmt.Errorf("%w: header of part %s exceeds %d bytes", ErrTooComplex, path, w.lim.MaxHeaderBytes)
+		}
+		return fmt.Errorf("read header of part %s: %w", path, err)
+	}
+	e := &entity{part: describePart(hb.header), header: hb, parent: parent}
+	e.part.Path, e.part.Depth = path, depth
+	if parent != nil {
+		e.pos = position{
+			parentType: parent.part.MediaType,
+			inRelated:  parent.pos.inRelated || parent.part.MediaType == "multipart/related",
+		}
+	}
+	if strings.HasPrefix(e.part.MediaType, "multipart/") {
+		e.boundary = e.part.Params["boundary"]
+	}
+	if !e.isMultipart() {
+		e.named = e.part.Filename != ""
+		e.verdict = w.cls.classify(&e.part, e.pos)
+		return w.leafEntity(e)
+	}
+	if depth+1 > w.lim.MaxDepth {
+		return fmt.Errorf("%w: multipart %s nested deeper than %d", ErrTooComplex, path, w.lim.MaxDepth)
+	}
+	return w.multipartEntity(e)
+}
+
+func (w *walker) bodySection(e *entity) *section {
+	if e.header.noBody {
+		return emptySection()
+	}
+	return w.sc.newSection(w.normalize, e.header.firstBody, e.header.firstBodyEnding)
+}
+
+func (w *walker) leafEntity(e *entity) error {
+	if err := w.v.enter(e); err != nil {
+		return err
+	}
+	body := w.bodySection(e)
+	if err := w.v.leaf(e, body); err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, body); err != nil {
+		return fmt.Errorf("read part %s: %w", e.part.Path, err)
+	}
+	return nil
+}
+
+func (w *walker) multipartEntity(e *entity) error {
+	if err := w.v.enter(e); err != nil {
+		return err
+	}
+	if e.header.noBody {
+		return w.v.leave(e, false)
+	}
+	w.sc.push(e.boundary)
+	level := len(w.sc.bounds) - 1
+	pre := w.bodySection(e)
+	if err := w.v.preamble(e, pre); err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, pre); err != nil {
+		return fmt.Errorf("read part %s: %w", e.part.Path, err)
+	}
+	for {
+		sc := w.sc
+		switch {
+		case sc.stop == stopDelimiter && sc.stopLevel == level:
+			e.children++
+			if err := w.entity(e, e.part.Path+"."+strconv.Itoa(e.children), e.part.Depth+1); err != nil {
+				return err
+			}
+		case sc.stop == stopClose && sc.stopLevel == level:
+			sc.pop()
+			if err := w.v.leave(e, true); err != nil {
+				return err
+			}
+			epi := sc.newSection(w.normalize, nil, nil)
+			if err := w.v.epilogue(e, epi); err != nil {
+				return err
+			}
+			if _, err := io.Copy(io.Discard, epi); err != nil {
+				return fmt.Errorf("read part %s: %w", e.part.Path, err)
+			}
+			return nil
+		default:
+			// EOF or a boundary of an enclosing multipart: this one was
+			// never closed. Treat what was read as its content.
+			sc.pop()
+			return w.v.leave(e, false)
+		}
+	}
+}
+
+// Walk reads the message once, streaming, and calls fn for every leaf part
+// (multipart containers are not passed; message/rfc822 is a leaf, never
+// descended) with the part body with Content-Transfer-Encoding removed
+// (base64, quoted-printable; 7bit/8bit/binary/unknown → as is). fn need not
+// read body fully; Walk drains it. Nothing is held whole in memory: bodies
+// stream.
+func Walk(r io.Reader, lim Limits, fn func(p *Part, body io.Reader) error) (Summary, error) {
+	wv := &walkVisitor{fn: fn}
+	w := newWalker(r, lim, wv, false)
+	wv.w = w
+	err := w.run()
+	return wv.summary, err
+}
+
+type walkVisitor struct {
+	w       *walker
+	fn      func(p *Part, body io.Reader) error
+	summary Summary
+}
+
+func (v *walkVisitor) enter(e *entity) error {
+	if e.isRoot() {
+		v.summary.Header = e.part.Header
+		v.summary.MessageID = strings.TrimSpace(e.part.Header.Get("Message-Id"))
+	}
+	return nil
+}
+
+func (v *walkVisitor) leaf(e *entity, raw *section) error {
+	v.summary.Parts++
+	if e.part.Attachment {
+		v.summary.Attachments++
+	}
+	body := transferDecoder(transferEncoding(e.part.Header.Get("Content-Transfer-Encoding")), raw)
+	if e.part.Attachment && strings.HasPrefix(e.part.MediaType, "message/") && !e.named {
+		br := bufio.NewReaderSize(body, 16<<10)
+		if subject := peekSubject(br); subject != "" {
+			e.part.Filename = truncateName(subject, maxFilenameBytes-len(".eml")) + ".eml"
+		}
+		body = br
+	}
+	if e.verdict.body && e.part.MediaType == "text/html" {
+		body = &cidScanner{r: body, c: &v.w.cls}
+	}
+	part := e.part // fn gets its own copy
+	if err := v.fn(&part, body); err != nil {
+		return fmt.Errorf("walk part %s: %w", e.part.Path, err)
+	}
+	// Drain through the decoders so the cid scanner sees the whole body.
+	if _, err := io.Copy(io.Discard, body); err != nil {
+		return fmt.Errorf("walk part %s: %w", e.part.Path, err)
+	}
+	return nil
+}
+
+func (v *walkVisitor) preamble(*entity, *section) error { return nil }
+func (v *walkVisitor) leave(*entity, bool) error        { return nil }
+func (v *walkVisitor) epilogue(*entity, *section) error { return nil }
+
+// peekSubject reads the Subject of an attached message from the start of its
+// body without consuming it.
+func peekSubject(br *bufio.Reader) string {
+	head, _ := br.Peek(br.Size())
+	if end := bytes.Index(head, []byte("\n\r\n")); end >= 0 {
+		head = head[:end+1]
+	} else if end := bytes.Index(head, []byte("\n\n")); end >= 0 {
+		head = head[:end+1]
+	}
+	for _, line := range unfoldHeader(head) {
+		name, value, ok := strings.Cut(line, ":")
+		if ok && strings.EqualFold(strings.TrimSpace(name), "subject") {
+			subject := decodeParamText(strings.TrimSpace(value))
+			return sanitizeFilename(pathSeparators.Replace(subject))
+		}
+	}
+	return ""
+}
+
+// pathSeparators keeps "Re: a/b" whole when a subject becomes a file name.
+var pathSeparators = strings.NewReplacer("/", "_", `\`, "_")
+
+// unfoldHeader joins folded header lines.
+func unfoldHeader(b []byte) []string {
+	var fields []string
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimRight(line, "\r")
+		if line == "" {
+			continue
+		}
+		if (line[0] == ' ' || line[0] == '\t') && len(fields) > 0 {
+			fields[len(fields)-1] += " " + strings.TrimSpace(line)
+			continue
+		}
+		fields = append(fields, line)
+	}
+	return fields
+}

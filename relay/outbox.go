@@ -1,0 +1,103 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/google/uuid"
+)
+
+// Outbox is a next hop that writes every message into a directory as an
+// .eml file, with the envelope in Return-Path and X-Envelope-To headers. It
+// lets a newcomer see the gateway's output without running an MTA.
+type Outbox struct {
+	Dir string
+}
+
+// Open prepares the directory.
+func (o *Outbox) Open(ctx context.Context) (Session, error) {
+	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("outbox %s: %w", o.Dir, err)
+	}
+	return &outboxSession{dir: o.Dir}, nil
+}
+
+type outboxSession struct {
+	dir   string
+	from  string
+	rcpts []string
+}
+
+func (s *outboxSession) Mail(from string, _ *smtp.MailOptions) error {
+	s.from, s.rcpts = from, nil
+	return nil
+}
+
+func (s *outboxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+
+func (s *outboxSession) Reset() error {
+	s.from, s.rcpts = "", nil
+	return nil
+}
+
+func (s *outboxSession) Close() error { return nil }
+
+func (s *outboxSession) Data() (DataWriter, error) {
+	name := time.Now().UTC().Format("20060102T150405Z") + "-" + uuid.NewString() + ".eml"
+	f, err := os.CreateTemp(s.dir, ".tmp-*.eml")
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	envelope := fmt.Sprintf("Return-Path: <%s>\r\nX-Envelope-To: %s\r\n", s.from, strings.Join(s.rcpts, ", "))
+	if _, err := f.WriteString(envelope); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	return &outboxData{f: f, final: filepath.Join(s.dir, name)}, nil
+}
+
+type outboxData struct {
+	f     *os.File
+	final string
+	err   error
+}
+
+func (d *outboxData) Write(p []byte) (int, error) {
+	n, err := d.f.Write(p)
+	if err != nil {
+		d.err = err
+	}
+	return n, err
+}
+
+// Close makes the file durable before answering 250, as an MTA would.
+func (d *outboxData) Close() (string, error) {
+	fail := func(err error) (string, error) {
+		d.f.Close()
+		os.Remove(d.f.Name())
+		return "", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+			Message: "Outbox write failed"}
+	}
+	if d.err != nil {
+		return fail(d.err)
+	}
+	if err := d.f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := d.f.Close(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(d.f.Name(), d.final); err != nil {
+		return fail(err)
+	}
+	return "2.0.0 Ok: queued as " + filepath.Base(d.final), nil
+}

@@ -1,0 +1,231 @@
+// Package relay owns the way out to the next hop: an SMTP client session
+// that carries MAIL, every RCPT and the message through so that each of the
+// next hop's verdicts can be handed back to our client, and an outbox
+// directory that stands in for an MTA in demos.
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Hop opens sessions to the next hop.
+type Hop interface {
+	Open(ctx context.Context) (Session, error)
+}
+
+// Session is one connection to the next hop. Errors the next hop answered
+// are *smtp.SMTPError and are meant for our own client; any other error is
+// a transport failure (temporary for the client).
+type Session interface {
+	Mail(from string, opts *smtp.MailOptions) error
+	Rcpt(to string, opts *smtp.RcptOptions) error
+	// Data starts the message; closing the writer returns the next hop's
+	// final reply text or its refusal.
+	Data() (DataWriter, error)
+	Reset() error
+	// Close ends the session (QUIT where possible) and releases the
+	// connection. It is safe to call more than once.
+	Close() error
+}
+
+// DataWriter takes the message and, on Close, returns the final reply.
+type DataWriter interface {
+	io.Writer
+	Close() (reply string, err error)
+}
+
+// TLS modes for the next hop.
+const (
+	TLSNone          = "none"
+	TLSOpportunistic = "opportunistic" // STARTTLS when offered, certificate verified
+	TLSRequired      = "required"
+)
+
+// New returns the Hop for a next_hop.address: "outbox:DIR" or "host:port".
+func New(address, heloName string, timeout time.Duration, tlsMode string, tlsConfig *tls.Config) Hop {
+	if dir, ok := strings.CutPrefix(address, "outbox:"); ok {
+		return &Outbox{Dir: dir}
+	}
+	return &SMTPHop{Address: address, HeloName: heloName, Timeout: timeout, TLS: tlsMode, TLSConfig: tlsConfig}
+}
+
+// SMTPHop dials an SMTP server.
+type SMTPHop struct {
+	Address  string
+	HeloName string
+	Timeout  time.Duration // dial and per-command timeout
+	TLS      string        // TLSNone, TLSOpportunistic or TLSRequired; "" = none
+	// TLSConfig verifies the next hop; ServerName defaults to the host of
+	// Address.
+	TLSConfig *tls.Config
+}
+
+var errNoSTARTTLS = errors.New("next hop does not offer STARTTLS")
+
+// Open dials the next hop, starts TLS as configured and says EHLO, so a
+// dead or refusing next hop shows at MAIL time, not later.
+func (h *SMTPHop) Open(ctx context.Context) (Session, error) {
+	mode := h.TLS
+	if mode == "" {
+		mode = TLSNone
+	}
+	c, err := h.open(ctx, mode != TLSNone)
+	if errors.Is(err, errNoSTARTTLS) && mode == TLSOpportunistic {
+		c, err = h.open(ctx, false)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &smtpSession{c: c}, nil
+}
+
+func (h *SMTPHop) open(ctx context.Context, startTLS bool) (*smtp.Client, error) {
+	d := net.Dialer{Timeout: h.Timeout}
+	raw, err := d.DialContext(ctx, "tcp", h.Address)
+	if err != nil {
+		return nil, fmt.Errorf("dial next hop %s: %w", h.Address, err)
+	}
+	// go-smtp arms its own 5-minute deadlines before we can set the
+	// client's timeouts; cap every deadline at ours.
+	conn := &cappedConn{Conn: raw, max: h.Timeout}
+	var c *smtp.Client
+	if startTLS {
+		c, err = smtp.NewClientStartTLS(conn, h.tlsConfig())
+		if err != nil {
+			raw.Close()
+			if strings.Contains(err.Error(), "support STARTTLS") {
+				return nil, errNoSTARTTLS
+			}
+			return nil, fmt.Errorf("STARTTLS with next hop %s: %w", h.Address, err)
+		}
+	} else {
+		c = smtp.NewClient(conn)
+	}
+	c.CommandTimeout = h.Timeout
+	c.SubmissionTimeout = h.Timeout
+	// After STARTTLS this is the EHLO inside TLS, where the handshake and
+	// the certificate check happen.
+	if err := c.Hello(h.HeloName); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("greet next hop %s: %w", h.Address, err)
+	}
+	return c, nil
+}
+
+func (h *SMTPHop) tlsConfig() *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if h.TLSConfig != nil {
+		cfg = h.TLSConfig.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(h.Address)
+	}
+	return cfg
+}
+
+// cappedConn bounds every deadline set on it to max from now.
+type cappedConn struct {
+	net.Conn
+	max time.Duration
+}
+
+func (c *cappedConn) cap(t time.Time) time.Time {
+	limit := time.Now().Add(c.max)
+	if t.IsZero() || t.After(limit) {
+		// Zero means "no deadline" to go-smtp between commands; keep it
+		// so an idle session is not cut.
+		if t.IsZero() {
+			return t
+		}
+		return limit
+	}
+	return t
+}
+
+func (c *cappedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.cap(t)) }
+func (c *cappedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.cap(t)) }
+func (c *cappedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.cap(t)) }
+
+type smtpSession struct {
+	c      *smtp.Client
+	broken bool // a transport error happened: QUIT would only wait
+	closed bool
+}
+
+// note remembers transport failures; replies from the hop leave it usable.
+func (s *smtpSession) note(err error) error {
+	var se *smtp.SMTPError
+	if err != nil && !errors.As(err, &se) {
+		s.broken = true
+	}
+	return err
+}
+
+func (s *smtpSession) Mail(from string, opts *smtp.MailOptions) error {
+	if opts != nil && opts.UTF8 {
+		if ok, _ := s.c.Extension("SMTPUTF8"); !ok {
+			return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7},
+				Message: "Next hop does not support SMTPUTF8"}
+		}
+	}
+	return s.note(s.c.Mail(from, opts))
+}
+
+func (s *smtpSession) Rcpt(to string, opts *smtp.RcptOptions) error {
+	return s.note(s.c.Rcpt(to, opts))
+}
+
+func (s *smtpSession) Data() (DataWriter, error) {
+	w, err := s.c.Data()
+	if err != nil {
+		return nil, s.note(err)
+	}
+	return &smtpData{s: s, cmd: w}, nil
+}
+
+type smtpData struct {
+	s   *smtpSession
+	cmd *smtp.DataCommand
+}
+
+func (d *smtpData) Write(p []byte) (int, error) {
+	n, err := d.cmd.Write(p)
+	return n, d.s.note(err)
+}
+
+func (d *smtpData) Close() (string, error) {
+	resp, err := d.cmd.CloseWithResponse()
+	if err != nil {
+		return "", d.s.note(err)
+	}
+	return resp.StatusText, nil
+}
+
+func (s *smtpSession) Reset() error { return s.note(s.c.Reset()) }
+
+func (s *smtpSession) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if !s.broken {
+		// QUIT is a courtesy: bounded, and the connection is closed
+		// whatever it answers.
+		s.c.CommandTimeout = quitTimeout
+		if s.c.Quit() == nil {
+			return nil
+		}
+	}
+	return s.c.Close()
+}
+
+const quitTimeout = 10 * time.Second

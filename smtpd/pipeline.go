@@ -1,0 +1,324 @@
+package smtpd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/mailpart"
+	"github.com/attachgate/attachgate/relay"
+	"github.com/attachgate/attachgate/store"
+	"github.com/attachgate/attachgate/vault"
+)
+
+// Envelope is what the SMTP conversation told us about a message.
+type Envelope struct {
+	From       string
+	To         []string
+	ClientAddr string
+	Helo       string
+	AuthUser   string
+	TLS        bool
+}
+
+// Pipeline drives one message: spool (encrypted), walk and store its
+// attachments, rewrite, relay, and roll back on any failure.
+type Pipeline struct {
+	Hostname string
+	SpoolDir string
+	Store    store.Store
+	Blobs    *vault.BlobStore
+	Audit    audit.Recorder
+	Limits   mailpart.Limits
+	BaseURL  string        // links.base_url, no trailing slash
+	Expiry   time.Duration // links.default_expiry
+	Language string        // notice language: en, ja, both
+	Location *time.Location
+	Now      func() time.Time
+	Logger   *slog.Logger
+}
+
+const copyBufferSize = 64 << 10
+
+// stored is a message after its attachments went into the vault.
+type stored struct {
+	msg    store.Message
+	files  []store.File
+	links  []store.Link
+	remove map[string]bool
+	notice mailpart.Notice
+	header string // the Message-ID header
+}
+
+// Process takes the message from r, relays it through hop and returns the
+// next hop's reply text; the error is nil only when the next hop accepted
+// the message. r is always consumed.
+func (p *Pipeline) Process(ctx context.Context, env Envelope, r io.Reader, hop relay.Session) (string, error) {
+	now := p.now()
+	msgID := store.NewID()
+	log := p.Logger.With("msg", msgID, "from", env.From)
+
+	sp, err := vault.NewSpool(p.SpoolDir)
+	if err != nil {
+		io.Copy(io.Discard, r)
+		return "", fmt.Errorf("open spool: %w", err)
+	}
+	defer sp.Remove()
+	buf := make([]byte, copyBufferSize)
+	size, err := io.CopyBuffer(sp, r, buf)
+	if err != nil {
+		// go-smtp's size limit error is an *smtp.SMTPError (552 5.3.4);
+		// anything else is the client going away.
+		return "", fmt.Errorf("receive message: %w", err)
+	}
+	if err := sp.Close(); err != nil {
+		return "", fmt.Errorf("spool message: %w", err)
+	}
+
+	st, err := p.storeAttachments(ctx, msgID, env, sp, now)
+	if err != nil {
+		return "", err
+	}
+	if err := p.recordStored(ctx, env, st, size); err != nil {
+		p.rollback(st, log)
+		return "", err
+	}
+
+	reply, err := p.relay(msgID, env, sp, st, hop, now)
+	if err != nil {
+		p.rollback(st, log)
+		p.recordOutcome(msgID, env, err, log)
+		return "", err
+	}
+	log.Info("relayed", "size", size, "rcpts", len(env.To), "files", len(st.files), "reply", reply)
+	if err := p.record(context.WithoutCancel(ctx), audit.Event{Type: "mail.relayed", Actor: "smtp",
+		ClientAddr: env.ClientAddr, MessageID: msgID, HeaderID: st.header, Sender: env.From,
+		Recipients: env.To, Size: size, Reply: "250 " + reply}); err != nil {
+		// The next hop has the mail: failing now would make the client
+		// send it twice. Log loudly instead.
+		log.Error("audit mail.relayed failed", "err", err)
+	}
+	return reply, nil
+}
+
+// storeAttachments walks the spooled message once and puts every
+// attachment into the vault, then records message, files and links.
+func (p *Pipeline) storeAttachments(ctx context.Context, msgID string, env Envelope, sp *vault.Spool, now time.Time) (*stored, error) {
+	rd, err := sp.Open()
+	if err != nil {
+		return nil, fmt.Errorf("read spool: %w", err)
+	}
+	defer rd.Close()
+
+	st := &stored{remove: map[string]bool{}}
+	expires := now.Add(p.Expiry).Truncate(time.Second)
+	sum, err := mailpart.Walk(rd, p.Limits, func(part *mailpart.Part, body io.Reader) error {
+		if !part.Attachment {
+			return nil
+		}
+		fileID := store.NewID()
+		info, err := p.Blobs.Put(fileID, body)
+		if err != nil {
+			return fmt.Errorf("store attachment %s: %w", part.Path, err)
+		}
+		token, hash, err := store.NewToken()
+		if err != nil {
+			p.Blobs.Delete(fileID)
+			return fmt.Errorf("new token: %w", err)
+		}
+		f := store.File{ID: fileID, MessageID: msgID, Name: part.Filename, ContentType: part.MediaType,
+			Size: info.Size, SHA256: info.SHA256, KeyID: info.KeyID, CreatedAt: now, ExpiresAt: expires}
+		l := store.Link{ID: store.NewID(), FileID: fileID, TokenHash: hash, CreatedAt: now, ExpiresAt: expires}
+		st.files = append(st.files, f)
+		st.links = append(st.links, l)
+		st.remove[part.Path] = true
+		st.notice.Files = append(st.notice.Files, mailpart.NoticeFile{Name: f.Name, Size: f.Size,
+			SHA256: f.SHA256, Expires: expires.In(p.Location), URL: p.BaseURL + "/d/" + token})
+		return nil
+	})
+	if err != nil {
+		p.deleteBlobs(st.files)
+		return nil, err
+	}
+	st.header = strings.TrimSpace(sum.MessageID)
+	st.notice.Language = p.Language
+	st.msg = store.Message{ID: msgID, MessageID: st.header, Sender: env.From, Recipients: env.To,
+		ClientAddr: env.ClientAddr, AuthUser: env.AuthUser, CreatedAt: now}
+	if len(st.files) == 0 {
+		return st, nil
+	}
+	if err := p.Store.CreateMessage(ctx, st.msg, st.files, st.links); err != nil {
+		p.deleteBlobs(st.files)
+		return nil, fmt.Errorf("record message: %w", err)
+	}
+	return st, nil
+}
+
+// recordStored audits the message's arrival, then each file and link.
+func (p *Pipeline) recordStored(ctx context.Context, env Envelope, st *stored, size int64) error {
+	events := []audit.Event{{Type: "mail.received", Actor: "smtp", ClientAddr: env.ClientAddr,
+		Helo: env.Helo, AuthUser: env.AuthUser, MessageID: st.msg.ID, HeaderID: st.header,
+		Sender: env.From, Recipients: env.To, Size: size}}
+	for i, f := range st.files {
+		l := st.links[i]
+		events = append(events,
+			audit.Event{Type: "file.stored", Actor: "smtp", ClientAddr: env.ClientAddr, MessageID: st.msg.ID,
+				HeaderID: st.header, Sender: env.From, FileID: f.ID, FileName: f.Name, LinkID: l.ID,
+				ContentType: f.ContentType, Size: f.Size, SHA256: f.SHA256},
+			audit.Event{Type: "link.created", Actor: "smtp", MessageID: st.msg.ID, HeaderID: st.header,
+				Sender: env.From, Recipients: env.To, FileID: f.ID, FileName: f.Name, LinkID: l.ID,
+				Expires: l.ExpiresAt})
+	}
+	for _, e := range events {
+		if err := p.record(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// relay sends the (rewritten) message and returns the next hop's reply.
+func (p *Pipeline) relay(msgID string, env Envelope, sp *vault.Spool, st *stored, hop relay.Session, now time.Time) (string, error) {
+	rd, err := sp.Open()
+	if err != nil {
+		return "", fmt.Errorf("read spool: %w", err)
+	}
+	defer rd.Close()
+
+	dw, err := hop.Data()
+	if err != nil {
+		return "", hopErr("DATA", err)
+	}
+	bw := bufio.NewWriterSize(dw, copyBufferSize)
+	if _, err := io.WriteString(bw, p.receivedHeader(msgID, env, now)); err != nil {
+		dw.Close()
+		return "", hopErr("DATA", err)
+	}
+	if len(st.files) == 0 {
+		// Nothing linked: the message goes on byte for byte.
+		_, err = io.CopyBuffer(bw, rd, make([]byte, copyBufferSize))
+	} else {
+		err = mailpart.Rewrite(rd, bw, p.Limits, st.remove, st.notice)
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		// A half-sent message must not be accepted: closing the data
+		// writer would end it with a dot, so drop the connection instead.
+		hop.Close()
+		if errors.Is(err, mailpart.ErrTooComplex) {
+			return "", err
+		}
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return "", se
+		}
+		return "", &hopError{op: "DATA", err: err}
+	}
+	reply, err := dw.Close()
+	if err != nil {
+		return "", hopErr("end of DATA", err)
+	}
+	return reply, nil
+}
+
+// hopErr keeps the next hop's replies and marks everything else as a
+// transport failure.
+func hopErr(op string, err error) error {
+	if isTransportError(err) {
+		return &hopError{op: op, err: err}
+	}
+	return err
+}
+
+// receivedHeader is our trace field (RFC 5321 section 4.4).
+func (p *Pipeline) receivedHeader(msgID string, env Envelope, now time.Time) string {
+	with := "ESMTP"
+	if env.TLS {
+		with += "S"
+	}
+	if env.AuthUser != "" {
+		with += "A"
+	}
+	helo := sanitizeHeaderWord(env.Helo)
+	return fmt.Sprintf("Received: from %s ([%s])\r\n\tby %s (attachgate) with %s id %s;\r\n\t%s\r\n",
+		helo, env.ClientAddr, p.Hostname, with, msgID, now.Format(time.RFC1123Z))
+}
+
+func sanitizeHeaderWord(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r <= ' ' || r == 0x7f || r == '(' || r == ')' || r == ';' {
+			return -1
+		}
+		return r
+	}, s)
+	if s == "" {
+		return "unknown"
+	}
+	if len(s) > 255 {
+		s = s[:255]
+	}
+	return s
+}
+
+func (p *Pipeline) rollback(st *stored, log *slog.Logger) {
+	if len(st.files) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := p.Store.DeleteMessage(ctx, st.msg.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		log.Error("rollback: delete message", "err", err)
+	}
+	p.deleteBlobs(st.files)
+	log.Info("rolled back", "files", len(st.files))
+}
+
+func (p *Pipeline) deleteBlobs(files []store.File) {
+	for _, f := range files {
+		if err := p.Blobs.Delete(f.ID); err != nil {
+			p.Logger.Error("rollback: delete blob", "file", f.ID, "err", err)
+		}
+	}
+}
+
+// recordOutcome audits a failed relay as rejected (5xx) or deferred.
+func (p *Pipeline) recordOutcome(msgID string, env Envelope, err error, log *slog.Logger) {
+	typ, reply := "mail.deferred", err.Error()
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		reply = fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
+		if se.Code >= 500 {
+			typ = "mail.rejected"
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if aerr := p.record(ctx, audit.Event{Type: typ, Actor: "smtp", ClientAddr: env.ClientAddr,
+		MessageID: msgID, Sender: env.From, Recipients: env.To, Reply: reply}); aerr != nil {
+		log.Error("audit outcome failed", "err", aerr)
+	}
+}
+
+func (p *Pipeline) record(ctx context.Context, e audit.Event) error {
+	if err := p.Audit.Record(ctx, e); err != nil {
+		return fmt.Errorf("audit %s: %w", e.Type, err)
+	}
+	return nil
+}
+
+func (p *Pipeline) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}

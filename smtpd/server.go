@@ -1,0 +1,176 @@
+// Package smtpd owns the SMTP side of attachgate: who may relay, passing
+// MAIL and every RCPT live to the next hop so the client hears the next
+// hop's own verdicts, and driving each message through spool, attachment
+// storage, rewrite and relay (pipeline.go). Every reply leaves through one
+// mapping (replies.go), so internal errors never reach a client verbatim.
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/relay"
+	"github.com/attachgate/attachgate/users"
+)
+
+// Options configures the SMTP server.
+type Options struct {
+	Hostname        string
+	MaxMessageBytes int64
+	MaxRecipients   int
+	Trusted         []netip.Prefix
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+	MaxLineLength   int
+	// MaxConnections and MaxConnectionsPerClient turn away connections
+	// beyond them with 421 4.7.0; 0 means no limit.
+	MaxConnections          int
+	MaxConnectionsPerClient int
+	// TLSConfig enables STARTTLS (and is used by ServeTLS); nil: no TLS.
+	TLSConfig *tls.Config
+	// Users enables AUTH (offered only over TLS); nil: no AUTH.
+	Users      *users.DB
+	AllowLogin bool
+	// AuthMaxFailures failed AUTH attempts per client address within
+	// AuthFailureWindow lock the address out of AUTH for the window.
+	AuthMaxFailures   int
+	AuthFailureWindow time.Duration
+	Hop               relay.Hop
+	Pipeline          *Pipeline
+	Audit             audit.Recorder
+	Logger            *slog.Logger
+}
+
+// Server is the SMTP listener.
+type Server struct {
+	opts Options
+	smtp *smtp.Server
+	log  *slog.Logger
+
+	authFailures *failureLimiter
+	conns        *connLimiter
+	// ctx ends when the server shuts down, cancelling next-hop dials.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// New builds a server; Serve starts it.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Audit == nil && o.Pipeline != nil {
+		o.Audit = o.Pipeline.Audit
+	}
+	if o.AuthMaxFailures <= 0 {
+		o.AuthMaxFailures = 5
+	}
+	if o.AuthFailureWindow <= 0 {
+		o.AuthFailureWindow = 15 * time.Minute
+	}
+	s := &Server{opts: o, log: o.Logger.With("component", "smtpd"),
+		authFailures: newFailureLimiter(o.AuthMaxFailures, o.AuthFailureWindow),
+		conns:        newConnLimiter(o.MaxConnections, o.MaxConnectionsPerClient)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
+	srv.Domain = o.Hostname
+	srv.MaxMessageBytes = o.MaxMessageBytes
+	srv.MaxRecipients = o.MaxRecipients
+	srv.ReadTimeout = o.ReadTimeout
+	srv.WriteTimeout = o.WriteTimeout
+	srv.EnableSMTPUTF8 = true
+	if o.MaxLineLength > 0 {
+		srv.MaxLineLength = o.MaxLineLength
+	}
+	srv.TLSConfig = o.TLSConfig
+	srv.AllowInsecureAuth = false
+	srv.ErrorLog = slogErrorLog{s.log}
+	s.smtp = srv
+	return s
+}
+
+// Serve accepts connections on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.smtp.Serve(s.conns.wrap(l))
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// ServeTLS accepts implicit-TLS connections (port 465) on l.
+func (s *Server) ServeTLS(l net.Listener) error {
+	if s.opts.TLSConfig == nil {
+		return errors.New("smtpd: ServeTLS without TLSConfig")
+	}
+	err := s.smtp.Serve(tls.NewListener(s.conns.wrap(l), s.opts.TLSConfig))
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections and waits for sessions to end until
+// ctx is done; then it closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.smtp.Shutdown(ctx)
+	if err != nil {
+		s.cancel()
+		s.smtp.Close()
+	}
+	return err
+}
+
+func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
+	remote := addrOf(c.Conn().RemoteAddr())
+	sess := &session{
+		srv:    s,
+		conn:   c,
+		client: remote,
+		log:    s.log.With("client", remote.String()),
+	}
+	sess.trusted = s.isTrusted(remote)
+	return sess, nil
+}
+
+func (s *Server) isTrusted(a netip.Addr) bool {
+	for _, p := range s.opts.Trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// slogErrorLog routes go-smtp's own log lines into slog.
+type slogErrorLog struct{ log *slog.Logger }
+
+func (l slogErrorLog) Printf(format string, v ...any) {
+	l.log.Warn("smtp server", "msg", fmt.Sprintf(format, v...))
+}
+
+func (l slogErrorLog) Println(v ...any) {
+	l.log.Warn("smtp server", "msg", fmt.Sprint(v...))
+}

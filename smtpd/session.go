@@ -1,0 +1,175 @@
+package smtpd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/attachgate/attachgate/relay"
+)
+
+// session is one client connection. Its next-hop session is opened at the
+// first MAIL and kept for the following transactions on this connection.
+type session struct {
+	srv      *Server
+	conn     *smtp.Conn
+	client   netip.Addr
+	trusted  bool
+	authUser string
+	log      *slog.Logger
+
+	hop   relay.Session
+	inTx  bool // the next hop has a MAIL open
+	from  string
+	utf8  bool
+	rcpts []string
+}
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	return toReply(s.log, s.mail(from, opts))
+}
+
+func (s *session) mail(from string, opts *smtp.MailOptions) error {
+	if !s.trusted && s.authUser == "" {
+		s.log.Warn("relay denied", "from", from)
+		return replyRelayDenied
+	}
+	utf8Mail := opts != nil && opts.UTF8
+	if !utf8Mail && !isASCII(from) {
+		return replyNeedUTF8
+	}
+	if s.hop == nil {
+		h, err := s.srv.opts.Hop.Open(s.srv.ctx)
+		if err != nil {
+			return &hopError{op: "connect", err: err}
+		}
+		s.hop = h
+	}
+	if err := s.hop.Mail(from, opts); err != nil {
+		return s.hopFailed("MAIL", err)
+	}
+	s.inTx = true
+	s.from, s.utf8, s.rcpts = from, utf8Mail, nil
+	return nil
+}
+
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	return toReply(s.log, s.rcpt(to, opts))
+}
+
+func (s *session) rcpt(to string, opts *smtp.RcptOptions) error {
+	if !s.inTx {
+		return replyNoMail
+	}
+	if len(s.rcpts) >= s.srv.opts.MaxRecipients {
+		return replyTooManyRecipients
+	}
+	if !s.utf8 && !isASCII(to) {
+		return replyNeedUTF8
+	}
+	if err := s.hop.Rcpt(to, opts); err != nil {
+		return s.hopFailed("RCPT", err)
+	}
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+
+func (s *session) Data(r io.Reader) error {
+	if !s.inTx || len(s.rcpts) == 0 {
+		return replyNoMail
+	}
+	env := Envelope{
+		From:       s.from,
+		To:         s.rcpts,
+		ClientAddr: s.client.String(),
+		Helo:       s.conn.Hostname(),
+		AuthUser:   s.authUser,
+		TLS:        s.isTLS(),
+	}
+	reply, err := s.srv.opts.Pipeline.Process(s.srv.ctx, env, r, s.hop)
+	// Whatever happened, the next hop's transaction is over.
+	s.inTx = false
+	if isTransportError(err) {
+		// Anything but a reply of the next hop may have left it mid-DATA.
+		s.dropHop()
+	}
+	if err != nil {
+		return toReply(s.log, err)
+	}
+	return acceptedReply(reply)
+}
+
+// acceptedReply hands the next hop's own 250 text (its queue ID, say) to
+// the client; go-smtp writes an *SMTPError's code as given, 250 included.
+func acceptedReply(text string) error {
+	code := smtp.EnhancedCode{2, 0, 0}
+	if first, rest, ok := strings.Cut(text, " "); ok {
+		var a, b, c int
+		if n, _ := fmt.Sscanf(first, "%d.%d.%d", &a, &b, &c); n == 3 && a == 2 {
+			code, text = smtp.EnhancedCode{a, b, c}, rest
+		}
+	}
+	if text == "" {
+		text = "Ok"
+	}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: code, Message: text}
+}
+
+func (s *session) isTLS() bool {
+	_, ok := s.conn.TLSConnectionState()
+	return ok
+}
+
+// hopFailed passes the next hop's own reply through; a transport failure
+// ends the next-hop session so the next MAIL dials afresh.
+func (s *session) hopFailed(op string, err error) error {
+	if !isTransportError(err) {
+		return err
+	}
+	s.dropHop()
+	return &hopError{op: op, err: err}
+}
+
+func (s *session) dropHop() {
+	if s.hop != nil {
+		s.hop.Close()
+		s.hop = nil
+	}
+	s.inTx = false
+}
+
+func (s *session) Reset() {
+	if s.inTx && s.hop != nil {
+		if err := s.hop.Reset(); err != nil {
+			s.dropHop()
+		}
+	}
+	s.inTx = false
+	s.from, s.utf8, s.rcpts = "", false, nil
+}
+
+func (s *session) Logout() error {
+	s.dropHop()
+	return nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// isTransportError tells a failed conversation from a reply of the next hop.
+func isTransportError(err error) bool {
+	var se *smtp.SMTPError
+	return err != nil && !errors.As(err, &se)
+}

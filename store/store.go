@@ -1,0 +1,96 @@
+// Package store owns attachgate's metadata: messages, the files taken out of
+// them and the links that lead to those files. It defines the Store
+// interface every backend implements (SQLite embedded, Redis for scale-out)
+// and the token scheme: link tokens are 256 random bits, base64url, and only
+// their SHA-256 is ever stored.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors a backend returns; callers test them with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExpired  = errors.New("link expired")
+	ErrRevoked  = errors.New("link revoked")
+	ErrLimit    = errors.New("download limit reached")
+)
+
+// Message is one relayed mail whose attachments were taken out.
+type Message struct {
+	ID         string // uuid v7
+	MessageID  string // the Message-ID header, as sent
+	Sender     string // envelope MAIL FROM
+	Recipients []string
+	ClientAddr string
+	AuthUser   string // SMTP AUTH identity, "" when relayed by network trust
+	CreatedAt  time.Time
+}
+
+// File is one attachment stored encrypted in the blob store.
+type File struct {
+	ID          string // uuid v7; also the blob ID in the vault
+	MessageID   string // Message.ID
+	Name        string // decoded original file name (UTF-8)
+	ContentType string
+	Size        int64  // plaintext bytes
+	SHA256      string // lowercase hex of the plaintext
+	KeyID       string // key ring entry the blob is encrypted to
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+}
+
+// Link is a download link for one file. The token itself is never stored.
+type Link struct {
+	ID           string // uuid v7; the public, loggable name of the link
+	FileID       string
+	TokenHash    []byte // SHA-256 of the token
+	CreatedAt    time.Time
+	ExpiresAt    time.Time
+	RevokedAt    time.Time // zero when not revoked
+	MaxDownloads int       // 0 = unlimited
+	Downloads    int
+}
+
+// LinkView is everything a landing page or a download needs about a link.
+type LinkView struct {
+	Link    Link
+	File    File
+	Message Message
+}
+
+// Store is the metadata store. Implementations must be safe for concurrent
+// use, and CountDownload must be atomic across processes sharing the store.
+type Store interface {
+	// CreateMessage records a message and, in the same transaction, its
+	// files and their links.
+	CreateMessage(ctx context.Context, m Message, files []File, links []Link) error
+	// DeleteMessage removes a message with its files and links (rollback
+	// after a failed relay) and returns the removed files so the caller can
+	// delete their blobs. An unknown message gives ErrNotFound.
+	DeleteMessage(ctx context.Context, id string) ([]File, error)
+	// LinkByTokenHash finds a link by the SHA-256 of its token. It returns
+	// the link even when expired or revoked; ErrNotFound when unknown.
+	LinkByTokenHash(ctx context.Context, hash []byte) (LinkView, error)
+	// LinkByID finds a link by its ID (signed download URLs carry the ID).
+	LinkByID(ctx context.Context, id string) (LinkView, error)
+	// CountDownload atomically checks that the link is usable at now and
+	// increments its download counter. It returns ErrNotFound, ErrExpired,
+	// ErrRevoked or ErrLimit when it is not; the counter is then unchanged.
+	CountDownload(ctx context.Context, linkID string, now time.Time) (Link, error)
+	// RevokeLink marks a link revoked at now. Revoking again keeps the
+	// first time and returns nil; an unknown link gives ErrNotFound.
+	RevokeLink(ctx context.Context, linkID string, now time.Time) error
+	// ExpiredFiles lists up to limit files whose ExpiresAt is before now
+	// (limit <= 0: all of them).
+	ExpiredFiles(ctx context.Context, now time.Time, limit int) ([]File, error)
+	// DeleteFile removes a file and its links, and the message too when
+	// this was its last file (its addresses are personal data, kept only as
+	// long as its files). An unknown file gives ErrNotFound.
+	DeleteFile(ctx context.Context, id string) error
+	// Close releases the backend.
+	Close() error
+}
