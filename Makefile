@@ -13,7 +13,7 @@ FUZZTIME ?= 30s
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/attachgate
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/attachgate
 
 run: build
 	./$(BIN) serve -config config/demo.yaml

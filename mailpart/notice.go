@@ -13,6 +13,11 @@ import (
 type Notice struct {
 	Files    []NoticeFile
 	Language string // "en", "ja" or "both" ("" = both)
+	// EightBit writes the rewritten text parts as 8bit UTF-8 instead of
+	// quoted-printable. Use it when the next hop offers 8BITMIME: links
+	// then stay whole on one line of the raw message, where people and
+	// scripts look for them (quoted-printable splits lines at 76).
+	EightBit bool
 }
 
 // NoticeFile is one removed attachment and its link.

@@ -120,12 +120,12 @@ func (rw *rewriter) enter(e *entity) error {
 		ct := noticeContentType(e.part.MediaType, e.part.Params)
 		return rw.writeHeader(e.part.Header, map[string]string{
 			"Content-Type":              ct,
-			"Content-Transfer-Encoding": "quoted-printable",
+			"Content-Transfer-Encoding": rw.transferEncoding(),
 		}, false)
 	case actionReplace:
 		return rw.writeHeader(e.part.Header, map[string]string{
 			"Content-Type":              "text/plain; charset=utf-8",
-			"Content-Transfer-Encoding": "quoted-printable",
+			"Content-Transfer-Encoding": rw.transferEncoding(),
 			"Content-Disposition":       "",
 		}, true)
 	case actionWrap:
@@ -327,7 +327,7 @@ func (rw *rewriter) writeNoticePart(boundary string) error {
 		return err
 	}
 	if _, err := rw.out.WriteString("Content-Type: text/plain; charset=utf-8\r\n" +
-		"Content-Transfer-Encoding: quoted-printable\r\n" +
+		"Content-Transfer-Encoding: " + rw.transferEncoding() + "\r\n" +
 		"Content-Disposition: inline\r\n\r\n"); err != nil {
 		return err
 	}
@@ -339,7 +339,7 @@ func (rw *rewriter) writeNoticePart(boundary string) error {
 }
 
 func (rw *rewriter) writeQP(text string) error {
-	qp := quotedprintable.NewWriter(rw.out)
+	qp := rw.textEncoder()
 	if _, err := io.WriteString(qp, text); err != nil {
 		return err
 	}
@@ -358,7 +358,7 @@ func (rw *rewriter) writeNoticeBody(e *entity, raw io.Reader) error {
 	if !ok {
 		return fmt.Errorf("charset %q cannot be decoded", e.part.Params["charset"])
 	}
-	qp := quotedprintable.NewWriter(rw.out)
+	qp := rw.textEncoder()
 	if e.part.MediaType == "text/html" {
 		hw := newHTMLNoticeWriter(qp, rw.notice.HTML())
 		if _, err := io.Copy(hw, text); err != nil {
@@ -443,4 +443,69 @@ func newBoundary() string {
 	var b [15]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail
 	return "attachgate-" + hex.EncodeToString(b[:])
+}
+
+// transferEncoding names the encoding textEncoder writes.
+func (rw *rewriter) transferEncoding() string {
+	if rw.notice.EightBit {
+		return "8bit"
+	}
+	return "quoted-printable"
+}
+
+// textEncoder encodes rewritten UTF-8 text for the wire.
+func (rw *rewriter) textEncoder() io.WriteCloser {
+	if rw.notice.EightBit {
+		return &eightBitWriter{w: rw.out}
+	}
+	return quotedprintable.NewWriter(rw.out)
+}
+
+// maxLine is RFC 5321's limit on a line, CRLF excluded.
+const maxLine = 998
+
+// eightBitWriter writes text as 8bit MIME: every line ending becomes CRLF
+// and lines longer than SMTP allows are broken.
+type eightBitWriter struct {
+	w       io.Writer
+	lineLen int
+	cr      bool // the last byte was a CR not yet followed by LF
+	buf     []byte
+}
+
+func (e *eightBitWriter) Write(p []byte) (int, error) {
+	e.buf = e.buf[:0]
+	for _, c := range p {
+		switch {
+		case c == '\n':
+			e.buf = append(e.buf, '\r', '\n')
+			e.cr, e.lineLen = false, 0
+			continue
+		case e.cr:
+			// A bare CR ends a line too.
+			e.buf = append(e.buf, '\r', '\n')
+			e.cr, e.lineLen = false, 0
+		}
+		if c == '\r' {
+			e.cr = true
+			continue
+		}
+		if e.lineLen == maxLine {
+			e.buf = append(e.buf, '\r', '\n')
+			e.lineLen = 0
+		}
+		e.buf = append(e.buf, c)
+		e.lineLen++
+	}
+	if _, err := e.w.Write(e.buf); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Close ends the text. A pending CR is dropped: the MIME delimiter that
+// follows brings the line break.
+func (e *eightBitWriter) Close() error {
+	e.cr, e.lineLen = false, 0
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/text/encoding/japanese"
 )
@@ -336,5 +337,32 @@ func TestHTMLNoticeWriter(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestEightBitKeepsLinksWhole(t *testing.T) {
+	long := "https://files.example.com/some/deep/path/for/a/long/base/url/d/" + strings.Repeat("A", 43)
+	msg := "From: a@example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCaf=E9 " + strings.Repeat("x", 1200) + "\r\n" +
+		"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\n%PDF\r\n--b--\r\n"
+	var out bytes.Buffer
+	n := Notice{Files: []NoticeFile{{Name: "a.pdf", Size: 4, SHA256: strings.Repeat("0", 64), Expires: time.Unix(0, 0).UTC(), URL: long}}, EightBit: true}
+	if err := Rewrite(strings.NewReader(msg), &out, Limits{}, map[string]bool{"1.2": true}, n); err != nil {
+		t.Fatal(err)
+	}
+	raw := out.String()
+	if strings.Count(raw, long) != 1 {
+		t.Fatalf("the link is not whole on one raw line:\n%s", raw)
+	}
+	if !strings.Contains(raw, "Content-Transfer-Encoding: 8bit") || !strings.Contains(raw, "Café ") {
+		t.Fatalf("text part not re-encoded as 8bit UTF-8:\n%s", raw)
+	}
+	for _, line := range strings.Split(raw, "\r\n") {
+		if len(line) > 998 {
+			t.Fatalf("line of %d bytes exceeds RFC 5321's 998", len(line))
+		}
+		if strings.ContainsAny(line, "\r\n") {
+			t.Fatalf("bare CR or LF in %q", line)
+		}
 	}
 }

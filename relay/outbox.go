@@ -50,6 +50,9 @@ func (s *outboxSession) Reset() error {
 
 func (s *outboxSession) Close() error { return nil }
 
+// EightBitMIME is true: a file takes any bytes.
+func (s *outboxSession) EightBitMIME() bool { return true }
+
 func (s *outboxSession) Data() (DataWriter, error) {
 	name := time.Now().UTC().Format("20060102T150405Z") + "-" + uuid.NewString() + ".eml"
 	f, err := os.CreateTemp(s.dir, ".tmp-*.eml")

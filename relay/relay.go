@@ -32,6 +32,8 @@ type Session interface {
 	// final reply text or its refusal.
 	Data() (DataWriter, error)
 	Reset() error
+	// EightBitMIME tells whether the next hop takes 8bit MIME (RFC 6152).
+	EightBitMIME() bool
 	// Close ends the session (QUIT where possible) and releases the
 	// connection. It is safe to call more than once.
 	Close() error
@@ -211,6 +213,11 @@ func (d *smtpData) Close() (string, error) {
 }
 
 func (s *smtpSession) Reset() error { return s.note(s.c.Reset()) }
+
+func (s *smtpSession) EightBitMIME() bool {
+	ok, _ := s.c.Extension("8BITMIME")
+	return ok
+}
 
 func (s *smtpSession) Close() error {
 	if s.closed {

@@ -206,6 +206,7 @@ func (p *Pipeline) relay(msgID string, env Envelope, sp *vault.Spool, st *stored
 		// Nothing linked: the message goes on byte for byte.
 		_, err = io.CopyBuffer(bw, rd, make([]byte, copyBufferSize))
 	} else {
+		st.notice.EightBit = hop.EightBitMIME()
 		err = mailpart.Rewrite(rd, bw, p.Limits, st.remove, st.notice)
 	}
 	if err == nil {

@@ -82,7 +82,12 @@ func TestAttachmentReplacedByWorkingLink(t *testing.T) {
 		t.Errorf("link %q is not under links.base_url %q", links[0], gw.linkURL)
 	}
 	mustContain(t, []byte(plain), name)
-	_ = html
+	// The next hop offers 8BITMIME, so the link stands whole in the raw
+	// message too, where people and scripts grep for it.
+	mustContain(t, relayed, links[0])
+	if html != "" {
+		t.Errorf("an HTML part appeared in a plain-text mail")
+	}
 	mustContain(t, relayed, "Received: from client.test", "Message-ID: <test-")
 
 	resp, data := download(t, links[0])
