@@ -40,6 +40,7 @@ bench: deps build
 fuzz:
 	$(GO) test ./mailpart -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./mailpart -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./smtpd -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME)
 
 lint:
 	$(GO) vet ./...

@@ -168,6 +168,9 @@ type Links struct {
 // Storage configures where keys, blobs and metadata live.
 type Storage struct {
 	Dir string `yaml:"dir"`
+	// SpoolDir holds this instance's in-flight messages (encrypted). It
+	// must not be shared: every start empties it. Default: storage.dir/spool.
+	SpoolDir string `yaml:"spool_dir"`
 }
 
 // Log configures the daemon's structured log.
@@ -419,6 +422,9 @@ func (c *Config) validate() error {
 
 	if strings.TrimSpace(c.Storage.Dir) == "" {
 		bad("storage.dir", "must name a directory")
+	}
+	if c.Storage.SpoolDir == "" {
+		c.Storage.SpoolDir = filepath.Join(c.Storage.Dir, "spool")
 	}
 	switch c.Store.Backend {
 	case "sqlite":

@@ -5,6 +5,7 @@ package expiry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -43,7 +44,10 @@ func (j *Janitor) Sweep(ctx context.Context) (int, error) {
 			if err := j.Blobs.Delete(f.ID); err != nil {
 				return removed, fmt.Errorf("purge blob %s: %w", f.ID, err)
 			}
-			if err := j.Store.DeleteFile(ctx, f.ID); err != nil {
+			if err := j.Store.DeleteFile(ctx, f.ID); errors.Is(err, store.ErrNotFound) {
+				// Another instance sharing the store purged it first.
+				continue
+			} else if err != nil {
 				return removed, fmt.Errorf("purge file %s: %w", f.ID, err)
 			}
 			removed++

@@ -35,7 +35,7 @@ import (
 // gateway is a whole attachgate in one test: real SMTP listener, real
 // vault, SQLite store and audit log in a temp dir, real link server.
 type gateway struct {
-	t        *testing.T
+	t        testing.TB
 	smtpAddr string
 	tlsAddr  string // implicit TLS listener, when TLS is configured
 	linkURL  string
@@ -76,7 +76,7 @@ func withOptions(f func(*Options)) gatewayOption {
 	return func(o *Options, _ *Pipeline) { f(o) }
 }
 
-func startGateway(t *testing.T, hopAddr string, opts ...gatewayOption) *gateway {
+func startGateway(t testing.TB, hopAddr string, opts ...gatewayOption) *gateway {
 	t.Helper()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -186,7 +186,7 @@ func (g *gateway) send(from string, to []string, msg []byte) error {
 }
 
 // fileCount counts regular files below dir (blobs, spool leftovers).
-func fileCount(t *testing.T, dir string) int {
+func fileCount(t testing.TB, dir string) int {
 	t.Helper()
 	n := 0
 	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"strings"
 	"time"
 
+	"github.com/emersion/go-message/charset"
 	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/audit"
@@ -42,20 +44,27 @@ type Pipeline struct {
 	Expiry   time.Duration // links.default_expiry
 	Language string        // notice language: en, ja, both
 	Location *time.Location
-	Now      func() time.Time
-	Logger   *slog.Logger
+	// LogSubjects puts the Subject into mail.received (audit.log_subjects);
+	// off by default, subjects being personal data.
+	LogSubjects bool
+	Now         func() time.Time
+	Logger      *slog.Logger
 }
 
 const copyBufferSize = 64 << 10
 
+// subjectDecoder decodes RFC 2047 words in any charset go-message knows.
+var subjectDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
+
 // stored is a message after its attachments went into the vault.
 type stored struct {
-	msg    store.Message
-	files  []store.File
-	links  []store.Link
-	remove map[string]bool
-	notice mailpart.Notice
-	header string // the Message-ID header
+	msg     store.Message
+	files   []store.File
+	links   []store.Link
+	remove  map[string]bool
+	notice  mailpart.Notice
+	header  string // the Message-ID header
+	subject string // decoded Subject, kept only with LogSubjects
 }
 
 // Process takes the message from r, relays it through hop and returns the
@@ -149,6 +158,13 @@ func (p *Pipeline) storeAttachments(ctx context.Context, msgID string, env Envel
 		return nil, err
 	}
 	st.header = strings.TrimSpace(sum.MessageID)
+	if p.LogSubjects {
+		raw := sum.Header.Get("Subject")
+		if dec, err := subjectDecoder.DecodeHeader(raw); err == nil {
+			raw = dec
+		}
+		st.subject = raw
+	}
 	st.notice.Language = p.Language
 	st.msg = store.Message{ID: msgID, MessageID: st.header, Sender: env.From, Recipients: env.To,
 		ClientAddr: env.ClientAddr, AuthUser: env.AuthUser, CreatedAt: now}
@@ -167,6 +183,9 @@ func (p *Pipeline) recordStored(ctx context.Context, env Envelope, st *stored, s
 	events := []audit.Event{{Type: "mail.received", Actor: "smtp", ClientAddr: env.ClientAddr,
 		Helo: env.Helo, AuthUser: env.AuthUser, MessageID: st.msg.ID, HeaderID: st.header,
 		Sender: env.From, Recipients: env.To, Size: size}}
+	if st.subject != "" {
+		events[0].Detail = "subject: " + st.subject
+	}
 	for i, f := range st.files {
 		l := st.links[i]
 		events = append(events,

@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -15,6 +16,7 @@ import (
 	_ "github.com/emersion/go-message/charset"
 	"github.com/emersion/go-smtp"
 
+	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/smtptest"
 )
 
@@ -278,5 +280,24 @@ func TestNonASCIIAddressNeedsSMTPUTF8(t *testing.T) {
 	}
 	if err := c2.Rcpt("鈴木@example.jp", nil); err != nil {
 		t.Fatalf("non-ASCII RCPT with SMTPUTF8: %v", err)
+	}
+}
+
+func TestSubjectsLoggedOnlyWhenConfigured(t *testing.T) {
+	for _, logSubjects := range []bool{false, true} {
+		hop := smtptest.NewServer(t, smtptest.Behaviour{})
+		gw := startGateway(t, hop.Addr, func(_ *Options, p *Pipeline) { p.LogSubjects = logSubjects })
+		msg := mailWithAttachment("見積 secret plans", "body", "a.pdf", []byte("pdf"))
+		if err := gw.send("a@example.com", []string{"b@example.net"}, msg); err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		q, _ := audit.ParseDateRange(time.Now().UTC().Format("2006-01-02"), time.Now().UTC().Format("2006-01-02"), time.UTC)
+		if err := gw.audit.Export(context.Background(), q, &buf, "jsonl", false); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(buf.String(), "見積 secret plans"); got != logSubjects {
+			t.Errorf("log_subjects=%v: subject in audit log = %v", logSubjects, got)
+		}
 	}
 }

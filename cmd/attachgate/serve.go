@@ -95,7 +95,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 
 	// A crash leaves encrypted spool files whose keys died with the
 	// process, and half-written blobs: both are removed before serving.
-	spoolDir := c.Storage.Path("spool")
+	spoolDir := c.Storage.SpoolDir
 	if n, err := vault.CleanSpool(spoolDir); err != nil {
 		return fmt.Errorf("clean spool: %w", err)
 	} else if n > 0 {
@@ -143,15 +143,16 @@ func serve(c *config.Config, log *slog.Logger) error {
 	}
 
 	pipeline := &smtpd.Pipeline{
-		Hostname: c.SMTP.Hostname,
-		SpoolDir: spoolDir,
-		Store:    b.store,
-		Blobs:    b.blobs,
-		Audit:    b.audit,
-		BaseURL:  c.Links.BaseURL,
-		Expiry:   c.Links.DefaultExpiry.D(),
-		Language: c.Links.Language,
-		Location: c.Links.Location(),
+		Hostname:    c.SMTP.Hostname,
+		SpoolDir:    spoolDir,
+		Store:       b.store,
+		Blobs:       b.blobs,
+		Audit:       b.audit,
+		BaseURL:     c.Links.BaseURL,
+		Expiry:      c.Links.DefaultExpiry.D(),
+		Language:    c.Links.Language,
+		Location:    c.Links.Location(),
+		LogSubjects: c.Audit.LogSubjects,
 		Limits: mailpart.Limits{MaxDepth: c.SMTP.MaxMIMEDepth, MaxParts: c.SMTP.MaxMIMEParts,
 			MaxHeaderBytes: c.SMTP.MaxHeaderBytes},
 		Logger: log.With("component", "pipeline"),

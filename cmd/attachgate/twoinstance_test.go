@@ -14,10 +14,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -425,4 +427,128 @@ func TestOpenBackendWarnsWithoutPersistence(t *testing.T) {
 	if out := open(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "no persistence") {
 		t.Errorf("no warning without persistence: %q", out)
 	}
+}
+
+// BenchmarkInstanceMail measures the throughput of one gateway instance,
+// end to end: concurrent SMTP clients each send a mail with a 10 KiB
+// attachment, which the daemon stores (blob, metadata, audit events) and
+// relays to a local next hop. The daemon is a plain build (the tests'
+// binary is built with -race, which would dominate the figures).
+//
+//	go test -run '^$' -bench BenchmarkInstanceMail -benchtime 2000x ./cmd/attachgate/
+func BenchmarkInstanceMail(b *testing.B) {
+	bin := plainBinary(b)
+	b.Run("sqlite", func(b *testing.B) { benchInstanceMail(b, bin, "") })
+	b.Run("redis", func(b *testing.B) {
+		srv := redistest.Start(b)
+		benchInstanceMail(b, bin, fmt.Sprintf("store:\n  backend: redis\n  redis:\n    url: %q\n", srv.URL()))
+	})
+}
+
+func plainBinary(b *testing.B) string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "attachgate")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		b.Fatalf("build attachgate: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func benchInstanceMail(b *testing.B, bin, storeYAML string) {
+	hop := smtptest.NewServer(b, smtptest.Behaviour{})
+	dir := b.TempDir()
+	smtpAddr, linkAddr := benchFreeAddr(b), benchFreeAddr(b)
+	cfg := fmt.Sprintf(`smtp:
+  listen: %q
+  hostname: "gw.test"
+  trusted_networks: ["127.0.0.0/8"]
+  max_connections_per_client: 1000
+next_hop:
+  address: %q
+links:
+  listen: %q
+  base_url: "http://%s"
+storage:
+  dir: %q
+log:
+  level: "warn"
+%s`, smtpAddr, hop.Addr, linkAddr, linkAddr, filepath.Join(dir, "data"), storeYAML)
+	cfgPath := filepath.Join(dir, "attachgate.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	var log lockedBuffer
+	cmd := exec.Command(bin, "serve", "-config", cfgPath)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("tcp", smtpAddr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("attachgate did not listen: %s", log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	msg := mailWithAttachment("bench.pdf", bytes.Repeat([]byte("0123456789abcdef"), 640))
+	b.SetParallelism(2)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := sendOne(smtpAddr, msg); err != nil {
+				b.Errorf("send: %v\n%s", err, log.String())
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "mails/s")
+}
+
+func benchFreeAddr(b *testing.B) string {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// sendOne delivers msg over one SMTP session.
+func sendOne(addr string, msg []byte) error {
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		return err
+	}
+	if err := c.Mail("alice@example.com", nil); err != nil {
+		return err
+	}
+	if err := c.Rcpt("bob@example.net", nil); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(msg); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
 }
