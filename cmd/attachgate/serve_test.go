@@ -161,6 +161,21 @@ func TestLinksExpireToTheSecond(t *testing.T) {
 	if resp.StatusCode != http.StatusGone {
 		t.Fatalf("expired link answered %s, want 410", resp.Status)
 	}
+	// The janitor purges at start-up (and every minute): blob and metadata
+	// go, and the purge is audited.
+	d.stop()
+	d.start()
+	waitFor(t, "file.purged event", func() bool {
+		for _, ev := range exportEvents(t, d) {
+			if ev["type"] == "file.purged" && ev["file_name"] == "soon.pdf" {
+				return true
+			}
+		}
+		return false
+	})
+	if n := len(filesContaining(t, filepath.Join(d.dir, "data", "blobs"), []byte("age-encryption.org"))); n != 0 {
+		t.Fatalf("%d blobs left after the purge", n)
+	}
 }
 
 func TestCLIErrorsNameTheProblem(t *testing.T) {
