@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/attachgate/attachgate/clientip"
 )
 
 // bearerRealm goes into every WWW-Authenticate challenge (RFC 6750).
@@ -76,7 +78,7 @@ func (s *Server) authorize(r *http.Request, allowed roles) (caller, *refusal) {
 	if c.token == nil {
 		return c, &refusal{status: http.StatusUnauthorized, reason: ReasonBadToken, message: "invalid bearer token"}
 	}
-	if !addrOK || !containsAddr(c.token.Networks, addr) {
+	if !addrOK || !clientip.Contains(c.token.Networks, addr) {
 		return c, &refusal{status: http.StatusForbidden, reason: ReasonNetwork,
 			message: "this token may not be used from " + c.clientAddr}
 	}
@@ -142,62 +144,8 @@ func (s *Server) matchToken(secret string) *Token {
 	return &s.tokens[match]
 }
 
-// clientAddr returns the address of the client: the TCP peer, or, when the
-// peer is a trusted proxy, the right-most X-Forwarded-For hop that is not a
-// trusted proxy. Hops left of that one were written by the client itself
-// and prove nothing. ok is false when RemoteAddr cannot be parsed.
+// clientAddr returns the address of the client, behind trusted proxies;
+// ok is false when RemoteAddr cannot be parsed.
 func (s *Server) clientAddr(r *http.Request) (addr netip.Addr, ok bool) {
-	peer, ok := parseHop(r.RemoteAddr)
-	if !ok {
-		return netip.Addr{}, false
-	}
-	if !containsAddr(s.trustedProxies, peer) {
-		return peer, true
-	}
-	addr = peer
-	lines := r.Header.Values("X-Forwarded-For")
-	for i := len(lines) - 1; i >= 0; i-- {
-		hops := strings.Split(lines[i], ",")
-		for j := len(hops) - 1; j >= 0; j-- {
-			text := strings.TrimSpace(hops[j])
-			if text == "" {
-				continue
-			}
-			hop, ok := parseHop(text)
-			if !ok {
-				// Garbage from behind our proxy: the last address we can
-				// vouch for is the best we have.
-				return addr, true
-			}
-			addr = hop
-			if !containsAddr(s.trustedProxies, hop) {
-				return hop, true
-			}
-		}
-	}
-	// Every hop was a trusted proxy: the left-most is the closest we know.
-	return addr, true
-}
-
-// parseHop accepts "ip", "ip:port" and "[ipv6]:port", and normalises
-// IPv4-mapped IPv6 and zones away so prefixes match.
-func parseHop(s string) (netip.Addr, bool) {
-	addr, err := netip.ParseAddr(s)
-	if err != nil {
-		ap, err := netip.ParseAddrPort(s)
-		if err != nil {
-			return netip.Addr{}, false
-		}
-		addr = ap.Addr()
-	}
-	return addr.Unmap().WithZone(""), true
-}
-
-func containsAddr(prefixes []netip.Prefix, addr netip.Addr) bool {
-	for _, p := range prefixes {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	return false
+	return clientip.Resolver{Trusted: s.trustedProxies}.Addr(r)
 }

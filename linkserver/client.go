@@ -2,11 +2,11 @@ package linkserver
 
 import (
 	"net/http"
-	"net/netip"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/clientip"
 	"github.com/attachgate/attachgate/store"
 )
 
@@ -17,64 +17,13 @@ const (
 	actorWeb = "web"
 )
 
-// clientAddr returns the address of the client: the TCP peer, or, when the
-// peer is a trusted proxy, the right-most X-Forwarded-For hop that is not a
-// trusted proxy. Hops left of that one were written by the client itself
-// and prove nothing.
+// clientAddr returns the address of the client, behind trusted proxies.
 func (s *Server) clientAddr(r *http.Request) string {
-	peer, ok := parseHop(r.RemoteAddr)
+	addr, ok := clientip.Resolver{Trusted: s.trustedProxies}.Addr(r)
 	if !ok {
 		return r.RemoteAddr
 	}
-	if !s.isTrustedProxy(peer) {
-		return peer.String()
-	}
-	addr := peer
-	lines := r.Header.Values("X-Forwarded-For")
-	for i := len(lines) - 1; i >= 0; i-- {
-		hops := strings.Split(lines[i], ",")
-		for j := len(hops) - 1; j >= 0; j-- {
-			text := strings.TrimSpace(hops[j])
-			if text == "" {
-				continue
-			}
-			hop, ok := parseHop(text)
-			if !ok {
-				// A trusted proxy appended garbage or forwarded it: the last
-				// address we can vouch for is the best we have.
-				return addr.String()
-			}
-			addr = hop
-			if !s.isTrustedProxy(hop) {
-				return hop.String()
-			}
-		}
-	}
-	// Every hop was a trusted proxy: the left-most is the closest we know.
 	return addr.String()
-}
-
-// parseHop accepts "ip", "ip:port" and "[ipv6]:port", and normalises
-// IPv4-mapped IPv6 and zones away so prefixes match.
-func parseHop(s string) (netip.Addr, bool) {
-	addr, err := netip.ParseAddr(s)
-	if err != nil {
-		ap, err := netip.ParseAddrPort(s)
-		if err != nil {
-			return netip.Addr{}, false
-		}
-		addr = ap.Addr()
-	}
-	return addr.Unmap().WithZone(""), true
-}
-
-func (s *Server) isTrustedProxy(addr netip.Addr) bool {
-	for _, p := range s.trustedProxies {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	return false
 }
 
 // isHTTPS reports whether the browser reached us over TLS, directly or via
@@ -83,8 +32,7 @@ func (s *Server) isHTTPS(r *http.Request) bool {
 	if r.TLS != nil {
 		return true
 	}
-	peer, ok := parseHop(r.RemoteAddr)
-	if !ok || !s.isTrustedProxy(peer) {
+	if !(clientip.Resolver{Trusted: s.trustedProxies}).FromTrustedProxy(r) {
 		return false
 	}
 	proto := r.Header.Values("X-Forwarded-Proto")
