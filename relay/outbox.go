@@ -50,6 +50,9 @@ func (s *outboxSession) Reset() error {
 
 func (s *outboxSession) Close() error { return nil }
 
+// Noop has nothing to keep alive.
+func (s *outboxSession) Noop() error { return nil }
+
 // EightBitMIME is true: a file takes any bytes.
 func (s *outboxSession) EightBitMIME() bool { return true }
 

@@ -32,6 +32,8 @@ type Session interface {
 	// final reply text or its refusal.
 	Data() (DataWriter, error)
 	Reset() error
+	// Noop keeps an idle session alive.
+	Noop() error
 	// EightBitMIME tells whether the next hop takes 8bit MIME (RFC 6152).
 	EightBitMIME() bool
 	// Close ends the session (QUIT where possible) and releases the
@@ -213,6 +215,8 @@ func (d *smtpData) Close() (string, error) {
 }
 
 func (s *smtpSession) Reset() error { return s.note(s.c.Reset()) }
+
+func (s *smtpSession) Noop() error { return s.note(s.c.Noop()) }
 
 func (s *smtpSession) EightBitMIME() bool {
 	ok, _ := s.c.Extension("8BITMIME")

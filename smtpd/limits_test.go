@@ -99,3 +99,42 @@ func TestNoLeaksOnNextHopFailures(t *testing.T) {
 	}
 	gw.assertNoLeftovers()
 }
+
+// TestSlowUploadKeepsNextHopAlive: a client uploading slowly must not make
+// the idle next-hop session time out; keep-alive NOOPs hold it open.
+func TestSlowUploadKeepsNextHopAlive(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{}, smtptest.WithReadTimeout(time.Second))
+	tests := []struct {
+		name      string
+		keepAlive time.Duration
+		wantErr   bool
+	}{
+		{"with keep-alive", 200 * time.Millisecond, false},
+		{"keep-alive too rare", time.Hour, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gw := startGateway(t, hop.Addr, func(_ *Options, p *Pipeline) { p.KeepAlive = tt.keepAlive })
+			c := gw.dial()
+			c.Mail("a@example.com", nil)
+			c.Rcpt("b@example.net", nil)
+			w, err := c.Data()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(w, "Subject: slow\r\n\r\n")
+			for i := 0; i < 5; i++ { // 2.5 s of upload, the next hop's limit is 1 s
+				fmt.Fprintf(w, "line %d\r\n", i)
+				time.Sleep(500 * time.Millisecond)
+			}
+			err = w.Close()
+			if tt.wantErr {
+				wantCode(t, "slow upload without keep-alive", err, 451, smtp.EnhancedCode{4, 4, 2})
+				return
+			}
+			if err != nil {
+				t.Fatalf("slow upload: %v", err)
+			}
+		})
+	}
+}

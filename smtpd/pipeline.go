@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"mime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-message/charset"
@@ -47,11 +48,17 @@ type Pipeline struct {
 	// LogSubjects puts the Subject into mail.received (audit.log_subjects);
 	// off by default, subjects being personal data.
 	LogSubjects bool
-	Now         func() time.Time
-	Logger      *slog.Logger
+	// KeepAlive is how often the idle next-hop session gets a NOOP while
+	// a message is received and stored; 0 means 60 s.
+	KeepAlive time.Duration
+	Now       func() time.Time
+	Logger    *slog.Logger
 }
 
-const copyBufferSize = 64 << 10
+const (
+	copyBufferSize   = 64 << 10
+	defaultKeepAlive = 60 * time.Second
+)
 
 // subjectDecoder decodes RFC 2047 words in any charset go-message knows.
 var subjectDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
@@ -81,18 +88,28 @@ func (p *Pipeline) Process(ctx context.Context, env Envelope, r io.Reader, hop r
 		return "", fmt.Errorf("open spool: %w", err)
 	}
 	defer sp.Remove()
+	// The next hop waits idle while we receive and store; keep it from
+	// timing out (Postfix drops an idle client after 300 s) on large mail
+	// over slow links.
+	stopKeepAlive := p.keepAlive(hop, log)
 	buf := make([]byte, copyBufferSize)
 	size, err := io.CopyBuffer(sp, r, buf)
 	if err != nil {
+		stopKeepAlive()
 		// go-smtp's size limit error is an *smtp.SMTPError (552 5.3.4);
 		// anything else is the client going away.
 		return "", fmt.Errorf("receive message: %w", err)
 	}
 	if err := sp.Close(); err != nil {
+		stopKeepAlive()
 		return "", fmt.Errorf("spool message: %w", err)
 	}
 
 	st, err := p.storeAttachments(ctx, msgID, env, sp, now)
+	if kaErr := stopKeepAlive(); err == nil && kaErr != nil {
+		p.rollback(st, log)
+		return "", &hopError{op: "NOOP", err: kaErr}
+	}
 	if err != nil {
 		return "", err
 	}
@@ -116,6 +133,45 @@ func (p *Pipeline) Process(ctx context.Context, env Envelope, r io.Reader, hop r
 		log.Error("audit mail.relayed failed", "err", err)
 	}
 	return reply, nil
+}
+
+// keepAlive sends NOOP to the next hop every KeepAlive until the returned
+// function is called; that function waits for the sender to stop (the
+// relay session is not safe for concurrent use) and returns the first
+// transport failure, after which the message cannot be relayed.
+func (p *Pipeline) keepAlive(hop relay.Session, log *slog.Logger) func() error {
+	interval := p.KeepAlive
+	if interval <= 0 {
+		interval = defaultKeepAlive
+	}
+	stop, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			case <-t.C:
+				if err := hop.Noop(); err != nil {
+					log.Warn("next hop keep-alive failed", "err", err)
+					<-stop
+					done <- err
+					return
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	var result error
+	return func() error {
+		once.Do(func() {
+			close(stop)
+			result = <-done
+		})
+		return result
+	}
 }
 
 // storeAttachments walks the spooled message once and puts every

@@ -168,8 +168,11 @@ func isASCII(s string) bool {
 	return true
 }
 
-// isTransportError tells a failed conversation from a reply of the next hop.
+// isTransportError tells a failed conversation from a verdict of the next
+// hop. A 421 is the next hop closing the connection (RFC 5321 3.8), not a
+// verdict on this message: passed on, it would tell our client that *we*
+// are closing.
 func isTransportError(err error) bool {
 	var se *smtp.SMTPError
-	return err != nil && !errors.As(err, &se)
+	return err != nil && (!errors.As(err, &se) || se.Code == 421)
 }

@@ -41,6 +41,9 @@ type Behaviour struct {
 // Option configures a Server before it starts.
 type Option func(*smtp.Server)
 
+// WithReadTimeout drops a client idle for d, as a real MTA does.
+func WithReadTimeout(d time.Duration) Option { return func(s *smtp.Server) { s.ReadTimeout = d } }
+
 // WithTLS offers STARTTLS with the given configuration.
 func WithTLS(cfg *tls.Config) Option { return func(s *smtp.Server) { s.TLSConfig = cfg } }
 
