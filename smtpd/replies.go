@@ -45,10 +45,8 @@ func toReply(log *slog.Logger, err error) error {
 	if err == nil {
 		return nil
 	}
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		return se
-	}
+	// First: a transport failure may wrap the 421 the next hop said as
+	// it hung up, which is not a verdict to pass on.
 	var he *hopError
 	if errors.As(err, &he) {
 		log.Warn("next hop failed", "op", he.op, "err", he.err)
@@ -56,6 +54,10 @@ func toReply(log *slog.Logger, err error) error {
 			return replyHopUnavailable
 		}
 		return replyHopLost
+	}
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return se
 	}
 	if errors.Is(err, mailpart.ErrTooComplex) {
 		log.Info("message rejected", "reason", err)
