@@ -8,6 +8,9 @@
 //	GET  /admin/audit?from=&to=&format=   admin, auditor: streams the export
 //	GET  /admin/links/{id}           admin, auditor: one link's metadata
 //	POST /admin/links/{id}/revoke    admin: revokes a link
+//	GET  /admin/quarantine           admin, auditor: held messages (quarantine.go)
+//	POST /admin/quarantine/{id}/release   admin: relays a held message
+//	POST /admin/quarantine/{id}/delete    admin: deletes a held message
 //	GET  /debug/pprof/...            admin: net/http/pprof
 //
 // Every other request, refused ones included, is authenticated and leaves
@@ -96,6 +99,9 @@ type Options struct {
 	Store          store.Store
 	Audit          audit.Recorder // every call is recorded here
 	Export         AuditExporter
+	// Quarantine serves /admin/quarantine; nil leaves those routes out
+	// (404, as any unknown route).
+	Quarantine Quarantine
 	// Location is the zone of the from/to dates and of times in link
 	// responses; nil = time.Local. Use the audit log's zone.
 	Location *time.Location
@@ -110,6 +116,7 @@ type Server struct {
 	store          store.Store
 	audit          audit.Recorder
 	export         AuditExporter
+	quarantine     Quarantine
 	location       *time.Location
 	log            *slog.Logger
 	now            func() time.Time
@@ -143,6 +150,7 @@ func New(o Options) (*Server, error) {
 		store:          o.Store,
 		audit:          o.Audit,
 		export:         o.Export,
+		quarantine:     o.Quarantine,
 		location:       o.Location,
 		log:            o.Logger,
 		now:            o.Now,
@@ -217,6 +225,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("/admin/links/{id}", s.guard(anyRole, s.methodNotAllowed("GET, HEAD")))
 	mux.HandleFunc("POST /admin/links/{id}/revoke", s.guard(adminOnly, s.handleLinkRevoke))
 	mux.HandleFunc("/admin/links/{id}/revoke", s.guard(anyRole, s.methodNotAllowed("POST")))
+	s.mountQuarantine(mux)
 
 	s.mountPprof(mux)
 

@@ -10,6 +10,9 @@ const (
 	TypeMailRelayed    = "mail.relayed"
 	TypeMailRejected   = "mail.rejected"
 	TypeMailDeferred   = "mail.deferred"
+	TypeMailHeld       = "mail.held"
+	TypeMailReleased   = "mail.released"
+	TypeMailDeleted    = "mail.deleted"
 	TypeFileStored     = "file.stored"
 	TypeLinkCreated    = "link.created"
 	TypeLinkViewed     = "link.viewed"
@@ -32,6 +35,7 @@ const ActorSystem = "system"
 
 var fixedTypes = []string{
 	TypeMailReceived, TypeMailRelayed, TypeMailRejected, TypeMailDeferred,
+	TypeMailHeld, TypeMailReleased, TypeMailDeleted,
 	TypeFileStored, TypeLinkCreated, TypeLinkViewed,
 	TypeDownloadOK, TypeDownloadDenied, TypeLinkRevoked, TypeFilePurged,
 	TypeAuthFailed, TypeAuditPurged,

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/attachgate/attachgate/policies"
 )
 
 // Config is the whole configuration file.
@@ -29,6 +31,19 @@ type Config struct {
 	Audit   Audit   `yaml:"audit"`
 	Admin   Admin   `yaml:"admin"`
 	Log     Log     `yaml:"log"`
+	// Policies are the ordered attachment rules (first match wins); see
+	// package policies.
+	Policies   []policies.Rule `yaml:"policies"`
+	Quarantine Quarantine      `yaml:"quarantine"`
+
+	engine *policies.Engine
+}
+
+// Quarantine configures held mail (policy actions quarantine and hold).
+type Quarantine struct {
+	// HoldFor is how long action hold keeps a message before it goes out
+	// on its own.
+	HoldFor Duration `yaml:"hold_for"`
 }
 
 // Store chooses the metadata backend: the embedded SQLite database under
@@ -235,6 +250,8 @@ func Defaults() Config {
 		Audit:   Audit{RetentionDays: 90},
 		Admin:   Admin{Listen: "127.0.0.1:8081"},
 		Log:     Log{Level: "info", Format: "text"},
+
+		Quarantine: Quarantine{HoldFor: Duration(time.Hour)},
 	}
 }
 
@@ -304,6 +321,7 @@ var sectionByType = map[string]string{
 	"config.Storage": "storage", "config.Log": "log", "config.Store": "store",
 	"config.Redis": "store.redis", "config.Audit": "audit", "config.Admin": "admin",
 	"config.AdminToken": "admin.tokens[]", "config.TLS": "smtp.tls", "config.SMTPAuth": "smtp.auth",
+	"policies.Rule": "policies[]", "policies.Match": "policies[].match", "config.Quarantine": "quarantine",
 }
 
 func sectionOf(rest string) string {
@@ -496,6 +514,22 @@ func (c *Config) validate() error {
 			tok.networks = append(tok.networks, p)
 		}
 	}
+	engine, err := policies.New(c.Policies)
+	if err != nil {
+		errs = append(errs, err) // names policies[i].key itself
+	}
+	c.engine = engine
+	if c.Store.Backend == "redis" {
+		for i, r := range c.Policies {
+			if r.Action.Held() {
+				bad(fmt.Sprintf("policies[%d].action", i), "%s needs store.backend: sqlite: held mail is indexed in the SQLite database (not supported with Redis yet)", r.Action)
+			}
+		}
+	}
+	if c.Quarantine.HoldFor <= 0 {
+		bad("quarantine.hold_for", "must be a positive duration")
+	}
+
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -559,6 +593,10 @@ func (a *Audit) Location() *time.Location { return a.location }
 
 // Proxies returns the parsed admin.trusted_proxies.
 func (a *Admin) Proxies() []netip.Prefix { return a.proxies }
+
+// PolicyEngine returns the validated policies; it links everything when
+// none are configured.
+func (c *Config) PolicyEngine() *policies.Engine { return c.engine }
 
 // Nets returns the parsed networks of a token.
 func (t *AdminToken) Nets() []netip.Prefix { return t.networks }

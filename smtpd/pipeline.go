@@ -17,6 +17,7 @@ import (
 
 	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/mailpart"
+	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/store"
 	"github.com/attachgate/attachgate/vault"
@@ -30,6 +31,7 @@ type Envelope struct {
 	Helo       string
 	AuthUser   string
 	TLS        bool
+	UTF8       bool // MAIL FROM carried SMTPUTF8 (kept for held mail)
 }
 
 // Pipeline drives one message: spool (encrypted), walk and store its
@@ -48,6 +50,12 @@ type Pipeline struct {
 	// LogSubjects puts the Subject into mail.received (audit.log_subjects);
 	// off by default, subjects being personal data.
 	LogSubjects bool
+	// Policies decide per attachment (decide step, policy.go); nil links
+	// every attachment.
+	Policies *policies.Engine
+	// Quarantine keeps the messages a policy holds (quarantine, hold);
+	// nil: such a verdict is a temporary failure.
+	Quarantine Holder
 	// KeepAlive is how often the idle next-hop session gets a NOOP while
 	// a message is received and stored; 0 means 60 s.
 	KeepAlive time.Duration
@@ -72,6 +80,13 @@ type stored struct {
 	notice  mailpart.Notice
 	header  string // the Message-ID header
 	subject string // decoded Subject, kept only with LogSubjects
+
+	// verdict is the decide step's message-level outcome (policy.go).
+	verdict policies.Verdict
+	// release: a held message going out; it is neither held nor refused
+	// again, and mail.received is not recorded twice.
+	release bool
+	actor   string // of file and link events; "" = smtp
 }
 
 // Process takes the message from r, relays it through hop and returns the
@@ -105,13 +120,17 @@ func (p *Pipeline) Process(ctx context.Context, env Envelope, r io.Reader, hop r
 		return "", fmt.Errorf("spool message: %w", err)
 	}
 
-	st, err := p.storeAttachments(ctx, msgID, env, sp, now)
+	st, err := p.storeAttachments(ctx, msgID, env, sp, now, false)
 	if kaErr := stopKeepAlive(); err == nil && kaErr != nil {
 		p.rollback(st, log)
 		return "", &hopError{op: "NOOP", err: kaErr}
 	}
 	if err != nil {
 		return "", err
+	}
+	if st.verdict.MessageLevel() {
+		// A policy refused or held the whole message: nothing is relayed.
+		return p.decided(ctx, msgID, env, sp, st, size, log)
 	}
 	if err := p.recordStored(ctx, env, st, size); err != nil {
 		p.rollback(st, log)
@@ -174,26 +193,21 @@ func (p *Pipeline) keepAlive(hop relay.Session, log *slog.Logger) func() error {
 	}
 }
 
-// storeAttachments walks the spooled message once and puts every
-// attachment into the vault, then records message, files and links.
-func (p *Pipeline) storeAttachments(ctx context.Context, msgID string, env Envelope, sp *vault.Spool, now time.Time) (*stored, error) {
-	rd, err := sp.Open()
+// storeAttachments walks the message once, decides every attachment by
+// policy (policy.go) and puts those to be linked into the vault, then
+// records message, files and links. src is the spool, or a held message
+// being released (release: message-level verdicts no longer apply).
+func (p *Pipeline) storeAttachments(ctx context.Context, msgID string, env Envelope, src messageSource, now time.Time, release bool) (*stored, error) {
+	rd, err := src.Open()
 	if err != nil {
 		return nil, fmt.Errorf("read spool: %w", err)
 	}
 	defer rd.Close()
 
-	st := &stored{remove: map[string]bool{}}
+	st := &stored{remove: map[string]bool{}, release: release}
 	expires := now.Add(p.Expiry).Truncate(time.Second)
-	sum, err := mailpart.Walk(rd, p.Limits, func(part *mailpart.Part, body io.Reader) error {
-		if !part.Attachment {
-			return nil
-		}
-		fileID := store.NewID()
-		info, err := p.Blobs.Put(fileID, body)
-		if err != nil {
-			return fmt.Errorf("store attachment %s: %w", part.Path, err)
-		}
+	penv := policies.Envelope{From: env.From, To: env.To}
+	link := func(part *mailpart.Part, fileID string, info vault.BlobInfo) error {
 		token, hash, err := store.NewToken()
 		if err != nil {
 			p.Blobs.Delete(fileID)
@@ -208,10 +222,25 @@ func (p *Pipeline) storeAttachments(ctx context.Context, msgID string, env Envel
 		st.notice.Files = append(st.notice.Files, mailpart.NoticeFile{Name: f.Name, Size: f.Size,
 			SHA256: f.SHA256, Expires: expires.In(p.Location), URL: p.BaseURL + "/d/" + token})
 		return nil
+	}
+	sum, err := mailpart.Walk(rd, p.Limits, func(part *mailpart.Part, body io.Reader) error {
+		if !part.Attachment {
+			return nil
+		}
+		return p.decideAttachment(st, penv, part, body, link)
 	})
+	if errors.Is(err, errRefusedByPolicy) {
+		err = nil // the rest of a refused message needs no look
+	}
 	if err != nil {
 		p.deleteBlobs(st.files)
 		return nil, err
+	}
+	if st.verdict.MessageLevel() {
+		// Neither relayed nor linked now: whatever was stored goes.
+		p.deleteBlobs(st.files)
+		st.files, st.links, st.notice.Files = nil, nil, nil
+		clear(st.remove)
 	}
 	st.header = strings.TrimSpace(sum.MessageID)
 	if p.LogSubjects {
@@ -242,13 +271,20 @@ func (p *Pipeline) recordStored(ctx context.Context, env Envelope, st *stored, s
 	if st.subject != "" {
 		events[0].Detail = "subject: " + st.subject
 	}
+	if st.release {
+		events = events[:0] // recorded when the message was held
+	}
+	actor := st.actor
+	if actor == "" {
+		actor = "smtp"
+	}
 	for i, f := range st.files {
 		l := st.links[i]
 		events = append(events,
-			audit.Event{Type: "file.stored", Actor: "smtp", ClientAddr: env.ClientAddr, MessageID: st.msg.ID,
+			audit.Event{Type: "file.stored", Actor: actor, ClientAddr: env.ClientAddr, MessageID: st.msg.ID,
 				HeaderID: st.header, Sender: env.From, FileID: f.ID, FileName: f.Name, LinkID: l.ID,
 				ContentType: f.ContentType, Size: f.Size, SHA256: f.SHA256},
-			audit.Event{Type: "link.created", Actor: "smtp", MessageID: st.msg.ID, HeaderID: st.header,
+			audit.Event{Type: "link.created", Actor: actor, MessageID: st.msg.ID, HeaderID: st.header,
 				Sender: env.From, Recipients: env.To, FileID: f.ID, FileName: f.Name, LinkID: l.ID,
 				Expires: l.ExpiresAt})
 	}
@@ -261,8 +297,8 @@ func (p *Pipeline) recordStored(ctx context.Context, env Envelope, st *stored, s
 }
 
 // relay sends the (rewritten) message and returns the next hop's reply.
-func (p *Pipeline) relay(msgID string, env Envelope, sp *vault.Spool, st *stored, hop relay.Session, now time.Time) (string, error) {
-	rd, err := sp.Open()
+func (p *Pipeline) relay(msgID string, env Envelope, src messageSource, st *stored, hop relay.Session, now time.Time) (string, error) {
+	rd, err := src.Open()
 	if err != nil {
 		return "", fmt.Errorf("read spool: %w", err)
 	}

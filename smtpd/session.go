@@ -91,13 +91,22 @@ func (s *session) Data(r io.Reader) error {
 		Helo:       s.conn.Hostname(),
 		AuthUser:   s.authUser,
 		TLS:        s.isTLS(),
+		UTF8:       s.utf8,
 	}
-	reply, err := s.srv.opts.Pipeline.Process(s.srv.ctx, env, r, s.hop)
+	tx := &txHop{Session: s.hop}
+	reply, err := s.srv.opts.Pipeline.Process(s.srv.ctx, env, r, tx)
 	// Whatever happened, the next hop's transaction is over.
 	s.inTx = false
 	if isTransportError(err) {
 		// Anything but a reply of the next hop may have left it mid-DATA.
 		s.dropHop()
+	} else if !tx.data {
+		// Refused or held before DATA (a policy verdict, the size
+		// limit): the next hop still has MAIL and RCPT open. RSET, so
+		// nothing is relayed and the connection can take the next MAIL.
+		if rerr := s.hop.Reset(); rerr != nil {
+			s.dropHop()
+		}
 	}
 	if err != nil {
 		return toReply(s.log, err)
@@ -119,6 +128,17 @@ func acceptedReply(text string) error {
 		text = "Ok"
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: code, Message: text}
+}
+
+// txHop notes whether the pipeline started DATA on the next hop.
+type txHop struct {
+	relay.Session
+	data bool
+}
+
+func (t *txHop) Data() (relay.DataWriter, error) {
+	t.data = true
+	return t.Session.Data()
 }
 
 func (s *session) isTLS() bool {

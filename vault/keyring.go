@@ -252,6 +252,12 @@ func (k *KeyRing) loadAll() error {
 			continue
 		}
 		id, err := k.loadKey(keyID)
+		if errors.Is(err, fs.ErrNotExist) {
+			// A process that lost the first-start race removed its unused
+			// key between our listing and our read; nothing was
+			// encrypted to it.
+			continue
+		}
 		if err != nil {
 			return err
 		}

@@ -17,7 +17,7 @@ import (
 )
 
 // newAdminServer builds the admin API from the admin section of c.
-func newAdminServer(c *config.Config, st store.Store, rec audit.Recorder, exp admin.AuditExporter, log *slog.Logger) (*admin.Server, error) {
+func newAdminServer(c *config.Config, st store.Store, rec audit.Recorder, exp admin.AuditExporter, q admin.Quarantine, log *slog.Logger) (*admin.Server, error) {
 	tokens := make([]admin.Token, 0, len(c.Admin.Tokens))
 	for i := range c.Admin.Tokens {
 		configured := &c.Admin.Tokens[i]
@@ -38,6 +38,7 @@ func newAdminServer(c *config.Config, st store.Store, rec audit.Recorder, exp ad
 		Store:          st,
 		Audit:          rec,
 		Export:         exp,
+		Quarantine:     q,
 		Location:       c.Audit.Location(),
 		Logger:         log,
 	})
@@ -57,7 +58,7 @@ type adminListener struct {
 // stays off (nil, nil) when admin.listen is empty or no admin.tokens are
 // configured: a listener that can only refuse would be attack surface, and
 // the default address would make every daemon on a host compete for it.
-func startAdminAPI(c *config.Config, b *backend, log *slog.Logger) (*adminListener, error) {
+func startAdminAPI(c *config.Config, b *backend, q admin.Quarantine, log *slog.Logger) (*adminListener, error) {
 	log = log.With("component", "admin")
 	if c.Admin.Listen == "" {
 		log.Info("admin API off: admin.listen is empty")
@@ -67,7 +68,7 @@ func startAdminAPI(c *config.Config, b *backend, log *slog.Logger) (*adminListen
 		log.Info("admin API off: no admin.tokens configured")
 		return nil, nil
 	}
-	api, err := newAdminServer(c, b.store, b.audit, b.audit, log)
+	api, err := newAdminServer(c, b.store, b.audit, b.audit, q, log)
 	if err != nil {
 		return nil, err
 	}

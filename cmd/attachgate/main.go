@@ -25,6 +25,8 @@ commands:
   audit verify  -config FILE   check the audit log's hash chain
   user add|passwd|delete -config FILE NAME
                                manage SMTP AUTH users (password from terminal or stdin)
+  policy test   -config FILE -from ADDR -to ADDR[,ADDR] FILE.eml
+                               dry run: each part's policy decision
   version                      print the version
 `
 
@@ -42,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runUser(args[1:], os.Stdin, stdout, stderr)
 	case "audit":
 		return runAudit(args[1:], stdout, stderr, openAuditLog)
+	case "policy":
+		return runPolicy(args[1:], os.Stdin, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "attachgate", version)
 		return 0

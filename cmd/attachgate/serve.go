@@ -153,9 +153,15 @@ func serve(c *config.Config, log *slog.Logger) error {
 		Language:    c.Links.Language,
 		Location:    c.Links.Location(),
 		LogSubjects: c.Audit.LogSubjects,
+		Policies:    c.PolicyEngine(),
 		Limits: mailpart.Limits{MaxDepth: c.SMTP.MaxMIMEDepth, MaxParts: c.SMTP.MaxMIMEParts,
 			MaxHeaderBytes: c.SMTP.MaxHeaderBytes},
 		Logger: log.With("component", "pipeline"),
+	}
+	hop := relay.New(c.NextHop.Address, c.SMTP.Hostname, c.NextHop.Timeout.D(), c.NextHop.TLS, hopTLS)
+	held, err := openQuarantine(c, b, hop, pipeline, log)
+	if err != nil {
+		return err
 	}
 	smtpSrv := smtpd.New(smtpd.Options{
 		Hostname:                c.SMTP.Hostname,
@@ -172,11 +178,10 @@ func serve(c *config.Config, log *slog.Logger) error {
 		AllowLogin:              c.SMTP.Auth.AllowLogin,
 		AuthMaxFailures:         c.SMTP.Auth.MaxFailures,
 		AuthFailureWindow:       c.SMTP.Auth.FailureWindow.D(),
-		Hop: relay.New(c.NextHop.Address, c.SMTP.Hostname, c.NextHop.Timeout.D(),
-			c.NextHop.TLS, hopTLS),
-		Pipeline: pipeline,
-		Audit:    b.audit,
-		Logger:   log,
+		Hop:                     hop,
+		Pipeline:                pipeline,
+		Audit:                   b.audit,
+		Logger:                  log,
 	})
 	links, err := linkserver.New(linkserver.Options{
 		Store:    b.store,
@@ -194,7 +199,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
-	adminAPI, err := startAdminAPI(c, b, log)
+	adminAPI, err := startAdminAPI(c, b, adminQuarantine(held), log)
 	if err != nil {
 		return err
 	}
@@ -204,6 +209,9 @@ func serve(c *config.Config, log *slog.Logger) error {
 
 	janitor := &expiry.Janitor{Store: b.store, Blobs: b.blobs, Audit: b.audit, Logger: log.With("component", "expiry")}
 	go janitor.Run(ctx, time.Minute)
+	if held != nil {
+		go held.Run(ctx) // timed release of action hold
+	}
 	go b.audit.RunRetention(ctx, 24*time.Hour)
 
 	go reloadOnHangup(ctx, log, cert, userDB)

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/attachgate/attachgate/admin"
+	"github.com/attachgate/attachgate/config"
+	"github.com/attachgate/attachgate/quarantine"
+	"github.com/attachgate/attachgate/relay"
+	"github.com/attachgate/attachgate/smtpd"
+	"github.com/attachgate/attachgate/store"
+)
+
+// openQuarantine opens held mail (policy actions quarantine and hold): its
+// index in the SQLite database, its blobs under storage.dir/quarantine.
+// The pipeline holds mail there and releases it through hop. With
+// store.backend redis there is none (nil): the configuration refuses
+// quarantine and hold rules there.
+func openQuarantine(c *config.Config, b *backend, hop relay.Hop, p *smtpd.Pipeline, log *slog.Logger) (*quarantine.Manager, error) {
+	log = log.With("component", "quarantine")
+	if n := c.PolicyEngine().Rules(); n > 0 {
+		log.Info("policies loaded", "rules", n)
+	}
+	sq, ok := b.store.(*store.SQLite)
+	if !ok {
+		log.Info("quarantine off: store.backend is not sqlite")
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), backendOpenTimeout)
+	defer cancel()
+	m, err := quarantine.Open(ctx, quarantine.Options{
+		DB:        sq.DB(),
+		Dir:       c.Storage.Path("quarantine"),
+		Ring:      b.ring,
+		Audit:     b.audit,
+		Hop:       hop,
+		Deliverer: p,
+		HoldFor:   c.Quarantine.HoldFor.D(),
+		Logger:    log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.Quarantine = m
+	return m, nil
+}
+
+// adminQuarantine is m for the admin API; a nil m leaves its routes out.
+func adminQuarantine(m *quarantine.Manager) admin.Quarantine {
+	if m == nil {
+		return nil
+	}
+	return m
+}

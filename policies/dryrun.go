@@ -1,0 +1,114 @@
+package policies
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/attachgate/attachgate/mailpart"
+)
+
+// PartOf is the policy view of a part mailpart's walk found, size unknown.
+func PartOf(p *mailpart.Part) Part {
+	return Part{Filename: p.Filename, ContentType: p.MediaType, Size: SizeUnknown}
+}
+
+// DryRunPart is one leaf part of a dry run.
+type DryRunPart struct {
+	Path        string // mailpart path, "1.2"
+	Filename    string
+	ContentType string
+	Size        int64 // decoded bytes
+	Attachment  bool  // false: body text or inline part, never subject to policies
+	Decision    Decision
+}
+
+// DryRun is what the policies would do with one message.
+type DryRun struct {
+	Parts   []DryRunPart
+	Verdict Verdict
+}
+
+// Test walks the message in r the way the gateway does and decides every
+// attachment, with its size, as the pipeline would. Nothing is stored.
+func (e *Engine) Test(r io.Reader, lim mailpart.Limits, env Envelope) (DryRun, error) {
+	var out DryRun
+	out.Verdict.Action = Link
+	_, err := mailpart.Walk(r, lim, func(p *mailpart.Part, body io.Reader) error {
+		n, err := io.Copy(io.Discard, body)
+		if err != nil {
+			return err
+		}
+		dp := DryRunPart{Path: p.Path, Filename: p.Filename, ContentType: p.MediaType, Size: n, Attachment: p.Attachment}
+		if p.Attachment {
+			pp := PartOf(p)
+			pp.Size = n
+			dp.Decision = e.Decide(env, pp)
+			out.Verdict.Add(dp.Decision)
+		}
+		out.Parts = append(out.Parts, dp)
+		return nil
+	})
+	if err != nil {
+		return DryRun{}, err
+	}
+	return out, nil
+}
+
+// Write prints the dry run as a table, one line per leaf part, then the
+// message's verdict. holdFor is quarantine.hold_for, for the hold line.
+func (d DryRun) Write(w io.Writer, holdFor string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PART\tFILE\tTYPE\tSIZE\tACTION\tRULE")
+	for _, p := range d.Parts {
+		name := p.Filename
+		if name == "" {
+			name = "-"
+		}
+		action, rule := "-", "(not an attachment)"
+		if p.Attachment {
+			action, rule = string(p.Decision.Action), p.Decision.Rule
+			if rule == "" {
+				rule = "(default)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", p.Path, sanitize(name), p.ContentType, p.Size, action, rule)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var verdict string
+	switch d.Verdict.Action {
+	case Reject:
+		verdict = fmt.Sprintf("reject by rule %s: the client gets 550 5.7.1 Message refused by policy %s", d.Verdict.Rule, d.Verdict.Rule)
+	case Quarantine:
+		verdict = fmt.Sprintf("quarantine by rule %s: held until an admin releases or deletes it", d.Verdict.Rule)
+	case Hold:
+		verdict = fmt.Sprintf("hold by rule %s: held, released after %s unless an admin deletes it", d.Verdict.Rule, holdFor)
+	default:
+		linked, kept := 0, 0
+		for _, p := range d.Parts {
+			switch {
+			case p.Attachment && p.Decision.Action == Keep:
+				kept++
+			case p.Attachment:
+				linked++
+			}
+		}
+		verdict = fmt.Sprintf("relay: %d attachment(s) linked, %d kept", linked, kept)
+	}
+	_, err := fmt.Fprintf(w, "message: %s\n", verdict)
+	return err
+}
+
+// sanitize keeps control and bidi override characters of hostile file
+// names off the terminal.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+			return '?'
+		}
+		return r
+	}, s)
+}

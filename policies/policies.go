@@ -1,0 +1,431 @@
+// Package policies owns attachgate's attachment policies: rule model,
+// matching, decisions and dry runs.
+//
+// A policy is an ordered list of rules. Every attachment of a message is
+// matched against the rules in order and the first rule that matches
+// decides its action; when none matches the attachment is linked. Actions
+// are per part (link, keep) or per message (reject, quarantine, hold); a
+// message's action is the strongest message-level action of its parts
+// (reject > quarantine > hold), and without one each part gets its own.
+//
+// The size of an attachment is known only after its body has been read.
+// Early decides from everything else and says when a rule with a size
+// condition could still match first; the caller then streams the part
+// (attachgate's pipeline streams it into the vault) and calls Decide with
+// the size. Both give the same answer for the same part.
+package policies
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+)
+
+// Action is what a rule does with an attachment or its message.
+type Action string
+
+// Actions. Link, Keep concern one attachment; Reject, Quarantine and Hold
+// the whole message.
+const (
+	// Link takes the attachment out and puts a download link in its place
+	// (the default when no rule matches).
+	Link Action = "link"
+	// Keep leaves the attachment in the mail as it is.
+	Keep Action = "keep"
+	// Reject refuses the whole message: 550 5.7.1.
+	Reject Action = "reject"
+	// Quarantine holds the whole message until an admin releases or
+	// deletes it.
+	Quarantine Action = "quarantine"
+	// Hold delays the whole message: it is released on its own after
+	// quarantine.hold_for unless an admin deletes (or releases) it first.
+	Hold Action = "hold"
+)
+
+// Actions lists every action in documentation order.
+func Actions() []Action { return []Action{Link, Keep, Reject, Quarantine, Hold} }
+
+// Valid reports whether a is a known action.
+func (a Action) Valid() bool {
+	switch a {
+	case Link, Keep, Reject, Quarantine, Hold:
+		return true
+	}
+	return false
+}
+
+// MessageLevel reports whether a decides about the whole message.
+func (a Action) MessageLevel() bool { return a.strength() > 0 }
+
+// Held reports whether a keeps the message in the quarantine store.
+func (a Action) Held() bool { return a == Quarantine || a == Hold }
+
+// strength orders message-level actions: reject > quarantine > hold.
+func (a Action) strength() int {
+	switch a {
+	case Reject:
+		return 3
+	case Quarantine:
+		return 2
+	case Hold:
+		return 1
+	}
+	return 0
+}
+
+// Rule is one configured policy rule.
+type Rule struct {
+	// Name identifies the rule in replies ("Message refused by policy
+	// NAME"), the audit log and the quarantine. Letters, digits, '.', '_'
+	// and '-', at most 64.
+	Name   string `yaml:"name"`
+	Match  Match  `yaml:"match"`
+	Action Action `yaml:"action"`
+}
+
+// Match is a rule's condition. Every field is optional; the fields that are
+// set must all hold (AND), and a list holds when any entry does (OR). An
+// empty Match matches every attachment.
+type Match struct {
+	// SenderDomains: the envelope sender's domain is one of these or a
+	// subdomain of one.
+	SenderDomains []string `yaml:"sender_domains"`
+	// RecipientDomains: at least one envelope recipient is in one of these
+	// domains (or a subdomain).
+	RecipientDomains []string `yaml:"recipient_domains"`
+	// RecipientDomainsNot: at least one envelope recipient is outside all
+	// of these domains (and their subdomains).
+	RecipientDomainsNot []string `yaml:"recipient_domains_not"`
+	// ContentTypes are media type globs ("image/*", "application/pdf"),
+	// without case.
+	ContentTypes []string `yaml:"content_types"`
+	// Extensions are file-name endings (".exe", ".tar.gz"), without case,
+	// matched on the decoded file name with trailing dots and spaces
+	// removed (Windows ignores them).
+	Extensions []string `yaml:"extensions"`
+	// MinSize and MaxSize bound the decoded attachment's size in bytes,
+	// inclusive.
+	MinSize *int64 `yaml:"min_size"`
+	MaxSize *int64 `yaml:"max_size"`
+	// FilenameGlob is a glob over the decoded file name ("*.docm",
+	// "invoice-*"), without case.
+	FilenameGlob string `yaml:"filename_glob"`
+}
+
+// Envelope is what the SMTP conversation says about a message.
+type Envelope struct {
+	From string   // envelope sender; "" for the null sender
+	To   []string // envelope recipients
+}
+
+// Part is one attachment as far as policies look at it.
+type Part struct {
+	Filename    string // decoded UTF-8 file name
+	ContentType string // media type, e.g. "application/pdf"
+	Size        int64  // decoded bytes; SizeUnknown before the body is read
+}
+
+// SizeUnknown is Part.Size before the attachment has been read.
+const SizeUnknown = -1
+
+// Decision is what the policies say about one attachment.
+type Decision struct {
+	Rule   string // name of the first matching rule; "" when none matched
+	Action Action
+}
+
+// Engine decides with a fixed, validated list of rules. It is safe for
+// concurrent use. The zero Engine and a nil *Engine link everything.
+type Engine struct {
+	rules []compiled
+}
+
+type compiled struct {
+	name      string
+	action    Action
+	senders   []string
+	rcptIn    []string
+	rcptOut   []string
+	types     []string
+	exts      []string
+	minSize   int64 // -1: none
+	maxSize   int64 // -1: none
+	glob      string
+	needsSize bool
+}
+
+// New validates rules and returns an Engine. Errors name the key, as in
+// "policies[1].match.content_types: ...", and are joined.
+func New(rules []Rule) (*Engine, error) {
+	e := &Engine{}
+	var errs []error
+	names := map[string]bool{}
+	for i, r := range rules {
+		key := fmt.Sprintf("policies[%d]", i)
+		bad := func(field, format string, args ...any) {
+			errs = append(errs, fmt.Errorf("%s.%s: %s", key, field, fmt.Sprintf(format, args...)))
+		}
+		c := compiled{name: r.Name, action: r.Action, minSize: -1, maxSize: -1}
+		switch {
+		case r.Name == "":
+			bad("name", "must be set (it names the rule in replies, the audit log and the quarantine)")
+		case !validName(r.Name):
+			bad("name", "%q: use letters, digits, '.', '_' and '-' only, at most 64", r.Name)
+		case names[r.Name]:
+			bad("name", "duplicate rule name %q", r.Name)
+		}
+		names[r.Name] = true
+		if !r.Action.Valid() {
+			bad("action", "want link, keep, reject, quarantine or hold, got %q", r.Action)
+		}
+		m := r.Match
+		var err error
+		if c.senders, err = domains(m.SenderDomains); err != nil {
+			bad("match.sender_domains", "%v", err)
+		}
+		if c.rcptIn, err = domains(m.RecipientDomains); err != nil {
+			bad("match.recipient_domains", "%v", err)
+		}
+		if c.rcptOut, err = domains(m.RecipientDomainsNot); err != nil {
+			bad("match.recipient_domains_not", "%v", err)
+		}
+		for _, t := range m.ContentTypes {
+			t = strings.ToLower(strings.TrimSpace(t))
+			typ, sub, ok := strings.Cut(t, "/")
+			if !ok || typ == "" || sub == "" || strings.Contains(sub, "/") {
+				bad("match.content_types", "%q is not a media type pattern (want type/subtype, e.g. image/* or application/pdf)", t)
+				continue
+			}
+			if _, err := path.Match(t, ""); err != nil {
+				bad("match.content_types", "%q: %v", t, err)
+				continue
+			}
+			c.types = append(c.types, t)
+		}
+		for _, x := range m.Extensions {
+			x = strings.ToLower(strings.TrimSpace(x))
+			if !strings.HasPrefix(x, ".") {
+				x = "." + x
+			}
+			if x == "." || strings.ContainsAny(x, `/\*?[ `) {
+				bad("match.extensions", "%q is not a file-name ending (want e.g. .exe or .tar.gz)", x)
+				continue
+			}
+			c.exts = append(c.exts, x)
+		}
+		if m.MinSize != nil {
+			if *m.MinSize < 0 {
+				bad("match.min_size", "must not be negative, got %d", *m.MinSize)
+			}
+			c.minSize, c.needsSize = *m.MinSize, true
+		}
+		if m.MaxSize != nil {
+			if *m.MaxSize < 0 {
+				bad("match.max_size", "must not be negative, got %d", *m.MaxSize)
+			}
+			c.maxSize, c.needsSize = *m.MaxSize, true
+		}
+		if m.MinSize != nil && m.MaxSize != nil && *m.MinSize > *m.MaxSize {
+			bad("match.min_size", "%d is above match.max_size %d", *m.MinSize, *m.MaxSize)
+		}
+		if m.FilenameGlob != "" {
+			c.glob = strings.ToLower(m.FilenameGlob)
+			if _, err := path.Match(c.glob, ""); err != nil {
+				bad("match.filename_glob", "%q: %v", m.FilenameGlob, err)
+			}
+		}
+		e.rules = append(e.rules, c)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func validName(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if !('a' <= ch && ch <= 'z' || 'A' <= ch && ch <= 'Z' || '0' <= ch && ch <= '9' || ch == '.' || ch == '_' || ch == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// domains normalises configured domains: lower case, no leading "@" or
+// "*.", no trailing dot.
+func domains(in []string) ([]string, error) {
+	out := make([]string, 0, len(in))
+	for _, d := range in {
+		n := strings.ToLower(strings.TrimSpace(d))
+		n = strings.TrimPrefix(n, "@")
+		n = strings.TrimPrefix(n, "*.")
+		n = strings.TrimSuffix(n, ".")
+		if n == "" || strings.ContainsAny(n, "@ \t*/") || strings.HasPrefix(n, ".") {
+			return nil, fmt.Errorf("%q is not a domain (want e.g. example.com; subdomains match too)", d)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// Rules reports how many rules the engine has.
+func (e *Engine) Rules() int {
+	if e == nil {
+		return 0
+	}
+	return len(e.rules)
+}
+
+// HasAction reports whether some rule has action a.
+func (e *Engine) HasAction(a Action) bool {
+	if e == nil {
+		return false
+	}
+	for _, r := range e.rules {
+		if r.action == a {
+			return true
+		}
+	}
+	return false
+}
+
+// Decide returns the decision for a part whose size is known: the first
+// matching rule's action, or Link. With p.Size < 0 size conditions never
+// hold; use Early before the size is known.
+func (e *Engine) Decide(env Envelope, p Part) Decision {
+	if e != nil {
+		for i := range e.rules {
+			r := &e.rules[i]
+			if r.matchesWithoutSize(env, p) && r.matchesSize(p.Size) {
+				return Decision{Rule: r.name, Action: r.action}
+			}
+		}
+	}
+	return Decision{Action: Link}
+}
+
+// Early decides before the part's size is known. ok is false when the
+// first rule whose other conditions hold has a size condition: the caller
+// must read the part and call Decide with its size. When ok is true the
+// decision is final and equals Decide's for any size.
+func (e *Engine) Early(env Envelope, p Part) (d Decision, ok bool) {
+	if e != nil {
+		for i := range e.rules {
+			r := &e.rules[i]
+			if !r.matchesWithoutSize(env, p) {
+				continue
+			}
+			if r.needsSize {
+				return Decision{}, false
+			}
+			return Decision{Rule: r.name, Action: r.action}, true
+		}
+	}
+	return Decision{Action: Link}, true
+}
+
+func (r *compiled) matchesSize(size int64) bool {
+	if !r.needsSize {
+		return true
+	}
+	if size < 0 {
+		return false
+	}
+	return (r.minSize < 0 || size >= r.minSize) && (r.maxSize < 0 || size <= r.maxSize)
+}
+
+func (r *compiled) matchesWithoutSize(env Envelope, p Part) bool {
+	if len(r.senders) > 0 && !inDomains(domainOf(env.From), r.senders) {
+		return false
+	}
+	if len(r.rcptIn) > 0 && !anyRecipient(env.To, func(d string) bool { return inDomains(d, r.rcptIn) }) {
+		return false
+	}
+	if len(r.rcptOut) > 0 && !anyRecipient(env.To, func(d string) bool { return !inDomains(d, r.rcptOut) }) {
+		return false
+	}
+	if len(r.types) > 0 {
+		ct := strings.ToLower(p.ContentType)
+		if !anyOf(r.types, func(pat string) bool { ok, _ := path.Match(pat, ct); return ok }) {
+			return false
+		}
+	}
+	name := strings.ToLower(strings.TrimRight(p.Filename, ". "))
+	if len(r.exts) > 0 && !anyOf(r.exts, func(x string) bool { return strings.HasSuffix(name, x) }) {
+		return false
+	}
+	if r.glob != "" {
+		if ok, _ := path.Match(r.glob, strings.ToLower(p.Filename)); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func anyOf(list []string, f func(string) bool) bool {
+	for _, s := range list {
+		if f(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyRecipient(to []string, f func(domain string) bool) bool {
+	for _, addr := range to {
+		if f(domainOf(addr)) {
+			return true
+		}
+	}
+	return false
+}
+
+// domainOf returns the lower-cased domain of an address ("" for the null
+// sender or an address without one).
+func domainOf(addr string) string {
+	addr = strings.Trim(strings.TrimSpace(addr), "<>")
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return strings.TrimSuffix(strings.ToLower(addr[i+1:]), ".")
+}
+
+// inDomains reports whether d is one of list or a subdomain of one.
+func inDomains(d string, list []string) bool {
+	if d == "" {
+		return false
+	}
+	for _, l := range list {
+		if d == l || strings.HasSuffix(d, "."+l) {
+			return true
+		}
+	}
+	return false
+}
+
+// Verdict gathers the decisions about a message's parts into the
+// message's action: the strongest message-level action (the first rule to
+// reach it names it), or Link when no part asked for one.
+type Verdict struct {
+	Action Action // Link, Reject, Quarantine or Hold
+	Rule   string // the rule that set Action; "" for Link
+}
+
+// Add takes one part's decision into account.
+func (v *Verdict) Add(d Decision) {
+	if v.Action == "" {
+		v.Action = Link
+	}
+	if d.Action.strength() > v.Action.strength() {
+		v.Action, v.Rule = d.Action, d.Rule
+	}
+}
+
+// MessageLevel reports whether the verdict is about the whole message.
+func (v Verdict) MessageLevel() bool { return v.Action.MessageLevel() }
