@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN := bin/attachgate
 FUZZTIME ?= 30s
 
-.PHONY: all build run test bench fuzz lint deps clean
+.PHONY: all build run test bench bench-deps fuzz lint deps clean
 
 all: build
 
@@ -34,8 +34,18 @@ test: deps
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -race -shuffle=on -count=1 -timeout 20m ./...
 
-bench: deps build
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./...
+# bench measures attachgate side by side with its baselines (smtp-source
+# into smtp-sink, nginx) in one run and writes BENCH.md; see
+# bench/cmd/agbench. Not part of `make test`. BENCH_FLAGS passes options,
+# e.g. BENCH_FLAGS=-quick for a smoke run.
+BENCH_FLAGS ?=
+bench: bench-deps build
+	$(GO) run ./bench/cmd/agbench -bin $(BIN) -out BENCH.md $(BENCH_FLAGS)
+
+# bench-deps installs Postfix (smtp-sink, smtp-source), nginx-light and wrk
+# when missing, without starting their services.
+bench-deps:
+	@bench/deps.sh
 
 fuzz:
 	$(GO) test ./mailpart -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME)

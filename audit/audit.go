@@ -6,6 +6,7 @@ package audit
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -43,4 +44,37 @@ type Event struct {
 // mail path treat an error as a temporary failure.
 type Recorder interface {
 	Record(ctx context.Context, e Event) error
+}
+
+// BatchRecorder appends several events atomically: all or none, in order,
+// in one durable write. A message's arrival and each of its files and
+// links are one batch, so the mail path waits for one commit, not many.
+type BatchRecorder interface {
+	RecordAll(ctx context.Context, events []Event) error
+}
+
+// RecordAll appends events through rec, in one batch when rec can. An
+// event without a type refuses the whole batch before anything is written.
+func RecordAll(ctx context.Context, rec Recorder, events []Event) error {
+	if err := checkBatch(events); err != nil {
+		return err
+	}
+	if b, ok := rec.(BatchRecorder); ok {
+		return b.RecordAll(ctx, events)
+	}
+	for _, e := range events {
+		if err := rec.Record(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkBatch(events []Event) error {
+	for i, e := range events {
+		if e.Type == "" {
+			return fmt.Errorf("audit: record batch: event %d without type", i)
+		}
+	}
+	return nil
 }

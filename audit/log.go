@@ -16,6 +16,7 @@ import (
 // read the same whichever backend holds them.
 type Log interface {
 	Recorder
+	BatchRecorder
 	// Export writes the events q selects, in seq order, as jsonl or csv.
 	Export(ctx context.Context, q Query, w io.Writer, format string, bom bool) error
 	// Verify recomputes the hash chain and reports the first break.

@@ -98,6 +98,22 @@ func (l *RedisLog) Record(ctx context.Context, e Event) error {
 	return err
 }
 
+// RecordAll appends events in order. Each is its own Redis transaction
+// (the chain head is optimistic-locked per event), so unlike SQLite a
+// failure half way leaves the first events in place; none is lost or
+// reordered.
+func (l *RedisLog) RecordAll(ctx context.Context, events []Event) error {
+	if err := checkBatch(events); err != nil {
+		return err
+	}
+	for _, e := range events {
+		if _, err := l.record(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // record is Record returning the stored event, for tests.
 func (l *RedisLog) record(ctx context.Context, e Event) (Event, error) {
 	if e.Type == "" {

@@ -135,6 +135,26 @@ func (l *SQLiteLog) Record(ctx context.Context, e Event) error {
 	return err
 }
 
+// RecordAll appends events in one transaction: one commit (one fsync)
+// for all of them, and no event of the batch without the others.
+func (l *SQLiteLog) RecordAll(ctx context.Context, events []Event) error {
+	if err := checkBatch(events); err != nil {
+		return err
+	}
+	err := l.inWriteTx(ctx, func(conn *sql.Conn) error {
+		for _, e := range events {
+			if _, err := l.appendTx(ctx, conn, e); err != nil {
+				return fmt.Errorf("%s: %w", e.Type, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("audit: record batch: %w", err)
+	}
+	return nil
+}
+
 // record is Record returning the stored event, for tests.
 func (l *SQLiteLog) record(ctx context.Context, e Event) (Event, error) {
 	if e.Type == "" {

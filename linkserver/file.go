@@ -3,9 +3,11 @@ package linkserver
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/store"
@@ -133,6 +135,27 @@ func (a *auditedStream) Write(p []byte) (int, error) {
 	}
 	return a.ResponseWriter.Write(p)
 }
+
+// ReadFrom is where http.ServeContent's copy lands: it moves the file in
+// 128 KiB writes (two age chunks) instead of io.Copy's 32 KiB, a quarter
+// of the system calls for the same bytes.
+func (a *auditedStream) ReadFrom(r io.Reader) (int64, error) {
+	if !a.wroteHeader {
+		a.WriteHeader(http.StatusOK)
+	}
+	if a.refused {
+		return 0, errAuditRefused
+	}
+	buf := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(buf)
+	return io.CopyBuffer(writerOnly{a.ResponseWriter}, r, *buf)
+}
+
+// writerOnly hides the ResponseWriter's own ReadFrom, which would copy in
+// 32 KiB pieces again.
+type writerOnly struct{ io.Writer }
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
 
 // Unwrap lets http.ResponseController reach the connection.
 func (a *auditedStream) Unwrap() http.ResponseWriter { return a.ResponseWriter }

@@ -89,13 +89,21 @@ func (d *base64Decoder) Read(p []byte) (int, error) {
 
 // decode collects alphabet characters and decodes the whole quanta in bulk.
 func (d *base64Decoder) decode(in []byte) {
-	for _, c := range in {
-		switch v := b64Table[c]; {
-		case v < 64:
-			d.chars = append(d.chars, c)
-		case v == b64Pad:
+	for i := 0; i < len(in); {
+		// Append runs of alphabet characters (a whole line, usually) at
+		// once rather than byte by byte.
+		j := i
+		for j < len(in) && b64Table[in[j]] < 64 {
+			j++
+		}
+		d.chars = append(d.chars, in[i:j]...)
+		if j == len(in) {
+			break
+		}
+		if b64Table[in[j]] == b64Pad {
 			d.flush()
 		}
+		i = j + 1
 	}
 	whole := len(d.chars) / 4 * 4
 	d.emit(d.chars[:whole])

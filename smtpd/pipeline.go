@@ -288,10 +288,8 @@ func (p *Pipeline) recordStored(ctx context.Context, env Envelope, st *stored, s
 				Sender: env.From, Recipients: env.To, FileID: f.ID, FileName: f.Name, LinkID: l.ID,
 				Expires: l.ExpiresAt})
 	}
-	for _, e := range events {
-		if err := p.record(ctx, e); err != nil {
-			return err
-		}
+	if err := audit.RecordAll(ctx, p.Audit, events); err != nil {
+		return fmt.Errorf("audit mail.received: %w", err)
 	}
 	return nil
 }

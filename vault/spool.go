@@ -19,16 +19,18 @@ const (
 	spoolSuffix = ".age"
 )
 
-// Spool holds one SMTP transaction's message on disk, encrypted to an age
-// identity generated for this spool alone and kept only in memory: after a
-// crash the file is unreadable, and CleanSpool deletes it at start-up.
+// Spool holds one SMTP transaction's message on disk, encrypted with age
+// under a file key generated for this spool alone and kept only in memory
+// (no public-key wrapping: that cost five X25519 operations per message):
+// after a crash the file is unreadable, and CleanSpool deletes it at
+// start-up.
 //
 // Write and Close are for the single writer; after Close, Open may be
 // called any number of times, concurrently.
 type Spool struct {
 	mu       sync.Mutex
 	path     string
-	identity *age.X25519Identity
+	identity age.Identity // yields the file key held in memory
 	f        *os.File
 	bw       *bufio.Writer
 	enc      io.WriteCloser
@@ -44,17 +46,14 @@ func NewSpool(dir string) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("new spool in %s: %w", dir, err)
 	}
-	identity, err := age.GenerateX25519Identity()
-	if err != nil {
-		return nil, fmt.Errorf("new spool: generate key: %w", err)
-	}
 	f, err := os.CreateTemp(dir, spoolPrefix+"*"+spoolSuffix) // O_EXCL, mode 0600
 	if err != nil {
 		return nil, fmt.Errorf("new spool in %s: %w", dir, err)
 	}
 	bw := fileWriterPool.Get().(*bufio.Writer)
 	bw.Reset(f)
-	enc, err := age.Encrypt(bw, identity.Recipient())
+	key := &spoolKey{}
+	enc, err := age.Encrypt(bw, key)
 	if err != nil {
 		bw.Reset(nil)
 		fileWriterPool.Put(bw)
@@ -62,7 +61,20 @@ func NewSpool(dir string) (*Spool, error) {
 		os.Remove(f.Name())
 		return nil, fmt.Errorf("new spool %s: %w", f.Name(), err)
 	}
-	return &Spool{path: f.Name(), identity: identity, f: f, bw: bw, enc: enc}, nil
+	return &Spool{path: f.Name(), identity: age.NewInjectedFileKeyIdentity(key.fileKey), f: f, bw: bw, enc: enc}, nil
+}
+
+// spoolKey is the spool's age recipient: it keeps the file key age
+// generated in memory instead of wrapping it to a public key, and writes
+// an empty stanza. No X25519 per message; a spool is as unreadable after a
+// crash as before, because its key only ever lived in this process.
+type spoolKey struct{ fileKey []byte }
+
+const spoolStanzaType = "attachgate-spool"
+
+func (k *spoolKey) Wrap(fileKey []byte) ([]*age.Stanza, error) {
+	k.fileKey = append([]byte(nil), fileKey...)
+	return []*age.Stanza{{Type: spoolStanzaType}}, nil
 }
 
 // Write appends plaintext to the spool.
