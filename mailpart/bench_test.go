@@ -2,9 +2,7 @@ package mailpart
 
 import (
 	"bytes"
-	"encoding/base64"
 	"io"
-	"math/rand/v2"
 	"runtime"
 	"sync"
 	"testing"
@@ -12,40 +10,7 @@ import (
 
 // bigMessage is a mail with a short text body and a 10 MiB PDF attachment,
 // base64 in 76-character lines, built once.
-var bigMessage = sync.OnceValue(func() []byte {
-	const size = 10 << 20
-	payload := make([]byte, size)
-	rng := rand.NewChaCha8([32]byte{1})
-	_, _ = rng.Read(payload)
-
-	var b bytes.Buffer
-	b.WriteString(crlfText(`From: a@example.com
-To: b@example.net
-Subject: big
-Message-ID: <big@example.com>
-MIME-Version: 1.0
-Content-Type: multipart/mixed; boundary="big-b"
-
---big-b
-Content-Type: text/plain; charset=utf-8
-
-Here is the file.
---big-b
-Content-Type: application/pdf; name="big.pdf"
-Content-Disposition: attachment; filename="big.pdf"
-Content-Transfer-Encoding: base64
-
-`))
-	enc := base64.StdEncoding.EncodeToString(payload)
-	for len(enc) > 76 {
-		b.WriteString(enc[:76])
-		b.WriteString("\r\n")
-		enc = enc[76:]
-	}
-	b.WriteString(enc)
-	b.WriteString("\r\n--big-b--\r\n")
-	return b.Bytes()
-})
+var bigMessage = sync.OnceValue(func() []byte { return sizedMessage(10 << 20) })
 
 func BenchmarkWalk10MiB(b *testing.B) {
 	msg := bigMessage()

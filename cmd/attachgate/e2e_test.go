@@ -60,7 +60,7 @@ type daemon struct {
 	exited   chan error
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -174,7 +174,12 @@ func (d *daemon) stop() error {
 }
 
 func (d *daemon) send(from string, to []string, msg []byte) error {
-	c, err := smtp.Dial(d.smtpAddr)
+	return sendMail(d.smtpAddr, from, to, msg)
+}
+
+// sendMail delivers msg over one SMTP session with a real client.
+func sendMail(addr, from string, to []string, msg []byte) error {
+	c, err := smtp.Dial(addr)
 	if err != nil {
 		return err
 	}

@@ -457,7 +457,7 @@ func plainBinary(b *testing.B) string {
 func benchInstanceMail(b *testing.B, bin, storeYAML string) {
 	hop := smtptest.NewServer(b, smtptest.Behaviour{})
 	dir := b.TempDir()
-	smtpAddr, linkAddr := benchFreeAddr(b), benchFreeAddr(b)
+	smtpAddr, linkAddr := freeAddr(b), freeAddr(b)
 	cfg := fmt.Sprintf(`smtp:
   listen: %q
   hostname: "gw.test"
@@ -505,50 +505,11 @@ log:
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := sendOne(smtpAddr, msg); err != nil {
+			if err := sendMail(smtpAddr, "alice@example.com", []string{"bob@example.net"}, msg); err != nil {
 				b.Errorf("send: %v\n%s", err, log.String())
 				return
 			}
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "mails/s")
-}
-
-func benchFreeAddr(b *testing.B) string {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// sendOne delivers msg over one SMTP session.
-func sendOne(addr string, msg []byte) error {
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Hello("client.test"); err != nil {
-		return err
-	}
-	if err := c.Mail("alice@example.com", nil); err != nil {
-		return err
-	}
-	if err := c.Rcpt("bob@example.net", nil); err != nil {
-		return err
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(msg); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	return c.Quit()
 }
