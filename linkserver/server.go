@@ -135,14 +135,31 @@ func New(o Options) (*Server, error) {
 // the http.Server; its WriteTimeout must allow for the largest download.
 func (s *Server) Handler() http.Handler { return s.handler }
 
+// pinger is a store that can tell whether it is reachable.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// handleHealth answers a load balancer: 200 when this instance can serve
+// links, 503 when its store is unreachable, so traffic moves to another
+// instance instead of meeting 503 pages.
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusOK)
+	status, body := http.StatusOK, "ok\n"
+	if p, ok := s.store.(pinger); ok {
+		ctx, cancel := storeContext(r)
+		defer cancel()
+		if err := p.Ping(ctx); err != nil {
+			s.log.Warn("linkserver: health check: store unreachable", "err", err)
+			status, body = http.StatusServiceUnavailable, "store unavailable\n"
+		}
+	}
+	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
-		_, _ = w.Write([]byte("ok\n"))
+		_, _ = w.Write([]byte(body))
 	}
 }
 

@@ -108,6 +108,15 @@ func OpenSQLite(path string) (*SQLite, error) {
 // Migrate with their own component name.
 func (s *SQLite) DB() *sql.DB { return s.db }
 
+// Ping checks that the database answers a query.
+func (s *SQLite) Ping(ctx context.Context) error {
+	var one int
+	if err := s.db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("sqlite ping: %w", err)
+	}
+	return nil
+}
+
 // Close closes the database.
 func (s *SQLite) Close() error {
 	if err := s.db.Close(); err != nil {

@@ -369,6 +369,11 @@ func TestRedisOutage(t *testing.T) {
 			resp.Status, resp.Header.Get("Retry-After"), page)
 	}
 
+	// The health check tells a load balancer to send browsers elsewhere.
+	if code := healthStatus(t, d); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz during the outage: %d, want 503", code)
+	}
+
 	srv.Restart()
 	// go-redis redials on its own; allow it a few seconds.
 	deadline := time.Now().Add(15 * time.Second)
@@ -385,6 +390,9 @@ func TestRedisOutage(t *testing.T) {
 	if resp, data := download(t, link); resp.StatusCode != http.StatusOK || string(data) != "before" {
 		t.Errorf("link from before the outage: %s %q", resp.Status, data)
 	}
+	if code := healthStatus(t, d); code != http.StatusOK {
+		t.Errorf("/healthz after the outage: %d, want 200", code)
+	}
 	msgs := hop.Messages()
 	if resp, data := download(t, relayedLinks(t, d, msgs[len(msgs)-1].Data)[0]); resp.StatusCode != http.StatusOK || string(data) != "after" {
 		t.Errorf("link from after the outage: %s %q", resp.Status, data)
@@ -392,6 +400,16 @@ func TestRedisOutage(t *testing.T) {
 	if out, errOut, code := runCLI(t, "audit", "verify", "-config", d.config); code != 0 {
 		t.Errorf("audit verify after the outage: exit %d: %s %s", code, out, errOut)
 	}
+}
+
+func healthStatus(t *testing.T, d *daemon) int {
+	t.Helper()
+	resp, err := http.Get(d.linkURL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // TestOpenBackendWarnsWithoutPersistence: a Redis that would lose the
