@@ -32,6 +32,9 @@ type Envelope struct {
 	AuthUser   string
 	TLS        bool
 	UTF8       bool // MAIL FROM carried SMTPUTF8 (kept for held mail)
+	// TrustedNetwork is the smtp.trusted_networks entry that allowed an
+	// unauthenticated client to relay ("" when it authenticated).
+	TrustedNetwork string
 }
 
 // Pipeline drives one message: spool (encrypted), walk and store its
@@ -268,9 +271,16 @@ func (p *Pipeline) recordStored(ctx context.Context, env Envelope, st *stored, s
 	events := []audit.Event{{Type: "mail.received", Actor: "smtp", ClientAddr: env.ClientAddr,
 		Helo: env.Helo, AuthUser: env.AuthUser, MessageID: st.msg.ID, HeaderID: st.header,
 		Sender: env.From, Recipients: env.To, Size: size}}
-	if st.subject != "" {
-		events[0].Detail = "subject: " + st.subject
+	// Who allowed the relay: the auth user is its own field, a trusted
+	// network goes into Detail.
+	var detail []string
+	if env.TrustedNetwork != "" {
+		detail = append(detail, "trusted network "+env.TrustedNetwork)
 	}
+	if st.subject != "" {
+		detail = append(detail, "subject: "+st.subject)
+	}
+	events[0].Detail = strings.Join(detail, "; ")
 	if st.release {
 		events = events[:0] // recorded when the message was held
 	}

@@ -138,17 +138,19 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 		client: remote,
 		log:    s.log.With("client", remote.String()),
 	}
-	sess.trusted = s.isTrusted(remote)
+	sess.trustedBy, sess.trusted = s.trustedNetwork(remote)
 	return sess, nil
 }
 
-func (s *Server) isTrusted(a netip.Addr) bool {
+// trustedNetwork returns the first smtp.trusted_networks entry holding a;
+// it is recorded with every message relayed on that ground.
+func (s *Server) trustedNetwork(a netip.Addr) (netip.Prefix, bool) {
 	for _, p := range s.opts.Trusted {
 		if p.Contains(a) {
-			return true
+			return p, true
 		}
 	}
-	return false
+	return netip.Prefix{}, false
 }
 
 func addrOf(a net.Addr) netip.Addr {

@@ -17,12 +17,14 @@ import (
 // session is one client connection. Its next-hop session is opened at the
 // first MAIL and kept for the following transactions on this connection.
 type session struct {
-	srv      *Server
-	conn     *smtp.Conn
-	client   netip.Addr
-	trusted  bool
-	authUser string
-	log      *slog.Logger
+	srv     *Server
+	conn    *smtp.Conn
+	client  netip.Addr
+	trusted bool
+	// trustedBy is the trusted network that let this client relay.
+	trustedBy netip.Prefix
+	authUser  string
+	log       *slog.Logger
 
 	hop   relay.Session
 	inTx  bool // the next hop has a MAIL open
@@ -92,6 +94,9 @@ func (s *session) Data(r io.Reader) error {
 		AuthUser:   s.authUser,
 		TLS:        s.isTLS(),
 		UTF8:       s.utf8,
+	}
+	if s.authUser == "" && s.trusted {
+		env.TrustedNetwork = s.trustedBy.String()
 	}
 	tx := &txHop{Session: s.hop}
 	reply, err := s.srv.opts.Pipeline.Process(s.srv.ctx, env, r, tx)

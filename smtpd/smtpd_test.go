@@ -299,5 +299,9 @@ func TestSubjectsLoggedOnlyWhenConfigured(t *testing.T) {
 		if got := strings.Contains(buf.String(), "見積 secret plans"); got != logSubjects {
 			t.Errorf("log_subjects=%v: subject in audit log = %v", logSubjects, got)
 		}
+		// The ground for relaying is on record: here the trusted network.
+		if !strings.Contains(buf.String(), "trusted network 127.0.0.0/8") {
+			t.Errorf("mail.received does not name the trusted network:\n%s", buf.String())
+		}
 	}
 }
