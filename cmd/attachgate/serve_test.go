@@ -140,9 +140,9 @@ func TestDemoOutboxReceivesMessage(t *testing.T) {
 func TestLinksExpireToTheSecond(t *testing.T) {
 	hop := smtptest.NewServer(t, smtptest.Behaviour{})
 	d := startDaemon(t, hop.Addr, "")
-	// Rewrite default_expiry to 2s and restart.
+	// Rewrite default_expiry to 5s and restart.
 	cfg, _ := os.ReadFile(d.config)
-	os.WriteFile(d.config, bytes.Replace(cfg, []byte(`default_expiry: "1h"`), []byte(`default_expiry: "2s"`), 1), 0o600)
+	os.WriteFile(d.config, bytes.Replace(cfg, []byte(`default_expiry: "1h"`), []byte(`default_expiry: "5s"`), 1), 0o600)
 	d.stop()
 	d.start()
 	if err := d.send("a@example.com", []string{"b@example.net"}, mailWithAttachment("soon.pdf", []byte("gone soon"))); err != nil {
@@ -152,7 +152,7 @@ func TestLinksExpireToTheSecond(t *testing.T) {
 	if resp, err := http.Get(links[0]); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("fresh link: %v %v", resp, err)
 	}
-	time.Sleep(3 * time.Second)
+	time.Sleep(6 * time.Second)
 	resp, err := http.Get(links[0])
 	if err != nil {
 		t.Fatal(err)
