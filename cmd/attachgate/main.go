@@ -23,6 +23,7 @@ commands:
   check-config  -config FILE   parse and validate a configuration file
   audit export  -config FILE -from YYYY-MM-DD -to YYYY-MM-DD -format jsonl|csv
   audit verify  -config FILE   check the audit log's hash chain
+  keys list|rotate -config FILE    list or rotate the encryption keys (audited)
   user add|passwd|delete -config FILE NAME
                                manage SMTP AUTH users (password from terminal or stdin)
   policy test   -config FILE -from ADDR -to ADDR[,ADDR] FILE.eml
@@ -40,6 +41,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runServe(args[1:], stderr)
 	case "check-config":
 		return runCheckConfig(args[1:], stdout, stderr)
+	case "keys":
+		return runKeys(args[1:], stdout, stderr)
 	case "user":
 		return runUser(args[1:], os.Stdin, stdout, stderr)
 	case "audit":

@@ -214,7 +214,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 	}
 	go b.audit.RunRetention(ctx, 24*time.Hour)
 
-	go reloadOnHangup(ctx, log, cert, userDB)
+	go reloadOnHangup(ctx, log, cert, userDB, b.ring)
 
 	errc := make(chan error, 3)
 	go func() { errc <- smtpSrv.Serve(smtpLn) }()

@@ -13,6 +13,7 @@ import (
 	"github.com/attachgate/attachgate/certs"
 	"github.com/attachgate/attachgate/config"
 	"github.com/attachgate/attachgate/users"
+	"github.com/attachgate/attachgate/vault"
 )
 
 // certsReloader is the listener certificate; nil when TLS is off.
@@ -50,9 +51,10 @@ func nextHopTLS(c *config.Config) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// reloadOnHangup reloads the certificate and the users file on SIGHUP;
-// a failed reload keeps what was loaded before.
-func reloadOnHangup(ctx context.Context, log *slog.Logger, r *certs.Reloader, db *users.DB) {
+// reloadOnHangup reloads the certificate, the users file and the key
+// ring's current key on SIGHUP; a failed reload keeps what was loaded
+// before.
+func reloadOnHangup(ctx context.Context, log *slog.Logger, r *certs.Reloader, db *users.DB, ring *vault.KeyRing) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -68,6 +70,11 @@ func reloadOnHangup(ctx context.Context, log *slog.Logger, r *certs.Reloader, db
 			} else {
 				log.Info("SIGHUP: certificate reloaded")
 			}
+		}
+		if err := ring.Reload(); err != nil {
+			log.Error("SIGHUP: key ring not reloaded", "err", err)
+		} else {
+			log.Info("SIGHUP: key ring reloaded", "current", ring.CurrentID())
 		}
 		if db != nil {
 			if err := db.Reload(); err != nil {
