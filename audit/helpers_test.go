@@ -75,16 +75,6 @@ func openDBAt(tb testing.TB, path string) *sql.DB {
 	return db
 }
 
-func newTestLog(tb testing.TB, opts Options) (*SQLiteLog, *sql.DB) {
-	tb.Helper()
-	db, _ := openTestDB(tb)
-	l, err := NewSQLite(db, opts)
-	if err != nil {
-		tb.Fatalf("NewSQLite: %v", err)
-	}
-	return l, db
-}
-
 func sqliteBackend() backend {
 	return backend{name: "sqlite", open: func(tb testing.TB, opts Options) *openedLog {
 		tb.Helper()

@@ -73,7 +73,7 @@ func (db *DB) Reload() error {
 		}
 		name, hash, ok := strings.Cut(text, ":")
 		if !ok || ValidateName(name) != nil || !knownHash(hash) {
-			return fmt.Errorf("users file %s line %d: want name:$argon2id$... or name:$2b$...", db.path, line)
+			return fmt.Errorf("users file %s line %d: want name:HASH with an argon2id or bcrypt hash (use attachgate user add)", db.path, line)
 		}
 		m[name] = hash
 	}

@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -100,9 +99,7 @@ type env struct {
 	loadBefore, loadAfter string
 	start, end            time.Time
 	commands              []string
-	rssDetails, dlDetails []string
 	issue2                string
-	throughputCPU         []string
 }
 
 func main() {
@@ -802,11 +799,10 @@ func (e *env) runGoBench() {
 	args := append([]string{"test", "-run", "^$", "-bench", ".", "-benchmem", "-benchtime", e.opt.benchtime}, pkgs...)
 	logf("go %s", strings.Join(args, " "))
 	e.commands = append(e.commands, "go "+strings.Join(args, " "))
+	// The Makefile puts /usr/local/go/bin on PATH.
 	goBin := "go"
 	if p, err := exec.LookPath("go"); err == nil {
 		goBin = p
-	} else if _, err := os.Stat(filepath.Join(runtime.GOROOT(), "bin", "go")); err == nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	_, _, out, err := runTimed(append([]string{goBin}, args...)...)
 	var keep []string
