@@ -163,6 +163,10 @@ func TestLinksExpireToTheSecond(t *testing.T) {
 	}
 	// The janitor purges at start-up (and every minute): blob and metadata
 	// go, and the purge is audited.
+	blobs := filepath.Join(d.dir, "data", "blobs")
+	if n := len(filesContaining(t, blobs, []byte("age-encryption.org"))); n != 1 {
+		t.Fatalf("%d blobs before the purge, want the one of soon.pdf", n)
+	}
 	d.stop()
 	d.start()
 	waitFor(t, "file.purged event", func() bool {
@@ -173,7 +177,7 @@ func TestLinksExpireToTheSecond(t *testing.T) {
 		}
 		return false
 	})
-	if n := len(filesContaining(t, filepath.Join(d.dir, "data", "blobs"), []byte("age-encryption.org"))); n != 0 {
+	if n := len(filesContaining(t, blobs, []byte("age-encryption.org"))); n != 0 {
 		t.Fatalf("%d blobs left after the purge", n)
 	}
 }
