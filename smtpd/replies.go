@@ -26,6 +26,8 @@ var (
 		Message: "Next hop unavailable, try again later"}
 	replyHopLost = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
 		Message: "Connection to next hop lost, try again later"}
+	replyLineTooLong = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 4, 0},
+		Message: "Message has a line longer than the limit"}
 	replyNoMail = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1},
 		Message: "Send MAIL first"}
 )

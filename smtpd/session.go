@@ -99,7 +99,7 @@ func (s *session) Data(r io.Reader) error {
 		env.TrustedNetwork = s.trustedBy.String()
 	}
 	tx := &txHop{Session: s.hop}
-	reply, err := s.srv.opts.Pipeline.Process(s.srv.ctx, env, r, tx)
+	reply, err := s.srv.opts.Pipeline.Process(s.srv.ctx, env, dataLimits{r}, tx)
 	// Whatever happened, the next hop's transaction is over.
 	s.inTx = false
 	if isTransportError(err) {
@@ -200,4 +200,18 @@ func isASCII(s string) bool {
 func isTransportError(err error) bool {
 	var se *smtp.SMTPError
 	return err != nil && (!errors.As(err, &se) || se.Code == 421)
+}
+
+// dataLimits turns the DATA reader's over-long line into our permanent
+// reply, as go-smtp does for the size limit (552 5.3.4): retrying cannot
+// help. go-smtp reads on to the end of DATA before that one reply is sent,
+// so the session stays usable.
+type dataLimits struct{ r io.Reader }
+
+func (d dataLimits) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if errors.Is(err, smtp.ErrTooLongLine) {
+		err = replyLineTooLong
+	}
+	return n, err
 }

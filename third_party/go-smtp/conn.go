@@ -983,9 +983,20 @@ func (c *Conn) handleData(arg string) {
 		return
 	}
 
+	// The data reader enforces MaxLineLength itself: lineLimitReader would
+	// drop the buffer holding an over-long line, and with it the end of
+	// DATA, and then fail the next command too. This way an over-long line
+	// gets one reply, after the rest of DATA, and the session goes on.
+	c.lineLimitReader.LineLimit = 0
+	defer func() {
+		c.lineLimitReader.LineLimit = c.server.MaxLineLength
+		c.lineLimitReader.curLineLength = 0
+	}()
+
 	r := newDataReader(c)
 	code, enhancedCode, msg := dataErrorToStatus(c.Session().Data(r))
 	r.limited = false
+	r.lineLimit = 0
 	io.Copy(ioutil.Discard, r) // Make sure all the data has been consumed
 	c.writeResponse(code, enhancedCode, msg)
 }
@@ -1209,6 +1220,7 @@ func (s *statusCollector) SetStatus(rcptTo string, err error) {
 
 func (c *Conn) handleDataLMTP() {
 	r := newDataReader(c)
+	r.lineLimit = 0 // LMTP keeps lineLimitReader's line limit
 	status := c.createStatusCollector()
 
 	done := make(chan bool, 1)

@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 )
@@ -53,11 +54,20 @@ type dataReader struct {
 
 	limited bool
 	n       int64 // Maximum bytes remaining
+
+	// lineLimit, when positive, bounds each line of DATA the way
+	// lineLimitReader bounds command lines (the line with its CRLF). Unlike
+	// lineLimitReader it loses no byte: after ErrTooLongLine the rest of
+	// DATA can still be read up to its terminator once lineLimit is 0.
+	lineLimit int
+	lineLen   int // bytes of the current line, counted as lineLimitReader does
 }
 
 func newDataReader(c *Conn) *dataReader {
 	dr := &dataReader{
-		r: c.text.R,
+		r:         c.text.R,
+		lineLimit: c.server.MaxLineLength,
+		lineLen:   1, // lineLimitReader counts the LF of the DATA line
 	}
 
 	if c.server.MaxMessageBytes > 0 {
@@ -68,6 +78,22 @@ func newDataReader(c *Conn) *dataReader {
 	return dr
 }
 
+// States of the DATA state machine, as in net/textproto's dotReader but
+// without rewriting CRLF to LF.
+const (
+	stateBeginLine = iota // beginning of line; initial state; must be zero
+	stateDot              // read . at beginning of line
+	stateDotCR            // read .\r at beginning of line
+	stateCR               // read \r (possibly at end of line)
+	stateData             // reading data in middle of line
+	stateEOF              // reached .\r\n end marker line
+)
+
+// Read elides leading dots and stops at the end-of-data line
+// (<CR><LF>.<CR><LF>). It gives the same bytes and errors as the byte-at-a-
+// time reader of go-smtp v0.26.0, but works on bufio.Reader's buffer: runs
+// of line content are found with bytes.IndexByte and copied at once, and
+// only the bytes around line ends go through the state machine.
 func (r *dataReader) Read(b []byte) (n int, err error) {
 	if r.limited {
 		if r.n <= 0 {
@@ -78,28 +104,66 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 		}
 	}
 
-	// Code below is taken from net/textproto with only one modification to
-	// not rewrite CRLF -> LF.
-
-	// Run data through a simple state machine to
-	// elide leading dots and detect End-of-Data (<CR><LF>.<CR><LF>) line.
-	const (
-		stateBeginLine = iota // beginning of line; initial state; must be zero
-		stateDot              // read . at beginning of line
-		stateDotCR            // read .\r at beginning of line
-		stateCR               // read \r (possibly at end of line)
-		stateData             // reading data in middle of line
-		stateEOF              // reached .\r\n end marker line
-	)
 	for n < len(b) && r.state != stateEOF {
-		var c byte
-		c, err = r.r.ReadByte()
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
+		if r.r.Buffered() == 0 {
+			if _, err = r.r.Peek(1); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				break
 			}
+		}
+		buf, _ := r.r.Peek(r.r.Buffered())
+		var used int
+		used, n, err = r.scan(buf, b, n)
+		r.r.Discard(used)
+		if err != nil {
 			break
 		}
+	}
+	if err == nil && r.state == stateEOF {
+		err = io.EOF
+	}
+
+	if r.limited {
+		r.n -= int64(n)
+	}
+	return
+}
+
+// scan runs buffered input buf through the state machine into b[n:] and
+// returns how much of buf it used and the new n. It stops when b is full,
+// at the end of data, or before the byte that makes a line too long.
+func (r *dataReader) scan(buf, b []byte, n int) (used, written int, err error) {
+	for used < len(buf) && n < len(b) && r.state != stateEOF {
+		if r.state == stateData {
+			// Middle of a line: everything up to and including the next
+			// CR is content.
+			run := buf[used:]
+			if len(run) > len(b)-n {
+				run = run[:len(b)-n]
+			}
+			cr := false
+			if i := bytes.IndexByte(run, '\r'); i >= 0 {
+				run, cr = run[:i+1], true
+			}
+			k, tooLong := r.countLine(run)
+			n += copy(b[n:], run[:k])
+			used += k
+			if tooLong {
+				return used, n, ErrTooLongLine
+			}
+			if cr {
+				r.state = stateCR
+			}
+			continue
+		}
+
+		c := buf[used]
+		if k, tooLong := r.countLine(buf[used : used+1]); tooLong || k == 0 {
+			return used, n, ErrTooLongLine
+		}
+		used++
 		switch r.state {
 		case stateBeginLine:
 			if c == '.' {
@@ -129,20 +193,39 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 				break
 			}
 			r.state = stateData
-		case stateData:
-			if c == '\r' {
-				r.state = stateCR
-			}
 		}
 		b[n] = c
 		n++
 	}
-	if err == nil && r.state == stateEOF {
-		err = io.EOF
-	}
+	return used, n, nil
+}
 
-	if r.limited {
-		r.n -= int64(n)
+// countLine counts p into the current line the way lineLimitReader does
+// (an LF starts the next line, and counts in it) and returns how many bytes
+// of p fit; tooLong reports that the next byte would exceed lineLimit.
+func (r *dataReader) countLine(p []byte) (fit int, tooLong bool) {
+	if r.lineLimit <= 0 {
+		return len(p), false
 	}
-	return
+	for {
+		seg := p[fit:]
+		i := bytes.IndexByte(seg, '\n')
+		if i >= 0 {
+			seg = seg[:i]
+		}
+		if room := r.lineLimit - r.lineLen; len(seg) > room {
+			if room > 0 {
+				fit += room
+				r.lineLen += room
+			}
+			return fit, true
+		}
+		r.lineLen += len(seg)
+		fit += len(seg)
+		if i < 0 {
+			return fit, false
+		}
+		r.lineLen = 1
+		fit++
+	}
 }
