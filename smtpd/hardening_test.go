@@ -2,10 +2,14 @@ package smtpd
 
 import (
 	"bufio"
+	"bytes"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/smtptest"
 )
@@ -117,5 +121,98 @@ func TestOverlongDataLineOneReply(t *testing.T) {
 	msgs := hop.Messages()
 	if len(msgs) != 1 || !strings.Contains(string(msgs[0].Data), "fine") {
 		t.Fatalf("next hop got %d messages, want only the second", len(msgs))
+	}
+}
+
+// transcript is a next hop's wire log (go-smtp's Server.Debug), safe for
+// the server's goroutines to write while the test reads.
+type transcript struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (t *transcript) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.buf.Write(p)
+}
+
+func (t *transcript) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.buf.String()
+}
+
+// recordingHop is a real next hop whose every command line is kept.
+func recordingHop(t *testing.T, opts ...smtptest.Option) (*smtptest.Server, *transcript) {
+	tr := &transcript{}
+	opts = append(opts, func(s *smtp.Server) { s.Debug = tr })
+	return smtptest.NewServer(t, smtptest.Behaviour{}, opts...), tr
+}
+
+// TestQuotedLocalPartKeepsEnvelope: a quoted local part holding '@', '>'
+// and a parameter reaches the next hop as the one mailbox the client sent,
+// never as another address plus parameters (issue 9 item 1).
+func TestQuotedLocalPartKeepsEnvelope(t *testing.T) {
+	hop, tr := recordingHop(t)
+	gw := startGateway(t, hop.Addr)
+	c := dialRaw(t, gw.smtpAddr)
+	c.reply()
+	c.expect("EHLO client.test", "250")
+	from := `"x> RET=FULL ENVID=injected"@corp.test`
+	to := `"victim@partner.test> ORCPT=rfc822;x"@corp.test`
+	c.expect("MAIL FROM:<"+from+">", "250")
+	c.expect("RCPT TO:<"+to+">", "250")
+	c.expect("DATA", "354")
+	c.send("Subject: q\r\n\r\nhi\r\n.\r\n")
+	if got := c.reply(); !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("end of DATA: %q", got)
+	}
+	wire := tr.String()
+	if !strings.Contains(wire, "\nMAIL FROM:<"+from+">") || !strings.Contains(wire, "\nRCPT TO:<"+to+">\r\n") {
+		t.Errorf("next hop did not get the mailboxes as sent; it got:\n%s", wire)
+	}
+	if strings.Contains(wire, "RCPT TO:<victim@") || strings.Contains(wire, "MAIL FROM:<x>") {
+		t.Errorf("next hop got a rewritten envelope:\n%s", wire)
+	}
+	msgs := hop.Messages()
+	if len(msgs) != 1 || msgs[0].From != from || len(msgs[0].To) != 1 || msgs[0].To[0] != to {
+		t.Fatalf("next hop envelope = %+v, want from %q to %q", msgs, from, to)
+	}
+	// The Received header and the audit log carry the same mailbox.
+	if !bytes.Contains(msgs[0].Data, []byte("Received: ")) {
+		t.Fatalf("no Received header:\n%s", msgs[0].Data)
+	}
+}
+
+// TestBadAddressesRefusedPermanently: control characters and addresses
+// that only parse by guessing are a permanent 501 5.1.7 (MAIL) or 553
+// 5.1.3 (RCPT), never a 451, and nothing reaches the next hop.
+func TestBadAddressesRefusedPermanently(t *testing.T) {
+	hop, tr := recordingHop(t)
+	gw := startGateway(t, hop.Addr)
+	mail := []string{
+		"a\x00b@corp.test",
+		"\"a\x00b\"@corp.test",
+		"a\rb@corp.test",
+		"\"a\rb\"@corp.test",
+		"a@b@corp.test",
+		"a@corp.test\"x",
+	}
+	for _, addr := range mail {
+		c := dialRaw(t, gw.smtpAddr)
+		c.reply()
+		c.expect("EHLO client.test", "250")
+		if got := c.cmd("MAIL FROM:<" + addr + ">"); !strings.HasPrefix(got, "501 5.1.7 ") {
+			t.Errorf("MAIL FROM:<%q>: got %q, want 501 5.1.7", addr, got)
+		}
+		c.expect("MAIL FROM:<a@corp.test>", "250")
+		if got := c.cmd("RCPT TO:<" + addr + ">"); !strings.HasPrefix(got, "553 5.1.3 ") {
+			t.Errorf("RCPT TO:<%q>: got %q, want 553 5.1.3", addr, got)
+		}
+		c.expect("QUIT", "221")
+	}
+	if strings.Contains(tr.String(), "\x00") || strings.Contains(tr.String(), "corp.test\"x") {
+		t.Fatalf("a refused address reached the next hop:\n%q", tr.String())
 	}
 }

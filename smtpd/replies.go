@@ -18,6 +18,10 @@ var (
 		Message: "Relaying denied: client is not in a trusted network and not authenticated"}
 	replyNeedUTF8 = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7},
 		Message: "Non-ASCII address requires the SMTPUTF8 parameter"}
+	replyBadSender = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7},
+		Message: "Bad sender address syntax"}
+	replyBadRecipient = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 3},
+		Message: "Bad recipient address syntax"}
 	replyTooManyRecipients = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3},
 		Message: "Too many recipients"}
 	replyTooComplex = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},

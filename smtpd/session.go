@@ -24,7 +24,10 @@ type session struct {
 	// trustedBy is the trusted network that let this client relay.
 	trustedBy netip.Prefix
 	authUser  string
-	log       *slog.Logger
+	// onAuth runs once the client authenticated (the connection limiter
+	// moves it into the reserved capacity).
+	onAuth func()
+	log    *slog.Logger
 
 	hop   relay.Session
 	inTx  bool // the next hop has a MAIL open
@@ -45,6 +48,12 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	utf8Mail := opts != nil && opts.UTF8
 	if !utf8Mail && !isASCII(from) {
 		return replyNeedUTF8
+	}
+	if from != "" {
+		if err := checkAddress(from, utf8Mail); err != nil {
+			s.log.Warn("sender refused", "from", from, "reason", err)
+			return replyBadSender
+		}
 	}
 	if s.hop == nil {
 		h, err := s.srv.opts.Hop.Open(s.srv.ctx)
@@ -74,6 +83,14 @@ func (s *session) rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	if !s.utf8 && !isASCII(to) {
 		return replyNeedUTF8
+	}
+	// <Postmaster> without a domain is the one mailbox RFC 5321 lets a
+	// recipient be (4.1.1.3); go-smtp passes it as "postmaster".
+	if !strings.EqualFold(to, "postmaster") {
+		if err := checkAddress(to, s.utf8); err != nil {
+			s.log.Warn("recipient refused", "to", to, "reason", err)
+			return replyBadRecipient
+		}
 	}
 	if err := s.hop.Rcpt(to, opts); err != nil {
 		return s.hopFailed("RCPT", err)

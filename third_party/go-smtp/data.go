@@ -160,8 +160,16 @@ func (r *dataReader) scan(buf, b []byte, n int) (used, written int, err error) {
 		}
 
 		c := buf[used]
-		if k, tooLong := r.countLine(buf[used : used+1]); tooLong || k == 0 {
-			return used, n, ErrTooLongLine
+		if r.lineLimit > 0 {
+			l := r.lineLen + 1
+			if c == '\n' {
+				l = 1
+			}
+			if l > r.lineLimit {
+				r.lineLen = l
+				return used, n, ErrTooLongLine
+			}
+			r.lineLen = l
 		}
 		used++
 		switch r.state {

@@ -224,6 +224,10 @@ func (p *parser) parseMailbox() (string, error) {
 func (p *parser) parseLocalPart() (string, error) {
 	var sb strings.Builder
 
+	// attachgate: a quoted-string is returned as sent, quotes and
+	// backslashes included. Unquoted, "a@b> X=1"@c would read as the
+	// address a@b with a parameter once passed on or split at its last @.
+	quoted := p.s
 	if p.acceptByte('"') { // quoted-string
 		for {
 			ch, ok := p.readByte()
@@ -231,7 +235,7 @@ func (p *parser) parseLocalPart() (string, error) {
 			case '\\':
 				ch, ok = p.readByte()
 			case '"':
-				return sb.String(), nil
+				return quoted[:len(quoted)-len(p.s)], nil
 			}
 			if !ok {
 				return "", fmt.Errorf("malformed quoted-string")
