@@ -103,6 +103,8 @@ func New(o Options) *Server {
 	srv.ReadTimeout = o.ReadTimeout
 	srv.WriteTimeout = o.WriteTimeout
 	srv.EnableSMTPUTF8 = true
+	// DSN parameters go to the next hop as given (relay.Session.Mail/Rcpt).
+	srv.EnableDSN = true
 	if o.MaxLineLength > 0 {
 		srv.MaxLineLength = o.MaxLineLength
 	}
