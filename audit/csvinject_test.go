@@ -41,7 +41,7 @@ func TestExportCSVNeutralisesFormulas(t *testing.T) {
 			{"auth_user", "'-2+3"},
 			{"sender", "'\tpadded@example.com"},
 			{"recipients", "'=1+1@example.net ok@example.net"},
-			{"reason", "'carriage"}, // with CRLF line ends, encoding/csv drops a lone CR
+			{"reason", "'carriage"},                      // with CRLF line ends, encoding/csv drops a lone CR
 			{"detail", "plain text - with a dash later"}, // only the first character counts
 			{"type", TypeDownloadOK},
 		}
