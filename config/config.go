@@ -279,14 +279,26 @@ func Load(path string) (*Config, error) {
 
 // Parse reads YAML from r strictly over the defaults and validates it.
 func Parse(r io.Reader) (*Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
 	c := Defaults()
-	dec := yaml.NewDecoder(r)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, explainYAML(err)
 	}
-	if err := c.validate(); err != nil {
-		return nil, err
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, explainYAML(err)
+	}
+	verr := c.validate()
+	if errs := c.checkDependentKeys(&root); len(errs) > 0 {
+		verr = errors.Join(append([]error{verr}, errs...)...)
+	}
+	if verr != nil {
+		return nil, verr
 	}
 	return &c, nil
 }
