@@ -3,6 +3,7 @@ package linkserver
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -164,7 +165,10 @@ func newHarness(t testing.TB, configure ...func(*Options)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.http = httptest.NewServer(h.server.Handler())
+	h.http = httptest.NewUnstartedServer(nil)
+	h.http.Config = h.server.HTTPServer(nil)
+	h.http.Start()
+	t.Cleanup(h.server.Close)
 	t.Cleanup(h.http.Close)
 	return h
 }
@@ -335,3 +339,31 @@ func mustStatus(t testing.TB, resp *http.Response, want int) {
 }
 
 var errAuditDown = errors.New("audit database is locked")
+
+// jarCookie returns the ag_csrf cookie the client's jar holds for base.
+func jarCookie(t testing.TB, c *http.Client, base string) string {
+	t.Helper()
+	u, err := url.Parse(base + csrfCookiePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ck := range c.Jar.Cookies(u) {
+		if ck.Name == csrfCookie {
+			return ck.Value
+		}
+	}
+	t.Fatal("no ag_csrf cookie in the jar")
+	return ""
+}
+
+// groupedHex is the SHA-256 as the landing page shows it: groups of
+// shaGroup characters with <wbr> between them.
+func groupedHex(sum []byte) string {
+	h := hex.EncodeToString(sum)
+	var parts []string
+	for len(h) > shaGroup {
+		parts = append(parts, h[:shaGroup])
+		h = h[shaGroup:]
+	}
+	return strings.Join(append(parts, h), "<wbr>")
+}
