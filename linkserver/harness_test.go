@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -19,7 +20,9 @@ import (
 	"time"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/redistest"
 	"github.com/attachgate/attachgate/store"
+	"github.com/attachgate/attachgate/store/redisstore"
 	"github.com/attachgate/attachgate/vault"
 )
 
@@ -116,21 +119,47 @@ func (b *lockedBuffer) String() string {
 // and a real encrypted blob store in a temp dir.
 type harness struct {
 	t      testing.TB
-	store  *store.SQLite
+	store  store.Store
 	blobs  *vault.BlobStore
 	events *eventLog
 	clock  *testClock
 	logs   *lockedBuffer
 	server *Server
 	http   *httptest.Server
+	closed chan struct{} // a value per connection the server closed
 }
 
 func newHarness(t testing.TB, configure ...func(*Options)) *harness {
 	t.Helper()
+	return newHarnessOn(t, backendSQLite, configure...)
+}
+
+// Store backends a harness can run on.
+const (
+	backendSQLite = "sqlite"
+	backendRedis  = "redis" // a real redis-server started for the test
+)
+
+func newHarnessOn(t testing.TB, backend string, configure ...func(*Options)) *harness {
+	t.Helper()
 	dir := t.TempDir()
-	st, err := store.OpenSQLite(filepath.Join(dir, "attachgate.db"))
-	if err != nil {
-		t.Fatal(err)
+	var st store.Store
+	switch backend {
+	case backendSQLite:
+		sq, err := store.OpenSQLite(filepath.Join(dir, "attachgate.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = sq
+	case backendRedis:
+		srv := redistest.Start(t)
+		rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: srv.URL()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = rs
+	default:
+		t.Fatalf("unknown backend %q", backend)
 	}
 	t.Cleanup(func() { st.Close() })
 	ring, err := vault.OpenKeyRing(filepath.Join(dir, "keys"))
@@ -167,6 +196,15 @@ func newHarness(t testing.TB, configure ...func(*Options)) *harness {
 	}
 	h.http = httptest.NewUnstartedServer(nil)
 	h.http.Config = h.server.HTTPServer(nil)
+	h.closed = make(chan struct{}, 1024)
+	h.http.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateClosed {
+			select {
+			case h.closed <- struct{}{}:
+			default:
+			}
+		}
+	}
 	h.http.Start()
 	t.Cleanup(h.server.Close)
 	t.Cleanup(h.http.Close)
