@@ -322,8 +322,9 @@ func (p *Pipeline) relay(msgID string, env Envelope, src messageSource, st *stor
 		return "", hopErr("DATA", err)
 	}
 	if len(st.files) == 0 {
-		// Nothing linked: the message goes on byte for byte.
-		_, err = io.CopyBuffer(bw, rd, make([]byte, copyBufferSize))
+		// Nothing linked: the message goes on unchanged, its line ends
+		// made CRLF (mailpart: a bare CR becomes a space).
+		_, err = mailpart.CopyPassThrough(bw, rd)
 	} else {
 		st.notice.EightBit = hop.EightBitMIME()
 		err = mailpart.Rewrite(rd, bw, p.Limits, st.remove, st.notice)
