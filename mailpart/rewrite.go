@@ -96,6 +96,9 @@ type rewriter struct {
 	// head writes the header of the rewritten body entered last, given
 	// its transfer encoding.
 	head func(cte string) error
+
+	// armoured is set once a body text with inline PGP armour was seen.
+	armoured bool
 }
 
 // bodyEncoder encodes a rewritten text body of e (nil: a part of the
@@ -167,6 +170,8 @@ func (rw *rewriter) enter(e *entity) error {
 func (rw *rewriter) decide(e *entity) leafAction {
 	removed := rw.remove[e.part.Path]
 	switch {
+	case e.sealed || rw.armoured:
+		return actionKeep // signed, encrypted or automatic content stays as it is
 	case removed && e.isRoot():
 		return actionReplace
 	case removed:
@@ -191,7 +196,22 @@ func (rw *rewriter) leaf(e *entity, body *section) error {
 	case actionDrop:
 		return nil
 	case actionNotice:
-		if err := rw.writeNoticeBody(e, body, rw.bodyEncoder(e, rw.head)); err != nil {
+		raw := bufio.NewReaderSize(body, armourPeek)
+		if hasArmour(e, raw) {
+			// Inline PGP: the text stays as it is (Walk, which reads the
+			// whole body, tells callers to pass such mail through), and
+			// so does everything after it.
+			rw.armoured = true
+			if err := rw.writeRawHeader(e); err != nil {
+				return err
+			}
+			if _, err := io.Copy(rw.out, raw); err != nil {
+				return fmt.Errorf("rewrite: %w", err)
+			}
+			rw.endingOwed = body.droppedEnding
+			return nil
+		}
+		if err := rw.writeNoticeBody(e, raw, rw.bodyEncoder(e, rw.head)); err != nil {
 			return fmt.Errorf("rewrite part %s: %w", e.part.Path, err)
 		}
 		rw.noticed, rw.endingOwed = true, true
@@ -223,7 +243,7 @@ func (rw *rewriter) leave(e *entity, closed bool) error {
 		// ending is content, not part of the delimiter written here.
 		rw.endingOwed = true
 	}
-	if e.isRoot() && rw.withNotice && !rw.noticed {
+	if e.isRoot() && rw.withNotice && !rw.noticed && !e.sealed && !rw.armoured {
 		if err := rw.writeNoticePart(e, e.boundary); err != nil {
 			return err
 		}
