@@ -18,13 +18,16 @@ import (
 // ends (CopyPassThrough); policies may still reject or quarantine signed
 // and encrypted mail as a whole.
 //
-// Walk finds them: every leaf inside multipart/signed or
-// multipart/encrypted, every S/MIME or PGP container leaf, and every leaf
-// of a report or of an automatically submitted message is neither an
-// attachment nor a body ("sealed"), and the Summary says why the message
-// must pass through. Inline PGP armour in a body text is found while the
-// body is read; leaves after it are sealed, and the Summary tells the
-// caller to forget what it stored of the earlier ones.
+// Walk finds them. Every leaf inside multipart/signed or
+// multipart/encrypted and every S/MIME or PGP container leaf is neither an
+// attachment nor a body ("sealed"): attachment rules cannot see into
+// encrypted mail, and a signed message is matched as a whole by the
+// message rules (policies' signed and encrypted). Inline PGP armour in a
+// body text is found while the body is read; leaves after it are sealed,
+// and the Summary tells the caller to forget what it stored of the earlier
+// ones. Reports, automatic replies and bounces are not sealed: their
+// attachments are reported as usual, so policies can still refuse or hold
+// them, but the caller links nothing and relays them untouched.
 
 // PassThrough reasons, as Summary.PassThrough returns them.
 const (
@@ -78,9 +81,7 @@ func autoSubmittedValue(field string) string {
 func (s *sealing) sealEntity(e *entity) {
 	mt := e.part.MediaType
 	if e.isRoot() {
-		if v := autoSubmittedValue(e.part.Header.Get("Auto-Submitted")); v != "" {
-			s.autoSubmitted, s.all = v, true
-		}
+		s.autoSubmitted = autoSubmittedValue(e.part.Header.Get("Auto-Submitted"))
 	}
 	switch {
 	case mt == "multipart/signed":
@@ -99,7 +100,6 @@ func (s *sealing) sealEntity(e *entity) {
 		e.sealed = true
 	case mt == "multipart/report":
 		s.report = true
-		e.sealed = true
 	}
 	if s.all || (e.parent != nil && e.parent.sealed) {
 		e.sealed = true

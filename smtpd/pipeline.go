@@ -239,6 +239,19 @@ func (p *Pipeline) storeAttachments(ctx context.Context, msgID string, env Envel
 		p.deleteBlobs(st.files)
 		return nil, err
 	}
+	// mailpart (issues 9.16, 9.17): signed or encrypted mail, reports,
+	// automatic replies and bounces are relayed untouched (relay then uses
+	// mailpart.CopyPassThrough): nothing is linked. Policies may still
+	// refuse or hold them: the signed/encrypted message rules here, the
+	// attachment rules' reject/quarantine/hold above.
+	if sum.PassThrough(env.From == "") != "" {
+		if !release {
+			st.verdict.Add(p.Policies.DecideMessage(penv, policies.MessageOf(sum)))
+		}
+		p.deleteBlobs(st.files)
+		st.files, st.links, st.notice.Files = nil, nil, nil
+		clear(st.remove)
+	}
 	if st.verdict.MessageLevel() {
 		// Neither relayed nor linked now: whatever was stored goes.
 		p.deleteBlobs(st.files)
