@@ -344,10 +344,20 @@ func readLine(r *bufio.Reader, limit int) ([]byte, error) {
 }
 
 // Run sends due notices until ctx ends: at once when one is queued, when a
-// retry is due, and every Poll for notices other instances queued.
+// retry is due, and every Poll for notices other instances queued. It
+// returns as soon as ctx ends; a send in flight then finishes on its own
+// (bounded by the next hop's timeout), and if the process exits first its
+// notice is sent again after ClaimLease.
 func (s *Sender) Run(ctx context.Context) {
 	for {
-		next := s.runDue(ctx)
+		result := make(chan time.Time, 1)
+		go func() { result <- s.runDue(ctx) }()
+		var next time.Time
+		select {
+		case <-ctx.Done():
+			return
+		case next = <-result:
+		}
 		wait := s.o.Poll
 		if !next.IsZero() {
 			if d := next.Sub(s.o.Now()); d < wait {
