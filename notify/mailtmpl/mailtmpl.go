@@ -201,7 +201,7 @@ func (s *Set) Render(kind, lang string, data any) (Rendered, error) {
 			return Rendered{}, fmt.Errorf("template %s: %w", s.source[base+"html"], err)
 		}
 		// The fragment was escaped by html/template itself.
-		sections = append(sections, htmltemplate.HTML(hb.String())) //nolint:gosec
+		sections = append(sections, htmltemplate.HTML(hb.String()))
 	}
 	var doc bytes.Buffer
 	layoutData := struct {
