@@ -2,7 +2,6 @@ package smtpd
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -11,7 +10,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/relay"
+	"github.com/attachgate/attachgate/smtpreply"
 )
 
 // session is one client connection. Its next-hop session is opened at the
@@ -58,7 +59,7 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	if s.hop == nil {
 		h, err := s.srv.opts.Hop.Open(s.srv.ctx)
 		if err != nil {
-			return &hopError{op: "connect", err: err}
+			return &relay.Error{Op: "connect", Err: err}
 		}
 		s.hop = h
 	}
@@ -103,7 +104,7 @@ func (s *session) Data(r io.Reader) error {
 	if !s.inTx || len(s.rcpts) == 0 {
 		return replyNoMail
 	}
-	env := Envelope{
+	env := pipeline.Envelope{
 		From:       s.from,
 		To:         s.rcpts,
 		ClientAddr: s.client.String(),
@@ -119,7 +120,7 @@ func (s *session) Data(r io.Reader) error {
 	reply, err := s.srv.opts.Pipeline.Process(s.srv.ctx, env, dataLimits{r}, tx)
 	// Whatever happened, the next hop's transaction is over.
 	s.inTx = false
-	if isTransportError(err) {
+	if relay.IsTransport(err) {
 		// Anything but a reply of the next hop may have left it mid-DATA.
 		s.dropHop()
 	} else if !tx.data {
@@ -133,23 +134,7 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return toReply(s.log, err)
 	}
-	return acceptedReply(reply)
-}
-
-// acceptedReply hands the next hop's own 250 text (its queue ID, say) to
-// the client; go-smtp writes an *SMTPError's code as given, 250 included.
-func acceptedReply(text string) error {
-	code := smtp.EnhancedCode{2, 0, 0}
-	if first, rest, ok := strings.Cut(text, " "); ok {
-		var a, b, c int
-		if n, _ := fmt.Sscanf(first, "%d.%d.%d", &a, &b, &c); n == 3 && a == 2 {
-			code, text = smtp.EnhancedCode{a, b, c}, rest
-		}
-	}
-	if text == "" {
-		text = "Ok"
-	}
-	return &smtp.SMTPError{Code: 250, EnhancedCode: code, Message: text}
+	return smtpreply.Accepted(reply)
 }
 
 // txHop notes whether the pipeline started DATA on the next hop.
@@ -171,11 +156,11 @@ func (s *session) isTLS() bool {
 // hopFailed passes the next hop's own reply through; a transport failure
 // ends the next-hop session so the next MAIL dials afresh.
 func (s *session) hopFailed(op string, err error) error {
-	if !isTransportError(err) {
+	if !relay.IsTransport(err) {
 		return err
 	}
 	s.dropHop()
-	return &hopError{op: op, err: err}
+	return &relay.Error{Op: op, Err: err}
 }
 
 func (s *session) dropHop() {
@@ -208,15 +193,6 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
-}
-
-// isTransportError tells a failed conversation from a verdict of the next
-// hop. A 421 is the next hop closing the connection (RFC 5321 3.8), not a
-// verdict on this message: passed on, it would tell our client that *we*
-// are closing.
-func isTransportError(err error) bool {
-	var se *smtp.SMTPError
-	return err != nil && (!errors.As(err, &se) || se.Code == 421)
 }
 
 // dataLimits turns the DATA reader's over-long line into our permanent
