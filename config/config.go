@@ -145,8 +145,9 @@ type SMTP struct {
 	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
 	// ReservedConnections of MaxConnections are kept for clients in
 	// TrustedNetworks and clients that authenticated: other clients get
-	// at most MaxConnections-ReservedConnections.
-	ReservedConnections int `yaml:"reserved_connections"`
+	// at most MaxConnections-ReservedConnections. Unset: a quarter of
+	// MaxConnections (see Reserved).
+	ReservedConnections *int `yaml:"reserved_connections"`
 	// UntrustedIdleTimeout replaces ReadTimeout for a client that is
 	// neither in TrustedNetworks nor authenticated.
 	UntrustedIdleTimeout Duration `yaml:"untrusted_idle_timeout"`
@@ -156,6 +157,15 @@ type SMTP struct {
 	Auth      SMTPAuth `yaml:"auth"`
 
 	trusted []netip.Prefix
+}
+
+// Reserved is smtp.reserved_connections, by default a quarter of
+// smtp.max_connections.
+func (s *SMTP) Reserved() int {
+	if s.ReservedConnections != nil {
+		return *s.ReservedConnections
+	}
+	return s.MaxConnections / 4
 }
 
 // TLS names the certificate for STARTTLS and the implicit-TLS listener.
@@ -280,7 +290,6 @@ func Defaults() Config {
 			MaxMIMEParts:            2000,
 			MaxConnections:          200,
 			MaxConnectionsPerClient: 50,
-			ReservedConnections:     50,
 			UntrustedIdleTimeout:    Duration(30 * time.Second),
 			Auth:                    SMTPAuth{MaxFailures: 5, FailureWindow: Duration(15 * time.Minute), MaxConcurrent: 2},
 		},
@@ -433,7 +442,7 @@ func (c *Config) validate() error {
 	if c.SMTP.MaxLineLength > 0 && c.SMTP.MaxLineLength < 1000 {
 		bad("smtp.max_line_length", "must be at least 1000 (RFC 5321), got %d", c.SMTP.MaxLineLength)
 	}
-	if r := c.SMTP.ReservedConnections; r < 0 || r >= c.SMTP.MaxConnections {
+	if r := c.SMTP.Reserved(); r < 0 || r >= c.SMTP.MaxConnections {
 		bad("smtp.reserved_connections", "must be at least 0 and less than smtp.max_connections (%d), got %d", c.SMTP.MaxConnections, r)
 	}
 	if c.SMTP.UntrustedIdleTimeout <= 0 {

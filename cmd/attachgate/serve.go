@@ -175,7 +175,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 		MaxLineLength:           c.SMTP.MaxLineLength,
 		MaxConnections:          c.SMTP.MaxConnections,
 		MaxConnectionsPerClient: c.SMTP.MaxConnectionsPerClient,
-		ReservedConnections:     c.SMTP.ReservedConnections,
+		ReservedConnections:     c.SMTP.Reserved(),
 		UntrustedIdleTimeout:    c.SMTP.UntrustedIdleTimeout.D(),
 		AuthConcurrency:         c.SMTP.Auth.MaxConcurrent,
 		TLSConfig:               cert.ServerConfig(),
