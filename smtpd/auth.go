@@ -84,8 +84,10 @@ func (s *session) checkPassword(username, password string) error {
 		return s.authFailed(username, "bad credentials", true)
 	}
 	succeeded()
+	s.mu.Lock()
 	s.authUser = username
 	s.log = s.log.With("user", username)
+	s.mu.Unlock()
 	s.log.Info("authenticated")
 	if s.onAuth != nil {
 		s.onAuth()

@@ -383,3 +383,37 @@ func TestUntrustedIdleClientDisconnectedSooner(t *testing.T) {
 	// The trusted client, idle at least as long, is still served.
 	trusted.expect("NOOP", "250")
 }
+
+// TestBDATAbortWhileDataRuns: go-smtp runs Data in its own goroutine for
+// BDAT and calls Reset/Logout when the client abandons the chunks; the
+// session must not race with itself (found by FuzzAuthSession under
+// -race), and the next transaction on the connection relays.
+func TestBDATAbortWhileDataRuns(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	gw := startGateway(t, hop.Addr)
+	for _, abort := range []string{"RSET", "QUIT"} {
+		c := dialRaw(t, gw.smtpAddr)
+		c.reply()
+		c.expect("EHLO client.test", "250")
+		c.expect("MAIL FROM:<a@example.com>", "250")
+		c.expect("RCPT TO:<b@example.net>", "250")
+		c.send("BDAT 10\r\nSubject: x")
+		if g := c.reply(); !strings.HasPrefix(g, "250 ") {
+			t.Fatalf("first chunk: %q", g)
+		}
+		if abort == "QUIT" {
+			c.expect("QUIT", "221")
+			continue
+		}
+		c.expect("RSET", "250")
+		c.expect("MAIL FROM:<a@example.com>", "250")
+		c.expect("RCPT TO:<b@example.net>", "250")
+		c.send("BDAT 19 LAST\r\nSubject: y\r\n\r\nbody\r\n")
+		if g := c.reply(); !strings.HasPrefix(g, "250 ") {
+			t.Fatalf("after RSET: %q", g)
+		}
+	}
+	if n := len(hop.Messages()); n != 1 {
+		t.Fatalf("next hop got %d messages, want the one completed", n)
+	}
+}
