@@ -33,6 +33,7 @@ test: deps
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -race -shuffle=on -count=1 -timeout 20m ./...
+	cd third_party/go-smtp && $(GO) vet . && $(GO) test -race -count=1 .
 
 # bench measures attachgate side by side with its baselines (smtp-source
 # into smtp-sink, nginx) in one run and writes BENCH.md; see
@@ -52,13 +53,15 @@ bench-deps:
 # from Go's fuzz cache into the package's testdata/fuzz/, to be committed;
 # `go test` replays them as regression tests from then on.
 FUZZ_TARGETS ?= mailpart:FuzzWalk mailpart:FuzzRewrite mailpart:FuzzTextEncoding \
-	mailpart:FuzzFilename mailpart:FuzzTNEF smtpd:FuzzSession
+	mailpart:FuzzFilename mailpart:FuzzTNEF smtpd:FuzzSession \
+	third_party/go-smtp:FuzzDataReader
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t#*:}; \
 		echo "== $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel 1; \
-		cache="$$($(GO) env GOCACHE)/fuzz/github.com/attachgate/attachgate/$$pkg/$$name"; \
+		(cd $$pkg && $(GO) test . -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel 1); \
+		mod=$$(cd $$pkg && $(GO) list -f '{{.ImportPath}}' .); \
+		cache="$$($(GO) env GOCACHE)/fuzz/$$mod/$$name"; \
 		if [ -d "$$cache" ]; then \
 			mkdir -p "$$pkg/testdata/fuzz/$$name"; cp "$$cache"/* "$$pkg/testdata/fuzz/$$name/"; \
 			echo "   corpus: $$(ls "$$pkg/testdata/fuzz/$$name" | wc -l) inputs in $$pkg/testdata/fuzz/$$name"; \
