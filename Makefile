@@ -51,6 +51,7 @@ fuzz:
 	$(GO) test ./mailpart -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./mailpart -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./smtpd -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./linkserver -run '^$$' -fuzz '^FuzzDownloadRequest$$' -fuzztime $(FUZZTIME)
 
 lint:
 	$(GO) vet ./...
