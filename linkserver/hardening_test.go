@@ -27,13 +27,20 @@ func (h *harness) dial() net.Conn {
 	return c
 }
 
-// waitClosed waits (generously) for the server to close a connection.
-func (h *harness) waitClosed() {
+// waitClosed waits (generously) for the server to close the connection
+// c is the client end of.
+func (h *harness) waitClosed(c net.Conn) {
 	h.t.Helper()
-	select {
-	case <-h.closed:
-	case <-time.After(60 * time.Second):
-		h.t.Fatal("the server kept the connection open")
+	deadline := time.After(60 * time.Second)
+	for {
+		select {
+		case addr := <-h.closed:
+			if addr == c.LocalAddr().String() {
+				return
+			}
+		case <-deadline:
+			h.t.Fatal("the server kept the connection open")
+		}
 	}
 }
 
@@ -56,7 +63,7 @@ func TestSlowBodyIsCut(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	h.waitClosed()
+	h.waitClosed(c)
 	<-done
 	if n := h.downloads(l.id); n != 0 {
 		t.Errorf("downloads = %d after a cut request", n)
@@ -74,7 +81,7 @@ func TestIdleConnectionIsClosed(t *testing.T) {
 	}
 	resp.Body.Close()
 	mustStatus(t, resp, http.StatusOK)
-	h.waitClosed()
+	h.waitClosed(c)
 }
 
 // Headers are capped: 64 KiB of them get 431, not a parsed request.
@@ -111,16 +118,19 @@ func TestBodyCap(t *testing.T) {
 // StallTimeout.
 func TestLongDownloadIsNotCutButStalledOneIs(t *testing.T) {
 	const size = 24 << 20
-	h := newHarness(t, func(o *Options) {
-		o.ReadTimeout = 500 * time.Millisecond
-		o.StallTimeout = 2 * time.Second
-		o.SignedURLTTL = time.Hour
-	})
 	content := testContent(size)
-	l := h.addLink(linkSpec{name: "big.bin", content: content})
-	loc := h.signedURL(l.token)
 
 	t.Run("slow reader gets every byte", func(t *testing.T) {
+		// Pages must be written within ReadTimeout (500 ms here); the
+		// download takes several times that. The stall limit is generous,
+		// for a loaded test machine.
+		h := newHarness(t, func(o *Options) {
+			o.ReadTimeout = 500 * time.Millisecond
+			o.StallTimeout = 30 * time.Second
+			o.SignedURLTTL = time.Hour
+		})
+		l := h.addLink(linkSpec{name: "big.bin", content: content})
+		loc := h.signedURL(l.token)
 		resp, err := http.Get(h.http.URL + loc)
 		if err != nil {
 			t.Fatal(err)
@@ -147,14 +157,17 @@ func TestLongDownloadIsNotCutButStalledOneIs(t *testing.T) {
 	})
 
 	t.Run("stalled reader is cut", func(t *testing.T) {
-		for len(h.closed) > 0 {
-			<-h.closed
-		}
+		h := newHarness(t, func(o *Options) {
+			o.StallTimeout = time.Second
+			o.SignedURLTTL = time.Hour
+		})
+		l := h.addLink(linkSpec{name: "big.bin", content: content})
+		loc := h.signedURL(l.token)
 		c := h.dial()
 		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", loc)
 		// Read nothing: the socket buffers fill and the server's write
 		// blocks until StallTimeout cuts it.
-		h.waitClosed()
+		h.waitClosed(c)
 		n, _ := io.Copy(io.Discard, c)
 		if n >= size {
 			t.Fatalf("stalled client still received the whole file (%d bytes)", n)

@@ -134,7 +134,7 @@ func New(o Options) (*Server, error) {
 		idleTimeout:    cmp.Or(o.IdleTimeout, defaultIdleTimeout),
 		stallTimeout:   cmp.Or(o.StallTimeout, defaultStallTimeout),
 	}
-	s.pageWriteTimeout = max(pageWriteTimeout, s.readTimeout)
+	s.pageWriteTimeout = s.readTimeout
 	if s.log == nil {
 		s.log = slog.Default()
 	}
