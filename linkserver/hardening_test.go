@@ -229,6 +229,17 @@ func TestRangeAmplification(t *testing.T) {
 			t.Fatalf("%d bytes, want the whole file once", len(body))
 		}
 	})
+	t.Run("a Range that does not parse is ignored", func(t *testing.T) {
+		// Found by FuzzDownloadRequest: ServeContent answered a plain-text
+		// 416 under Content-Disposition: attachment.
+		for _, rng := range []string{"0", "bytes=5-1", "items=0-1"} {
+			resp, body := rangeRequest(t, h, loc, rng)
+			mustStatus(t, resp, http.StatusOK)
+			if !bytes.Equal(body, content) {
+				t.Fatalf("Range %q: %d bytes, want the whole file", rng, len(body))
+			}
+		}
+	})
 	t.Run("a few disjoint ranges still work", func(t *testing.T) {
 		resp, body := rangeRequest(t, h, loc, "bytes=0-9,100-109,-10")
 		mustStatus(t, resp, http.StatusPartialContent)
@@ -254,8 +265,12 @@ func TestRangesAcceptable(t *testing.T) {
 		{"bytes=-600,500-509", false}, // the suffix covers 400-999
 		{"bytes=2000-3000,0-9", true},
 		{"bytes=" + strings.Repeat("0-0,", maxRanges) + "0-0", false},
-		{"bytes=garbage", true}, // left to ServeContent's 416
-		{"items=0-1", true},
+		{"bytes=garbage", false}, // ignored: the whole file
+		{"items=0-1", false},
+		{"0", false},
+		{"bytes=5-1", false},
+		{"bytes=5000-", true}, // unsatisfiable: ServeContent's 416
+		{"bytes=", true},
 	}
 	for _, tt := range tests {
 		if got := rangesAcceptable(tt.header, 1000); got != tt.want {
