@@ -18,6 +18,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/attachgate/attachgate/notify"
+	"github.com/attachgate/attachgate/notify/mailtmpl"
 	"github.com/attachgate/attachgate/policies"
 )
 
@@ -35,9 +37,31 @@ type Config struct {
 	// package policies.
 	Policies   []policies.Rule `yaml:"policies"`
 	Quarantine Quarantine      `yaml:"quarantine"`
+	Notify     Notify          `yaml:"notify"`
 
 	engine *policies.Engine
 }
+
+// Notify configures the mail the gateway sends itself (package notify).
+type Notify struct {
+	// From is the From header: "attachgate@corp.example" or
+	// "Attachgate <attachgate@corp.example>". Default: attachgate@ plus
+	// smtp.hostname.
+	From string `yaml:"from"`
+	// ReturnPath is the envelope sender (MAIL FROM) of notices; "" sends
+	// them with the null reverse-path <>, so bounces of them go nowhere.
+	// DSNs always go out with <>.
+	ReturnPath string `yaml:"return_path"`
+	// TemplatesDir holds template files that replace the embedded ones
+	// (see notify/mailtmpl); "" uses the embedded templates only.
+	TemplatesDir string `yaml:"templates_dir"`
+
+	templates *mailtmpl.Set
+}
+
+// Templates returns the validated mail templates (embedded, with the
+// overrides of notify.templates_dir), showing times in links.time_zone.
+func (n *Notify) Templates() *mailtmpl.Set { return n.templates }
 
 // Quarantine configures held mail (policy actions quarantine and hold).
 type Quarantine struct {
@@ -294,14 +318,26 @@ func Load(path string) (*Config, error) {
 
 // Parse reads YAML from r strictly over the defaults and validates it.
 func Parse(r io.Reader) (*Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
 	c := Defaults()
-	dec := yaml.NewDecoder(r)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, explainYAML(err)
 	}
-	if err := c.validate(); err != nil {
-		return nil, err
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, explainYAML(err)
+	}
+	verr := c.validate()
+	if errs := c.checkDependentKeys(&root); len(errs) > 0 {
+		verr = errors.Join(append([]error{verr}, errs...)...)
+	}
+	if verr != nil {
+		return nil, verr
 	}
 	return &c, nil
 }
@@ -337,6 +373,7 @@ var sectionByType = map[string]string{
 	"config.Redis": "store.redis", "config.Audit": "audit", "config.Admin": "admin",
 	"config.AdminToken": "admin.tokens[]", "config.TLS": "smtp.tls", "config.LinksTLS": "links.tls", "config.SMTPAuth": "smtp.auth",
 	"policies.Rule": "policies[]", "policies.Match": "policies[].match", "config.Quarantine": "quarantine",
+	"config.Notify": "notify",
 }
 
 func sectionOf(rest string) string {
@@ -558,6 +595,25 @@ func (c *Config) validate() error {
 	}
 	if c.Quarantine.HoldFor <= 0 {
 		bad("quarantine.hold_for", "must be a positive duration")
+	}
+
+	if c.Notify.From == "" && c.SMTP.Hostname != "" {
+		c.Notify.From = "attachgate@" + c.SMTP.Hostname
+	}
+	if _, err := notify.ParseFrom(c.Notify.From); err != nil {
+		bad("notify.from", "%v (want an address such as attachgate@corp.example, optionally with a name: \"Attachgate <attachgate@corp.example>\")", err)
+	}
+	if c.Notify.ReturnPath != "" {
+		if err := notify.CheckAddress(c.Notify.ReturnPath); err != nil {
+			bad("notify.return_path", "%v (want a bare address such as bounces@corp.example, or leave it out for the null return path)", err)
+		}
+	}
+	if loc != nil {
+		set, err := mailtmpl.Load(c.Notify.TemplatesDir, loc)
+		if err != nil {
+			bad("notify.templates_dir", "%v", err)
+		}
+		c.Notify.templates = set
 	}
 
 	switch c.Log.Level {

@@ -19,6 +19,7 @@ import (
 	"github.com/attachgate/attachgate/expiry"
 	"github.com/attachgate/attachgate/linkserver"
 	"github.com/attachgate/attachgate/mailpart"
+	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/smtpd"
 	"github.com/attachgate/attachgate/users"
@@ -143,7 +144,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 		return fmt.Errorf("links.listen: %w", err)
 	}
 
-	pipeline := &smtpd.Pipeline{
+	pl := &pipeline.Pipeline{
 		Hostname:    c.SMTP.Hostname,
 		SpoolDir:    spoolDir,
 		Store:       b.store,
@@ -160,7 +161,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 		Logger: log.With("component", "pipeline"),
 	}
 	hop := relay.New(c.NextHop.Address, c.SMTP.Hostname, c.NextHop.Timeout.D(), c.NextHop.TLS, hopTLS)
-	held, err := openQuarantine(c, b, hop, pipeline, log)
+	held, err := openQuarantine(c, b, hop, pl, log)
 	if err != nil {
 		return err
 	}
@@ -180,7 +181,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 		AuthMaxFailures:         c.SMTP.Auth.MaxFailures,
 		AuthFailureWindow:       c.SMTP.Auth.FailureWindow.D(),
 		Hop:                     hop,
-		Pipeline:                pipeline,
+		Pipeline:                pl,
 		Audit:                   b.audit,
 		Logger:                  log,
 	})
