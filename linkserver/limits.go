@@ -64,13 +64,6 @@ func (s *Server) secure(r *http.Request) bool {
 	return s.https || s.isHTTPS(r)
 }
 
-// extendWriteDeadline gives a download another StallTimeout to write its
-// next chunk. A ResponseWriter without deadlines (a test recorder) is
-// left alone.
-func (s *Server) extendWriteDeadline(w http.ResponseWriter) {
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.stallTimeout))
-}
-
 // clearReadDeadline lets a download outlive ReadTimeout: once the request
 // is read, the server's background read (which notices a client hanging
 // up) must not time out and cancel the request mid-stream.
