@@ -54,7 +54,7 @@ bench-deps:
 # `go test` replays them as regression tests from then on.
 FUZZ_TARGETS ?= mailpart:FuzzWalk mailpart:FuzzRewrite mailpart:FuzzTextEncoding \
 	mailpart:FuzzFilename mailpart:FuzzTNEF smtpd:FuzzSession smtpd:FuzzAuthSession \
-	third_party/go-smtp:FuzzDataReader
+	third_party/go-smtp:FuzzDataReader linkserver:FuzzDownloadRequest
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t#*:}; \
