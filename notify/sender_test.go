@@ -25,7 +25,7 @@ import (
 type rig struct {
 	dir  string
 	ring *vault.KeyRing
-	log  *audit.SQLiteLog
+	log  audit.Log
 	c    *Composer
 }
 
@@ -333,30 +333,41 @@ func TestPermanentAndPartialRefusals(t *testing.T) {
 }
 
 // TestPendingNoticeSurvivesRestart: a notice queued while the next hop is
-// down is sent by the next process, which opens the same key ring.
+// down is sent by the next process, which opens the same key ring; with
+// either store backend's audit log.
 func TestPendingNoticeSurvivesRestart(t *testing.T) {
-	r := newRig(t)
-	s1, stop1 := r.sender(t, hopTo(deadAddr(t)), SenderOptions{})
-	m := r.code(t, "bob@example.net")
-	if err := s1.Enqueue(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "a failed attempt", func() bool {
-		es := queueEntries(t, s1)
-		return len(es) == 1 && es[0].attempt >= 1 && es[0].state == 'q'
-	})
-	stop1()
+	for _, backend := range []string{"sqlite", "redis"} {
+		t.Run(backend, func(t *testing.T) {
+			r := newRig(t)
+			if backend == "redis" {
+				r.log = newRedisAudit(t)
+			}
+			s1, stop1 := r.sender(t, hopTo(deadAddr(t)), SenderOptions{})
+			m := r.code(t, "bob@example.net")
+			if err := s1.Enqueue(context.Background(), m); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "a failed attempt", func() bool {
+				es := queueEntries(t, s1)
+				return len(es) == 1 && es[0].attempt >= 1 && es[0].state == 'q'
+			})
+			stop1()
 
-	// A new process: the key ring read from disk again, a live next hop.
-	r.ring = newRing(t, r.dir)
-	hop := smtptest.NewServer(t, smtptest.Behaviour{})
-	r.sender(t, hopTo(hop.Addr), SenderOptions{})
-	waitFor(t, "delivery after restart", func() bool { return len(hop.Messages()) == 1 })
-	h := parse(t, hop.Messages()[0].Data).header
-	if id := h.Get("Message-Id"); id != "<"+m.MessageID+">" {
-		t.Errorf("delivered %s, want <%s>", id, m.MessageID)
+			// A new process: the key ring read from disk again, a live next hop.
+			r.ring = newRing(t, r.dir)
+			hop := smtptest.NewServer(t, smtptest.Behaviour{})
+			r.sender(t, hopTo(hop.Addr), SenderOptions{})
+			waitFor(t, "delivery after restart", func() bool { return len(hop.Messages()) == 1 })
+			h := parse(t, hop.Messages()[0].Data).header
+			if id := h.Get("Message-Id"); id != "<"+m.MessageID+">" {
+				t.Errorf("delivered %s, want <%s>", id, m.MessageID)
+			}
+			waitFor(t, "notice.sent", func() bool { return len(auditEvents(t, r.log, audit.TypeNoticeSent)) == 1 })
+			if e := auditEvents(t, r.log, audit.TypeNoticeSent)[0]; e.HeaderID != m.MessageID || strings.HasSuffix(e.Detail, "attempt=1") {
+				t.Errorf("notice.sent = %+v", e)
+			}
+		})
 	}
-	waitFor(t, "notice.sent", func() bool { return len(auditEvents(t, r.log, audit.TypeNoticeSent)) == 1 })
 }
 
 // TestCrashedClaimIsTakenAgain: a notice claimed by a process that died
