@@ -67,6 +67,10 @@ type Sender struct {
 	wake chan struct{}
 	// mu serialises queue scans of this process.
 	mu sync.Mutex
+	// admit serialises the queue-size check; writing counts the files
+	// being written by this process, not yet in the directory.
+	admit   sync.Mutex
+	writing int
 }
 
 const (
@@ -205,20 +209,54 @@ func (s *Sender) Enqueue(ctx context.Context, m *Mail) error {
 	if q.Expires.IsZero() {
 		q.Expires = now.Add(s.o.MaxAge)
 	}
-	if n, err := s.Pending(); err != nil {
+	if err := s.reserve(); err != nil {
+		if errors.Is(err, ErrQueueFull) {
+			s.failed(ctx, q, m.ID, 0, q.To, "queue full", "", nil)
+			return err
+		}
 		s.failed(ctx, q, m.ID, 0, q.To, "queue write failed", "", err)
 		return fmt.Errorf("notify: enqueue: %w", err)
-	} else if n >= s.o.MaxQueue {
-		s.failed(ctx, q, m.ID, 0, q.To, "queue full", "", nil)
-		return ErrQueueFull
 	}
 	e := entry{state: 'q', id: m.ID, at: now}
-	if err := s.writeFile(e, q, func(w io.Writer) error { _, err := m.WriteTo(w); return err }); err != nil {
+	published := false
+	err := s.writeFile(e, q, func(w io.Writer) error { _, err := m.WriteTo(w); return err },
+		func(rename func() error) error {
+			// The file enters the directory as it leaves the count of
+			// files being written: reserve never counts it twice.
+			s.admit.Lock()
+			defer s.admit.Unlock()
+			published = true
+			s.writing--
+			return rename()
+		})
+	if !published {
+		s.admit.Lock()
+		s.writing--
+		s.admit.Unlock()
+	}
+	if err != nil {
 		s.failed(ctx, q, m.ID, 0, q.To, "queue write failed", "", err)
 		return fmt.Errorf("notify: enqueue %s: %w", m.Kind, err)
 	}
 	s.o.Logger.Debug("notice queued", "kind", m.Kind, "id", m.ID, "recipients", len(m.To))
 	s.poke()
+	return nil
+}
+
+// reserve takes a place in the queue for one notice: MaxQueue holds for
+// this process exactly, and across instances sharing the queue up to the
+// notices they are writing at the same moment.
+func (s *Sender) reserve() error {
+	s.admit.Lock()
+	defer s.admit.Unlock()
+	n, err := s.Pending()
+	if err != nil {
+		return err
+	}
+	if n+s.writing >= s.o.MaxQueue {
+		return ErrQueueFull
+	}
+	s.writing++
 	return nil
 }
 
@@ -232,7 +270,8 @@ func (s *Sender) poke() {
 // writeFile writes a queue file: a clear-text line naming the key, then
 // age ciphertext of the JSON envelope line and the message. It appears
 // whole or not at all (temp file, fsync, rename, directory fsync).
-func (s *Sender) writeFile(e entry, q queued, body func(io.Writer) error) (err error) {
+// publish, when set, runs the rename (to hold a lock around it).
+func (s *Sender) writeFile(e entry, q queued, body func(io.Writer) error, publish func(rename func() error) error) (err error) {
 	tmp, err := os.CreateTemp(s.tmp, e.id+".*.tmp")
 	if err != nil {
 		return err
@@ -274,7 +313,13 @@ func (s *Sender) writeFile(e entry, q queued, body func(io.Writer) error) (err e
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), s.path(e)); err != nil {
+	rename := func() error { return os.Rename(tmp.Name(), s.path(e)) }
+	if publish == nil {
+		err = rename()
+	} else {
+		err = publish(rename)
+	}
+	if err != nil {
 		return err
 	}
 	return syncDir(s.o.Dir)
@@ -514,7 +559,7 @@ func (s *Sender) copyFor(from, to entry, q queued) error {
 		return err
 	}
 	defer closer.Close()
-	return s.writeFile(to, q, func(w io.Writer) error { _, err := io.Copy(w, body); return err })
+	return s.writeFile(to, q, func(w io.Writer) error { _, err := io.Copy(w, body); return err }, nil)
 }
 
 func (s *Sender) age(q queued, now time.Time) string {

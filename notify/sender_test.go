@@ -457,6 +457,51 @@ func TestQueueFull(t *testing.T) {
 	}
 }
 
+// TestQueueBoundUnderConcurrency: 30 callers at once against a queue of
+// 10: exactly 10 are queued, the others refused and audited.
+func TestQueueBoundUnderConcurrency(t *testing.T) {
+	r := newRig(t)
+	s, err := NewSender(SenderOptions{Hop: hopTo(deadAddr(t)), Audit: r.log, Ring: r.ring,
+		Dir: filepath.Join(r.dir, "notify"), MaxQueue: 10, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mails := make([]*Mail, 30)
+	for i := range mails {
+		mails[i] = r.code(t, "bob@example.net")
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var ok, full int
+	for _, m := range mails {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.Enqueue(context.Background(), m)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, ErrQueueFull):
+				full++
+			default:
+				t.Errorf("Enqueue: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok != 10 || full != 20 {
+		t.Errorf("queued %d, refused %d; want 10 and 20", ok, full)
+	}
+	if n := len(queueEntries(t, s)); n != 10 {
+		t.Errorf("%d queue files, want 10", n)
+	}
+	if n := len(auditEvents(t, r.log, audit.TypeNoticeFailed)); n != 20 {
+		t.Errorf("%d notice.failed events, want 20: %+v", n, auditEvents(t, r.log, audit.TypeNoticeFailed))
+	}
+}
+
 // TestQueueFileIsEncrypted: a queued code is not readable on disk.
 func TestQueueFileIsEncrypted(t *testing.T) {
 	r := newRig(t)
