@@ -71,6 +71,8 @@ type Sender struct {
 	// being written by this process, not yet in the directory.
 	admit   sync.Mutex
 	writing int
+	// cleaned is when runDue last removed stale temp files.
+	cleaned time.Time
 }
 
 const (
@@ -123,11 +125,13 @@ func NewSender(o SenderOptions) (*Sender, error) {
 		return nil, fmt.Errorf("notify: queue %s: %w", o.Dir, err)
 	}
 	s.cleanTemp()
+	s.cleaned = o.Now()
 	return s, nil
 }
 
-// cleanTemp removes half-written queue files a crash left; recent ones may
-// belong to another instance writing right now.
+// cleanTemp removes half-written queue files a crash left (at start and
+// hourly); files younger than an hour may belong to another instance
+// writing right now.
 func (s *Sender) cleanTemp() {
 	entries, err := os.ReadDir(s.tmp)
 	if err != nil {
@@ -426,6 +430,11 @@ func (s *Sender) Run(ctx context.Context) {
 func (s *Sender) runDue(ctx context.Context) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if now := s.o.Now(); now.Sub(s.cleaned) > time.Hour {
+		// Another instance may have crashed mid-write since.
+		s.cleanTemp()
+		s.cleaned = now
+	}
 	es, err := s.entries()
 	if err != nil {
 		s.o.Logger.Error("notice queue unreadable", "dir", s.o.Dir, "err", err)

@@ -537,3 +537,44 @@ func TestQueueFileIsEncrypted(t *testing.T) {
 		t.Errorf("queue directory mode %v (%v), want 0700", dfi.Mode().Perm(), err)
 	}
 }
+
+// TestStaleTempFilesRemoved: a half-written queue file a crash left is
+// removed once it is an hour old, at start and by a running sender; a
+// fresh one (another instance writing) is left alone.
+func TestStaleTempFilesRemoved(t *testing.T) {
+	r := newRig(t)
+	tmp := filepath.Join(r.dir, "notify", "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(tmp, "crashed.1.tmp")
+	fresh := filepath.Join(tmp, "writing.2.tmp")
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, []byte("half"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hourAgo := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(old, hourAgo, hourAgo); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := r.sender(t, hopTo(deadAddr(t)), SenderOptions{})
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("stale temp file still there at start: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("fresh temp file removed: %v", err)
+	}
+	// Later, while running: the fresh one has aged.
+	if err := os.Chtimes(fresh, hourAgo, hourAgo); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.cleaned = time.Now().Add(-2 * time.Hour)
+	s.mu.Unlock()
+	s.poke()
+	waitFor(t, "the running sender to remove the aged temp file", func() bool {
+		_, err := os.Stat(fresh)
+		return os.IsNotExist(err)
+	})
+}
