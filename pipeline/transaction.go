@@ -182,6 +182,18 @@ func (t *Transaction) store(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Signed or encrypted mail, reports, automatic replies and bounces are
+	// relayed untouched (mailpart.Summary.PassThrough): nothing is linked.
+	// Their own rules may still refuse or hold them; the attachment rules'
+	// reject, quarantine and hold above stand.
+	if sum.PassThrough(t.env.From == "") != "" {
+		if d := t.decide.Message(penv, policies.MessageOf(sum)); d.Action.MessageLevel() {
+			t.verdict.Add(d)
+		}
+		t.p.deleteBlobs(t.files, t.log)
+		t.files, t.links, t.notice.Files = nil, nil, nil
+		clear(t.remove)
+	}
 	if t.verdict.MessageLevel() {
 		// Neither relayed nor linked now: whatever was stored goes.
 		t.p.deleteBlobs(t.files, t.log)
@@ -307,7 +319,9 @@ func (t *Transaction) deliver(ctx context.Context) error {
 		return &relay.Error{Op: "DATA", Err: err}
 	}
 	if len(t.files) == 0 {
-		_, err = io.CopyBuffer(bw, rd, make([]byte, copyBufferSize))
+		// Nothing linked: the message goes on unchanged, its line ends
+		// made CRLF (mailpart: a bare CR becomes a space).
+		_, err = mailpart.CopyPassThrough(bw, rd)
 	} else {
 		t.notice.EightBit = t.hop.EightBitMIME()
 		err = mailpart.Rewrite(rd, bw, t.p.Limits, t.remove, t.notice)
