@@ -17,6 +17,7 @@ import (
 
 	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/mailpart"
+	"github.com/attachgate/attachgate/metrics"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/store"
@@ -64,6 +65,8 @@ type Pipeline struct {
 	KeepAlive time.Duration
 	Now       func() time.Time
 	Logger    *slog.Logger
+	// Metrics counts each message's outcome (summary.go); nil: none.
+	Metrics *metrics.Metrics
 }
 
 const (
@@ -84,6 +87,10 @@ type stored struct {
 	header  string // the Message-ID header
 	subject string // decoded Subject, kept only with LogSubjects
 
+	// attachments is how many attachment parts the walk saw (linked,
+	// kept or dropped with a message-level verdict).
+	attachments int
+
 	// verdict is the decide step's message-level outcome (policy.go).
 	verdict policies.Verdict
 	// release: a held message going out; it is neither held nor refused
@@ -96,8 +103,18 @@ type stored struct {
 // next hop's reply text; the error is nil only when the next hop accepted
 // the message. r is always consumed.
 func (p *Pipeline) Process(ctx context.Context, env Envelope, r io.Reader, hop relay.Session) (string, error) {
+	// Observability hook: one log line and the message metrics per
+	// transaction, whatever the outcome (summary.go).
+	tr := &trace{start: time.Now()}
+	reply, err := p.process(ctx, env, r, hop, tr)
+	p.summarize(tr, env, reply, err)
+	return reply, err
+}
+
+func (p *Pipeline) process(ctx context.Context, env Envelope, r io.Reader, hop relay.Session, tr *trace) (string, error) {
 	now := p.now()
 	msgID := store.NewID()
+	tr.id = msgID // observability hook
 	log := p.Logger.With("msg", msgID, "from", env.From)
 
 	sp, err := vault.NewSpool(p.SpoolDir)
@@ -124,6 +141,7 @@ func (p *Pipeline) Process(ctx context.Context, env Envelope, r io.Reader, hop r
 	}
 
 	st, err := p.storeAttachments(ctx, msgID, env, sp, now, false)
+	tr.st, tr.size = st, size // observability hook
 	if kaErr := stopKeepAlive(); err == nil && kaErr != nil {
 		p.rollback(st, log)
 		return "", &hopError{op: "NOOP", err: kaErr}
@@ -146,7 +164,8 @@ func (p *Pipeline) Process(ctx context.Context, env Envelope, r io.Reader, hop r
 		p.recordOutcome(msgID, env, err, log)
 		return "", err
 	}
-	log.Info("relayed", "size", size, "rcpts", len(env.To), "files", len(st.files), "reply", reply)
+	// The info line is the hook's "message" line (summary.go).
+	log.Debug("relayed", "size", size, "rcpts", len(env.To), "files", len(st.files), "reply", reply)
 	if err := p.record(context.WithoutCancel(ctx), audit.Event{Type: "mail.relayed", Actor: "smtp",
 		ClientAddr: env.ClientAddr, MessageID: msgID, HeaderID: st.header, Sender: env.From,
 		Recipients: env.To, Size: size, Reply: "250 " + reply}); err != nil {
@@ -246,6 +265,7 @@ func (p *Pipeline) storeAttachments(ctx context.Context, msgID string, env Envel
 		clear(st.remove)
 	}
 	st.header = strings.TrimSpace(sum.MessageID)
+	st.attachments = sum.Attachments
 	if p.LogSubjects {
 		raw := sum.Header.Get("Subject")
 		if dec, err := subjectDecoder.DecodeHeader(raw); err == nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/attachgate/attachgate/expiry"
 	"github.com/attachgate/attachgate/linkserver"
 	"github.com/attachgate/attachgate/mailpart"
+	"github.com/attachgate/attachgate/metrics"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/smtpd"
 	"github.com/attachgate/attachgate/users"
@@ -142,12 +143,19 @@ func serve(c *config.Config, log *slog.Logger) error {
 		return fmt.Errorf("links.listen: %w", err)
 	}
 
+	// Metrics: every component gets the store, audit log and next hop
+	// through observe's counting wrappers (observe.go).
+	m := metrics.New(log.With("component", "metrics"))
+	m.DiskFree(c.Storage.Dir)
+	hop := relay.New(c.NextHop.Address, c.SMTP.Hostname, c.NextHop.Timeout.D(), c.NextHop.TLS, hopTLS)
+	obs := observe(m, b, hop, log)
+
 	pipeline := &smtpd.Pipeline{
 		Hostname:    c.SMTP.Hostname,
 		SpoolDir:    spoolDir,
-		Store:       b.store,
+		Store:       obs.store,
 		Blobs:       b.blobs,
-		Audit:       b.audit,
+		Audit:       obs.audit,
 		BaseURL:     c.Links.BaseURL,
 		Expiry:      c.Links.DefaultExpiry.D(),
 		Language:    c.Links.Language,
@@ -156,12 +164,15 @@ func serve(c *config.Config, log *slog.Logger) error {
 		Policies:    c.PolicyEngine(),
 		Limits: mailpart.Limits{MaxDepth: c.SMTP.MaxMIMEDepth, MaxParts: c.SMTP.MaxMIMEParts,
 			MaxHeaderBytes: c.SMTP.MaxHeaderBytes},
-		Logger: log.With("component", "pipeline"),
+		Logger:  log.With("component", "pipeline"),
+		Metrics: m,
 	}
-	hop := relay.New(c.NextHop.Address, c.SMTP.Hostname, c.NextHop.Timeout.D(), c.NextHop.TLS, hopTLS)
-	held, err := openQuarantine(c, b, hop, pipeline, log)
+	held, err := openQuarantine(c, b, obs, pipeline, log)
 	if err != nil {
 		return err
+	}
+	if held != nil {
+		m.WatchHeld(heldCounts(held))
 	}
 	smtpSrv := smtpd.New(smtpd.Options{
 		Hostname:                c.SMTP.Hostname,
@@ -178,16 +189,16 @@ func serve(c *config.Config, log *slog.Logger) error {
 		AllowLogin:              c.SMTP.Auth.AllowLogin,
 		AuthMaxFailures:         c.SMTP.Auth.MaxFailures,
 		AuthFailureWindow:       c.SMTP.Auth.FailureWindow.D(),
-		Hop:                     hop,
+		Hop:                     obs.hop,
 		Pipeline:                pipeline,
-		Audit:                   b.audit,
+		Audit:                   obs.audit,
 		Logger:                  log,
 	})
 	links, err := linkserver.New(linkserver.Options{
-		Store:    b.store,
+		Store:    obs.store,
 		Blobs:    b.blobs,
 		MACKey:   b.ring.MACKey(),
-		Audit:    b.audit,
+		Audit:    obs.audit,
 		Logger:   log.With("component", "linkserver"),
 		Location: c.Links.Location(),
 	})
@@ -199,7 +210,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
-	adminAPI, err := startAdminAPI(c, b, adminQuarantine(held), log)
+	adminAPI, err := startAdminAPI(c, b, obs, adminQuarantine(held), log)
 	if err != nil {
 		return err
 	}
@@ -207,7 +218,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	janitor := &expiry.Janitor{Store: b.store, Blobs: b.blobs, Audit: b.audit, Logger: log.With("component", "expiry")}
+	janitor := &expiry.Janitor{Store: obs.store, Blobs: b.blobs, Audit: obs.audit, Logger: log.With("component", "expiry")}
 	go janitor.Run(ctx, time.Minute)
 	if held != nil {
 		go held.Run(ctx) // timed release of action hold
@@ -217,9 +228,9 @@ func serve(c *config.Config, log *slog.Logger) error {
 	go reloadOnHangup(ctx, log, cert, userDB, b.ring)
 
 	errc := make(chan error, 3)
-	go func() { errc <- smtpSrv.Serve(smtpLn) }()
+	go func() { errc <- smtpSrv.Serve(m.Listener(smtpLn)) }()
 	if tlsLn != nil {
-		go func() { errc <- smtpSrv.ServeTLS(tlsLn) }()
+		go func() { errc <- smtpSrv.ServeTLS(m.Listener(tlsLn)) }()
 	}
 	go func() {
 		if err := httpSrv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
