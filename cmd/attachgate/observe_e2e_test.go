@@ -349,3 +349,86 @@ func TestReadyzNextHopDown(t *testing.T) {
 		return strings.Contains(d.log.String(), `msg="admin: readiness check failed" component=admin check=next_hop`)
 	})
 }
+
+// TestMetricsHeldAndKept drives the policies: a kept attachment, a message
+// quarantined and one held for a timed release. The scrape shows them by
+// state, read from the real quarantine, and the log line of a held message
+// says held with no next-hop reply.
+func TestMetricsHeldAndKept(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	adminAddr := freeAddr(t)
+	d := startDaemon(t, hop.Addr, fmt.Sprintf(`admin:
+  listen: %q
+  metrics_networks: ["127.0.0.0/8"]
+log:
+  format: json
+policies:
+  - name: keep-text
+    match: {extensions: [".txt"]}
+    action: keep
+  - name: quarantine-zip
+    match: {extensions: [".zip"]}
+    action: quarantine
+  - name: hold-doc
+    match: {extensions: [".doc"]}
+    action: hold
+quarantine:
+  hold_for: "1h"
+`, adminAddr))
+	adminURL := "http://" + adminAddr
+	for _, name := range []string{"notes.txt", "archive.zip", "letter.doc"} {
+		if err := d.send("alice@example.com", []string{"bob@example.net"}, mailWithAttachment(name, []byte("content of "+name))); err != nil {
+			t.Fatalf("send %s: %v", name, err)
+		}
+	}
+	if n := len(hop.Messages()); n != 1 {
+		t.Fatalf("next hop got %d messages, want only the one with the kept file", n)
+	}
+	var fams map[string]*dto.MetricFamily
+	waitUntil(t, "admin listener", func() bool {
+		resp, err := http.Get(adminURL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	fams = scrape(t, adminURL)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"attachgate_messages_total", []string{"outcome", "relayed"}, 1},
+		{"attachgate_messages_total", []string{"outcome", "held"}, 2},
+		{"attachgate_attachments_total", []string{"action", "kept"}, 1},
+		{"attachgate_attachments_total", []string{"action", "linked"}, 0},
+		{"attachgate_held_messages", []string{"state", "quarantined"}, 1},
+		{"attachgate_held_messages", []string{"state", "holding"}, 1},
+		{"attachgate_held_messages", []string{"state", "retrying"}, 0},
+		{"attachgate_audit_events_total", []string{"type", "mail.held"}, 2},
+	} {
+		if got, ok := series(fams, c.name, c.labels...); !ok || got != c.want {
+			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+	var lines []map[string]any
+	waitUntil(t, "three message lines", func() bool {
+		lines = jsonLogLines(t, d, "message")
+		return len(lines) >= 3
+	})
+	want := []struct {
+		outcome     string
+		files, kept float64
+	}{{"relayed", 0, 1}, {"held", 0, 0}, {"held", 0, 0}}
+	for i, w := range want {
+		l := lines[i]
+		if l["outcome"] != w.outcome || l["files"] != w.files || l["kept"] != w.kept {
+			t.Errorf("line %d = %v, want outcome %s, files %v, kept %v", i, l, w.outcome, w.files, w.kept)
+		}
+	}
+	for _, l := range lines[1:] {
+		if l["reply"] != "" {
+			t.Errorf("a held message's line has a next-hop reply: %v", l)
+		}
+	}
+}
