@@ -49,6 +49,7 @@ type Metrics struct {
 	storedBytes     prometheus.Counter
 	downloads       *prometheus.CounterVec
 	notices         *prometheus.CounterVec
+	noticesFailed   *prometheus.CounterVec
 	auditEvents     *prometheus.CounterVec
 	auditErrors     prometheus.Counter
 	storeErrors     *prometheus.CounterVec
@@ -90,7 +91,11 @@ func New(log *slog.Logger) *Metrics {
 		}, []string{"outcome", "reason"}),
 		notices: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "notices_sent_total",
-			Help: "Mail the gateway sent itself (notices, codes, receipts), by kind: audit events notice.sent.",
+			Help: "Mail the gateway composed itself (codes, receipts, notices, DSNs) that the next hop accepted, by kind (audit events notice.sent).",
+		}, []string{"kind"}),
+		noticesFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "notices_failed_total",
+			Help: "Mail the gateway composed itself that will not reach its recipients (refused for good, given up after retries, not queued), by kind (audit events notice.failed).",
 		}, []string{"kind"}),
 		auditEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "audit_events_total",
@@ -121,7 +126,7 @@ func New(log *slog.Logger) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.messages, m.messageDuration, m.attachments, m.storedBytes, m.downloads, m.notices,
+		m.messages, m.messageDuration, m.attachments, m.storedBytes, m.downloads, m.notices, m.noticesFailed,
 		m.auditEvents, m.auditErrors, m.storeErrors, m.hopLatency, m.hopErrors, m.smtpSessions,
 	)
 	// Labelled series that exist from the start, so rate() and alerts see

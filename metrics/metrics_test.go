@@ -105,7 +105,8 @@ func TestRecorderCountsWhatTheAuditLogKept(t *testing.T) {
 		{Type: audit.TypeDownloadOK, Actor: "web"},
 		{Type: audit.TypeDownloadDenied, Actor: "web", Reason: "expired"},
 		{Type: audit.TypeDownloadDenied, Actor: "web", Reason: "Some <free> text\nthat is not a label"},
-		{Type: TypeNoticeSent, Actor: "system", Detail: "code"},
+		{Type: audit.TypeNoticeSent, Actor: "system", Detail: "kind=code id=01 attempt=1"},
+		{Type: audit.TypeNoticeFailed, Actor: "system", Detail: "kind=receipt id=02 attempt=5 error=refused"},
 		{Type: "admin.link.revoke", Actor: "admin:ops"},
 	} {
 		if err := rec.Record(ctx, e); err != nil {
@@ -125,6 +126,8 @@ func TestRecorderCountsWhatTheAuditLogKept(t *testing.T) {
 		{"attachgate_downloads_total", map[string]string{"outcome": "denied", "reason": "expired"}, 1},
 		{"attachgate_downloads_total", map[string]string{"outcome": "denied", "reason": "other"}, 1},
 		{"attachgate_notices_sent_total", map[string]string{"kind": "code"}, 1},
+		{"attachgate_notices_failed_total", map[string]string{"kind": "receipt"}, 1},
+		{"attachgate_audit_events_total", map[string]string{"type": "notice.failed"}, 1},
 		{"attachgate_audit_errors_total", nil, 0},
 	}
 	for _, c := range checks {

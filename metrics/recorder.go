@@ -7,11 +7,6 @@ import (
 	"github.com/attachgate/attachgate/audit"
 )
 
-// TypeNoticeSent is the audit event type the gateway's own mail (notices,
-// codes, receipts) is expected to record, Detail naming the kind; the
-// notices counter follows it, so it stays zero until such mail exists.
-const TypeNoticeSent = "notice.sent"
-
 // Recorder wraps next so that every event it records successfully is
 // counted: by type, and into the metrics that follow from events (stored
 // bytes, downloads, notices). A failed append counts as an audit error and
@@ -52,7 +47,7 @@ func (r *recorder) RecordAll(ctx context.Context, events []audit.Event) error {
 
 func (m *Metrics) countEvent(e audit.Event) {
 	typ := e.Type
-	if !audit.KnownType(typ) && typ != TypeNoticeSent {
+	if !audit.KnownType(typ) {
 		typ = "other"
 	}
 	m.auditEvents.WithLabelValues(typ).Inc()
@@ -63,7 +58,20 @@ func (m *Metrics) countEvent(e audit.Event) {
 		m.downloads.WithLabelValues("ok", "").Inc()
 	case e.Type == audit.TypeDownloadDenied:
 		m.downloads.WithLabelValues("denied", boundedLabel(e.Reason)).Inc()
-	case e.Type == TypeNoticeSent:
-		m.notices.WithLabelValues(boundedLabel(strings.TrimSpace(e.Detail))).Inc()
+	case e.Type == audit.TypeNoticeSent:
+		m.notices.WithLabelValues(noticeKind(e.Detail)).Inc()
+	case e.Type == audit.TypeNoticeFailed:
+		m.noticesFailed.WithLabelValues(noticeKind(e.Detail)).Inc()
 	}
+}
+
+// noticeKind reads the kind from a notice event's Detail
+// ("kind=code id=... attempt=1", package notify).
+func noticeKind(detail string) string {
+	for _, f := range strings.Fields(detail) {
+		if k, ok := strings.CutPrefix(f, "kind="); ok {
+			return boundedLabel(k)
+		}
+	}
+	return "other"
 }

@@ -117,6 +117,9 @@ func jsonLogLines(t *testing.T, d *daemon, msg string) []map[string]any {
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("log.format json wrote a line that is not JSON: %q", line)
 		}
+		if d := duplicateKey(jsonKeys(t, line)); d != "" {
+			t.Fatalf("log.format json wrote the key %q twice: %s", d, line)
+		}
 		if rec["msg"] == msg {
 			out = append(out, rec)
 		}

@@ -14,11 +14,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/attachgate/attachgate/certs"
 	"github.com/attachgate/attachgate/config"
 	"github.com/attachgate/attachgate/expiry"
 	"github.com/attachgate/attachgate/linkserver"
 	"github.com/attachgate/attachgate/mailpart"
 	"github.com/attachgate/attachgate/metrics"
+	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/smtpd"
 	"github.com/attachgate/attachgate/users"
@@ -64,9 +66,9 @@ func newLogger(c *config.Config, w io.Writer) *slog.Logger {
 	level.UnmarshalText([]byte(c.Log.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(idKeyHandler{slog.NewJSONHandler(w, opts)})
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(idKeyHandler{slog.NewTextHandler(w, opts)})
 }
 
 func runServe(args []string, stderr io.Writer) int {
@@ -150,7 +152,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 	hop := relay.New(c.NextHop.Address, c.SMTP.Hostname, c.NextHop.Timeout.D(), c.NextHop.TLS, hopTLS)
 	obs := observe(m, b, hop, log)
 
-	pipeline := &smtpd.Pipeline{
+	pl := &pipeline.Pipeline{
 		Hostname:    c.SMTP.Hostname,
 		SpoolDir:    spoolDir,
 		Store:       obs.store,
@@ -167,7 +169,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 		Logger:  log.With("component", "pipeline"),
 		Metrics: m,
 	}
-	held, err := openQuarantine(c, b, obs, pipeline, log)
+	held, err := openQuarantine(c, b, obs, pl, log)
 	if err != nil {
 		return err
 	}
@@ -190,26 +192,31 @@ func serve(c *config.Config, log *slog.Logger) error {
 		AuthMaxFailures:         c.SMTP.Auth.MaxFailures,
 		AuthFailureWindow:       c.SMTP.Auth.FailureWindow.D(),
 		Hop:                     obs.hop,
-		Pipeline:                pipeline,
+		Pipeline:                pl,
 		Audit:                   obs.audit,
 		Logger:                  log,
 	})
 	links, err := linkserver.New(linkserver.Options{
-		Store:    obs.store,
-		Blobs:    b.blobs,
-		MACKey:   b.ring.MACKey(),
-		Audit:    obs.audit,
-		Logger:   log.With("component", "linkserver"),
-		Location: c.Links.Location(),
+		Store:          obs.store,
+		Blobs:          b.blobs,
+		MACKey:         b.ring.MACKey(),
+		Audit:          obs.audit,
+		Logger:         log.With("component", "linkserver"),
+		Location:       c.Links.Location(),
+		TrustedProxies: c.Links.Proxies(),
+		HTTPS:          c.Links.HTTPS(),
 	})
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{
-		Handler:           links.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+	defer links.Close()
+	var linkCert *certs.Reloader
+	if c.Links.TLS.Enabled() {
+		if linkCert, err = certs.Load(c.Links.TLS.CertFile, c.Links.TLS.KeyFile); err != nil {
+			return fmt.Errorf("links.tls: %w", err)
+		}
 	}
+	httpSrv := links.HTTPServer(linkCert.ServerConfig())
 	adminAPI, err := startAdminAPI(c, b, obs, adminQuarantine(held), log)
 	if err != nil {
 		return err
@@ -218,14 +225,16 @@ func serve(c *config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	janitor := &expiry.Janitor{Store: obs.store, Blobs: b.blobs, Audit: obs.audit, Logger: log.With("component", "expiry")}
+	janitor := &expiry.Janitor{Store: obs.store, Blobs: b.blobs, Audit: obs.audit, Logger: log.With("component", "expiry"),
+		// A purged link's tombstone lives as long as the audit events about it.
+		TombstoneTTL: time.Duration(c.Audit.RetentionDays) * 24 * time.Hour}
 	go janitor.Run(ctx, time.Minute)
 	if held != nil {
 		go held.Run(ctx) // timed release of action hold
 	}
 	go b.audit.RunRetention(ctx, 24*time.Hour)
 
-	go reloadOnHangup(ctx, log, cert, userDB, b.ring)
+	go reloadOnHangup(ctx, log, cert, userDB, b.ring, linkCert)
 
 	errc := make(chan error, 3)
 	go func() { errc <- smtpSrv.Serve(m.Listener(smtpLn)) }()
@@ -233,7 +242,11 @@ func serve(c *config.Config, log *slog.Logger) error {
 		go func() { errc <- smtpSrv.ServeTLS(m.Listener(tlsLn)) }()
 	}
 	go func() {
-		if err := httpSrv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+		serveHTTP := func() error { return httpSrv.Serve(httpLn) }
+		if linkCert != nil {
+			serveHTTP = func() error { return httpSrv.ServeTLS(httpLn, "", "") }
+		}
+		if err := serveHTTP(); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 			return
 		}
