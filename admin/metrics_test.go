@@ -4,8 +4,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,5 +152,49 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 60s")
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestReadyzOneRoundForManyCallers: callers that come while a round runs,
+// or right after it, get its answer: polling /readyz cannot make the
+// gateway open connection after connection to the next hop.
+func TestReadyzOneRoundForManyCallers(t *testing.T) {
+	var rounds atomic.Int32
+	release := make(chan struct{})
+	h := newHarness(t, harnessOptions{ready: func(*store.SQLite) []ReadyCheck {
+		return []ReadyCheck{{Name: "next_hop", Check: func(context.Context) error {
+			if rounds.Add(1) == 1 {
+				<-release
+			}
+			return nil
+		}}}
+	}})
+	const callers = 20
+	var wg sync.WaitGroup
+	statuses := make(chan int, callers)
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(h.url + "/readyz")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	waitFor(t, func() bool { return rounds.Load() == 1 })
+	close(release)
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != 200 {
+			t.Errorf("status %d, want 200", s)
+		}
+	}
+	if n := rounds.Load(); n != 1 {
+		t.Fatalf("%d callers ran %d rounds of checks, want 1", callers, n)
 	}
 }

@@ -73,7 +73,7 @@ var browserPages = []browserPage{
 	{name: "unknown-path", url: func(e *browserEnv) string { return e.linkURL + "/nothing/here" }, status: 404,
 		heading: map[string]string{"en": "Link not found", "ja": "リンクが見つかりません"}},
 	{name: "revoked", url: func(e *browserEnv) string { return e.revoked }, status: 410,
-		heading: map[string]string{"en": "Link revoked", "ja": "リンクは無効です"}},
+		heading: map[string]string{"en": "Link withdrawn", "ja": "リンクは取り消されました"}},
 }
 
 // browserLanguages are the Accept-Language headers the pages are read in.
