@@ -168,6 +168,9 @@ func TestStoreCountsFailuresNotVerdicts(t *testing.T) {
 	if err := st.RevokeLink(ctx, store.NewID(), time.Now()); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("RevokeLink of an unknown link: %v, want ErrNotFound", err)
 	}
+	if _, err := st.TombstoneByTokenHash(ctx, []byte("unknown token hash, 32 bytes...."), time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("TombstoneByTokenHash of an unknown token: %v, want ErrNotFound", err)
+	}
 	if p, ok := st.(interface{ Ping(context.Context) error }); !ok || p.Ping(ctx) != nil {
 		t.Fatal("the wrapped store lost its Ping")
 	}
@@ -180,6 +183,12 @@ func TestStoreCountsFailuresNotVerdicts(t *testing.T) {
 	}
 	if got := value(t, m, "attachgate_store_errors_total", map[string]string{"op": "link_by_id"}); got != 1 {
 		t.Errorf("link_by_id errors = %v, want 1 (the not-found answer is no error)", got)
+	}
+	if _, err := st.TombstoneByTokenHash(ctx, []byte("unknown token hash, 32 bytes...."), time.Now()); err == nil || errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("TombstoneByTokenHash on a closed database: %v, want a failure", err)
+	}
+	if got := value(t, m, "attachgate_store_errors_total", map[string]string{"op": "tombstone_by_token"}); got != 1 {
+		t.Errorf("tombstone_by_token errors = %v, want 1 (the not-found answer is no error)", got)
 	}
 	if got := value(t, m, "attachgate_store_errors_total", map[string]string{"op": "create_message"}); got != 1 {
 		t.Errorf("create_message errors = %v, want 1", got)

@@ -82,3 +82,18 @@ func (s *countedStore) ExpiredFiles(ctx context.Context, now time.Time, limit in
 func (s *countedStore) DeleteFile(ctx context.Context, id string) error {
 	return s.count("delete_file", s.Store.DeleteFile(ctx, id))
 }
+
+func (s *countedStore) BuryLinks(ctx context.Context, fileID string, keepUntil time.Time) (int, error) {
+	n, err := s.Store.BuryLinks(ctx, fileID, keepUntil)
+	return n, s.count("bury_links", err)
+}
+
+func (s *countedStore) TombstoneByTokenHash(ctx context.Context, hash []byte, now time.Time) (store.Tombstone, error) {
+	ts, err := s.Store.TombstoneByTokenHash(ctx, hash, now)
+	return ts, s.count("tombstone_by_token", err)
+}
+
+func (s *countedStore) PurgeTombstones(ctx context.Context, now time.Time) (int, error) {
+	n, err := s.Store.PurgeTombstones(ctx, now)
+	return n, s.count("purge_tombstones", err)
+}
