@@ -29,6 +29,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/attachgate/attachgate/audit"
@@ -111,7 +112,9 @@ type Options struct {
 
 // Server is the admin API. It is safe for concurrent use.
 type Server struct {
-	tokens         []Token
+	// tokens is replaced whole by SetTokens (SIGHUP); each request uses
+	// the slice it loaded.
+	tokens         atomic.Pointer[[]Token]
 	trustedProxies []netip.Prefix
 	store          store.Store
 	audit          audit.Recorder
@@ -145,7 +148,6 @@ func New(o Options) (*Server, error) {
 		proxies[i] = p.Masked()
 	}
 	s := &Server{
-		tokens:         tokens,
 		trustedProxies: proxies,
 		store:          o.Store,
 		audit:          o.Audit,
@@ -155,6 +157,7 @@ func New(o Options) (*Server, error) {
 		log:            o.Logger,
 		now:            o.Now,
 	}
+	s.tokens.Store(&tokens)
 	if s.location == nil {
 		s.location = time.Local
 	}
@@ -166,6 +169,18 @@ func New(o Options) (*Server, error) {
 	}
 	s.handler = s.recoverPanics(noStore(s.routes()))
 	return s, nil
+}
+
+// SetTokens replaces the tokens (configuration reload). Requests already
+// authenticated finish; later ones are checked against the new tokens. An
+// invalid list changes nothing.
+func (s *Server) SetTokens(in []Token) error {
+	tokens, err := checkTokens(in)
+	if err != nil {
+		return err
+	}
+	s.tokens.Store(&tokens)
+	return nil
 }
 
 // checkTokens validates and copies the configured tokens.

@@ -18,6 +18,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/attachgate/attachgate/dkim"
 	"github.com/attachgate/attachgate/policies"
 )
 
@@ -35,8 +36,19 @@ type Config struct {
 	// package policies.
 	Policies   []policies.Rule `yaml:"policies"`
 	Quarantine Quarantine      `yaml:"quarantine"`
+	// DKIM lists the signing domains; see package dkim.
+	DKIM []DKIM `yaml:"dkim"`
 
-	engine *policies.Engine
+	engine   *policies.Engine
+	dkimKeys *dkim.Keys
+}
+
+// DKIM is one signing domain: mail whose From header is in Domain (or a
+// subdomain) is signed with the key in KeyFile under Selector.
+type DKIM struct {
+	Domain   string `yaml:"domain"`
+	Selector string `yaml:"selector"`
+	KeyFile  string `yaml:"key_file"` // PEM, RSA-2048 or Ed25519
 }
 
 // Quarantine configures held mail (policy actions quarantine and hold).
@@ -322,6 +334,7 @@ var sectionByType = map[string]string{
 	"config.Redis": "store.redis", "config.Audit": "audit", "config.Admin": "admin",
 	"config.AdminToken": "admin.tokens[]", "config.TLS": "smtp.tls", "config.SMTPAuth": "smtp.auth",
 	"policies.Rule": "policies[]", "policies.Match": "policies[].match", "config.Quarantine": "quarantine",
+	"config.DKIM": "dkim[]",
 }
 
 func sectionOf(rest string) string {
@@ -530,6 +543,16 @@ func (c *Config) validate() error {
 		bad("quarantine.hold_for", "must be a positive duration")
 	}
 
+	entries := make([]dkim.Entry, len(c.DKIM))
+	for i, d := range c.DKIM {
+		entries[i] = dkim.Entry{Domain: d.Domain, Selector: d.Selector, KeyFile: d.KeyFile}
+	}
+	keys, err := dkim.Load(entries) // errors name dkim[i].key
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.dkimKeys = keys
+
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -597,6 +620,10 @@ func (a *Admin) Proxies() []netip.Prefix { return a.proxies }
 // PolicyEngine returns the validated policies; it links everything when
 // none are configured.
 func (c *Config) PolicyEngine() *policies.Engine { return c.engine }
+
+// DKIMKeys returns the loaded signing keys of the dkim list (none when the
+// list is empty).
+func (c *Config) DKIMKeys() *dkim.Keys { return c.dkimKeys }
 
 // Nets returns the parsed networks of a token.
 func (t *AdminToken) Nets() []netip.Prefix { return t.networks }

@@ -10,12 +10,14 @@ import (
 	"mime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-message/charset"
 	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/dkim"
 	"github.com/attachgate/attachgate/mailpart"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/relay"
@@ -59,11 +61,35 @@ type Pipeline struct {
 	// Quarantine keeps the messages a policy holds (quarantine, hold);
 	// nil: such a verdict is a temporary failure.
 	Quarantine Holder
+	// DKIM signs the final message for the domain of its From header
+	// (dkim.go); nil signs nothing.
+	DKIM *dkim.Keys
 	// KeepAlive is how often the idle next-hop session gets a NOOP while
 	// a message is received and stored; 0 means 60 s.
 	KeepAlive time.Duration
 	Now       func() time.Time
 	Logger    *slog.Logger
+
+	settings atomic.Pointer[Settings] // set by Reload
+}
+
+// Settings are what a configuration reload (SIGHUP) changes while mail
+// flows. A message uses one snapshot from its first step to its last.
+type Settings struct {
+	Policies *policies.Engine
+	DKIM     *dkim.Keys
+}
+
+// Reload makes s the settings of the messages that start from now on;
+// messages in flight finish with the ones they started with.
+func (p *Pipeline) Reload(s Settings) { p.settings.Store(&s) }
+
+// current is the last Reload, else the Policies and DKIM fields.
+func (p *Pipeline) current() Settings {
+	if s := p.settings.Load(); s != nil {
+		return *s
+	}
+	return Settings{Policies: p.Policies, DKIM: p.DKIM}
 }
 
 const (
@@ -83,6 +109,11 @@ type stored struct {
 	notice  mailpart.Notice
 	header  string // the Message-ID header
 	subject string // decoded Subject, kept only with LogSubjects
+	// fromDomain is the domain of the From header, the DKIM signing
+	// domain ("" when there is not exactly one From with one domain).
+	fromDomain string
+	// settings: the policies and DKIM keys this message uses throughout.
+	settings Settings
 
 	// verdict is the decide step's message-level outcome (policy.go).
 	verdict policies.Verdict
@@ -207,7 +238,7 @@ func (p *Pipeline) storeAttachments(ctx context.Context, msgID string, env Envel
 	}
 	defer rd.Close()
 
-	st := &stored{remove: map[string]bool{}, release: release}
+	st := &stored{remove: map[string]bool{}, release: release, settings: p.current()}
 	expires := now.Add(p.Expiry).Truncate(time.Second)
 	penv := policies.Envelope{From: env.From, To: env.To}
 	link := func(part *mailpart.Part, fileID string, info vault.BlobInfo) error {
@@ -246,6 +277,9 @@ func (p *Pipeline) storeAttachments(ctx context.Context, msgID string, env Envel
 		clear(st.remove)
 	}
 	st.header = strings.TrimSpace(sum.MessageID)
+	if froms := sum.Header.Values("From"); len(froms) == 1 {
+		st.fromDomain = dkim.FromDomain(froms[0])
+	}
 	if p.LogSubjects {
 		raw := sum.Header.Get("Subject")
 		if dec, err := subjectDecoder.DecodeHeader(raw); err == nil {
@@ -312,21 +346,26 @@ func (p *Pipeline) relay(msgID string, env Envelope, src messageSource, st *stor
 	}
 	defer rd.Close()
 
+	// DKIM (dkim.go): with a key for the From domain the final bytes are
+	// written to a second encrypted spool and signed there before DATA;
+	// below, signature and spool go out instead of writeFinal.
+	var signed *signedMessage
+	if key := st.settings.DKIM.For(st.fromDomain); key != nil {
+		if signed, err = p.signFinal(key, rd, msgID, env, st, hop, now); err != nil {
+			return "", err
+		}
+		defer signed.remove()
+	}
+
 	dw, err := hop.Data()
 	if err != nil {
 		return "", hopErr("DATA", err)
 	}
 	bw := bufio.NewWriterSize(dw, copyBufferSize)
-	if _, err := io.WriteString(bw, p.receivedHeader(msgID, env, now)); err != nil {
-		dw.Close()
-		return "", hopErr("DATA", err)
-	}
-	if len(st.files) == 0 {
-		// Nothing linked: the message goes on byte for byte.
-		_, err = io.CopyBuffer(bw, rd, make([]byte, copyBufferSize))
+	if signed != nil {
+		err = signed.writeTo(bw) // DKIM-Signature, then the final message
 	} else {
-		st.notice.EightBit = hop.EightBitMIME()
-		err = mailpart.Rewrite(rd, bw, p.Limits, st.remove, st.notice)
+		err = p.writeFinal(bw, rd, msgID, env, st, hop, now)
 	}
 	if err == nil {
 		err = bw.Flush()
@@ -349,6 +388,20 @@ func (p *Pipeline) relay(msgID string, env Envelope, src messageSource, st *stor
 		return "", hopErr("end of DATA", err)
 	}
 	return reply, nil
+}
+
+// writeFinal writes the message as it goes to the next hop: our Received
+// field, then the message byte for byte (nothing linked) or rewritten.
+func (p *Pipeline) writeFinal(w io.Writer, rd io.Reader, msgID string, env Envelope, st *stored, hop relay.Session, now time.Time) error {
+	if _, err := io.WriteString(w, p.receivedHeader(msgID, env, now)); err != nil {
+		return err
+	}
+	if len(st.files) == 0 {
+		_, err := io.CopyBuffer(w, rd, make([]byte, copyBufferSize))
+		return err
+	}
+	st.notice.EightBit = hop.EightBitMIME()
+	return mailpart.Rewrite(rd, w, p.Limits, st.remove, st.notice)
 }
 
 // hopErr keeps the next hop's replies and marks everything else as a

@@ -51,7 +51,7 @@ var errRefusedByPolicy = errors.New("refused by policy")
 func (p *Pipeline) decideAttachment(st *stored, env policies.Envelope, part *mailpart.Part, body io.Reader,
 	link func(part *mailpart.Part, fileID string, info vault.BlobInfo) error) error {
 	pp := policies.PartOf(part)
-	d, final := p.Policies.Early(env, pp)
+	d, final := st.settings.Policies.Early(env, pp)
 	if final {
 		action := p.effective(st, d)
 		switch {
@@ -78,7 +78,7 @@ func (p *Pipeline) decideAttachment(st *stored, env policies.Envelope, part *mai
 			return fmt.Errorf("read attachment %s: %w", part.Path, err)
 		}
 		pp.Size = n
-		if d := p.Policies.Decide(env, pp); p.effective(st, d).MessageLevel() {
+		if d := st.settings.Policies.Decide(env, pp); p.effective(st, d).MessageLevel() {
 			return p.messageLevel(st, d)
 		}
 		return nil
@@ -89,7 +89,7 @@ func (p *Pipeline) decideAttachment(st *stored, env policies.Envelope, part *mai
 		return fmt.Errorf("store attachment %s: %w", part.Path, err)
 	}
 	pp.Size = info.Size
-	d = p.Policies.Decide(env, pp)
+	d = st.settings.Policies.Decide(env, pp)
 	action := p.effective(st, d)
 	if action == policies.Link {
 		return link(part, fileID, info)
