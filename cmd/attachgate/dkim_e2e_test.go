@@ -90,13 +90,16 @@ func TestDKIMSignsRelayedMail(t *testing.T) {
 	plain := []byte("From: =?UTF-8?B?6Yi05pyo?= <suzuki@mail.corp.example>\r\nTo: bob@example.net\r\n" +
 		"Subject: no attachment\r\nMessage-ID: <plain@corp.example>\r\n\r\nJust text.\r\n")
 	other := []byte("From: eve@other.example\r\nTo: bob@example.net\r\nSubject: x\r\n\r\nnot ours to sign\r\n")
-	for _, m := range [][]byte{withFile, plain, other} {
+	// Two From fields: no single author domain, so no signature (DMARC
+	// receivers reject such mail anyway).
+	twoFroms := []byte("From: alice@example.com\r\nFrom: ceo@example.com\r\nTo: bob@example.net\r\nSubject: x\r\n\r\nhi\r\n")
+	for _, m := range [][]byte{withFile, plain, other, twoFroms} {
 		if err := d.send("sender@example.com", []string{"bob@example.net"}, m); err != nil {
 			t.Fatalf("send: %v", err)
 		}
 	}
 	msgs := hop.Messages()
-	if len(msgs) != 3 {
+	if len(msgs) != 4 {
 		t.Fatalf("next hop got %d messages", len(msgs))
 	}
 
@@ -130,6 +133,13 @@ func TestDKIMSignsRelayedMail(t *testing.T) {
 	// 3: not a signing domain.
 	if bytes.Contains(msgs[2].Data, []byte("DKIM-Signature")) {
 		t.Fatal("mail from other.example was signed")
+	}
+	if bytes.Contains(msgs[3].Data, []byte("DKIM-Signature")) {
+		t.Fatal("mail with two From fields was signed")
+	}
+	// The signed copies are spooled (encrypted) and removed afterwards.
+	if left, _ := os.ReadDir(filepath.Join(d.dir, "data", "spool")); len(left) != 0 {
+		t.Fatalf("spool files left behind: %v", left)
 	}
 	if !strings.Contains(d.log.String(), "DKIM signing enabled") {
 		t.Fatal("start-up log does not say DKIM is on")

@@ -9,6 +9,7 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -19,15 +20,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/attachgate/attachgate/smtptest"
 )
 
 const (
-	recipeMain   = "../../contrib/postfix/main.cf"
-	recipeMaster = "../../contrib/postfix/master.cf"
-	// The addresses the recipe uses; the test puts free ports in their place.
-	recipeFilterAddr   = "[127.0.0.1]:2525"
-	recipeReinjectAddr = "127.0.0.1:10026"
+	recipeMain          = "../../contrib/postfix/main.cf"
+	recipeMaster        = "../../contrib/postfix/master.cf"
+	recipeProxyMaster   = "../../contrib/postfix/master-proxy.cf"
+	recipeRelayhostMain = "../../contrib/postfix/main-relayhost.cf"
+	// The addresses the recipes use; the test puts free ports in their place.
+	recipeFilterAddr    = "[127.0.0.1]:2525"
+	recipeReinjectAddr  = "127.0.0.1:10026"
+	recipeProxyAddr     = "127.0.0.1:2525"
+	recipeRelayhostAddr = "[gw.example.com]:2525"
+	recipeSubmission    = "submission inet"
 )
 
 // postfixInstance is a running private Postfix.
@@ -40,8 +48,7 @@ type postfixInstance struct {
 
 // testMasterCf is the rest of a master.cf: the services Postfix itself
 // needs (Debian's defaults, without chroot) and a listener to submit on.
-const testMasterCf = `SUBMIT inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
+const testMasterCf = `pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
@@ -77,10 +84,16 @@ func readRecipe(t *testing.T, path, recipeAddr, addr string) string {
 	return strings.Replace(string(data), recipeAddr, addr, 1)
 }
 
-// startPostfix runs Postfix configured by the recipe: content filter to
-// filterAddr (attachgate), re-injection listener on reinjectAddr, final
-// delivery through relayhost to finalAddr. extraMain adds main.cf lines.
-func startPostfix(t *testing.T, filterAddr, reinjectAddr, finalAddr, extraMain string) *postfixInstance {
+// postfixConfig is what a test adds to the private instance's own
+// settings: main.cf and master.cf lines (recipes with their ports
+// replaced), and whether the recipe brings the submission listener.
+type postfixConfig struct {
+	main, master string
+	ownSubmit    bool // master has "submission inet": it becomes the test's listener
+}
+
+// startPostfix runs a private Postfix with cfg on 127.0.0.1.
+func startPostfix(t *testing.T, cfg postfixConfig, waitFor ...string) *postfixInstance {
 	t.Helper()
 	postfix, err := exec.LookPath("postfix")
 	if err != nil {
@@ -133,16 +146,19 @@ mydestination =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
-relayhost = %[2]s
 smtp_tls_security_level = none
 alias_maps =
 alias_database =
-%[3]s
-# README recipe (contrib/postfix/main.cf)
-%[4]s`, dir, bracket(finalAddr), extraMain,
-		readRecipe(t, recipeMain, recipeFilterAddr, bracket(filterAddr)))
-	master := strings.Replace(testMasterCf, "SUBMIT", p.submit, 1) + "# README recipe (contrib/postfix/master.cf)\n" +
-		readRecipe(t, recipeMaster, recipeReinjectAddr, reinjectAddr)
+%[2]s`, dir, cfg.main)
+	master := testMasterCf
+	if cfg.ownSubmit {
+		if strings.Count(cfg.master, recipeSubmission) != 1 {
+			t.Fatalf("recipe has no single %q listener", recipeSubmission)
+		}
+		master += strings.Replace(cfg.master, recipeSubmission, p.submit+" inet", 1)
+	} else {
+		master += p.submit + " inet n - n - - smtpd\n" + cfg.master
+	}
 	if err := os.WriteFile(filepath.Join(p.etc, "main.cf"), []byte(main), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +171,7 @@ alias_database =
 	if out, err := exec.Command(postfix, "-c", p.etc, "start").CombinedOutput(); err != nil {
 		t.Fatalf("postfix start: %v\n%s", err, out)
 	}
-	for _, addr := range []string{p.submit, reinjectAddr} {
+	for _, addr := range append([]string{p.submit}, waitFor...) {
 		waitListening(t, addr)
 	}
 	return p
@@ -255,7 +271,11 @@ func TestPostfixRecipe(t *testing.T) {
 	final := smtptest.NewServer(t, smtptest.Behaviour{})
 	reinject := freeAddr(t)
 	d := startDaemon(t, reinject, "")
-	pf := startPostfix(t, d.smtpAddr, reinject, final.Addr, "always_bcc = archive@archive.example")
+	pf := startPostfix(t, postfixConfig{
+		main: "relayhost = " + bracket(final.Addr) + "\nalways_bcc = archive@archive.example\n" +
+			"# README recipe (contrib/postfix/main.cf)\n" + readRecipe(t, recipeMain, recipeFilterAddr, bracket(d.smtpAddr)),
+		master: "# README recipe (contrib/postfix/master.cf)\n" + readRecipe(t, recipeMaster, recipeReinjectAddr, reinject),
+	}, reinject)
 
 	// 1. Through the filter, rewritten, delivered.
 	content := make([]byte, 200<<10)
@@ -327,15 +347,15 @@ func TestPostfixRecipe(t *testing.T) {
 	}
 }
 
-// TestReadmeShowsPostfixRecipe: the README shows contrib/postfix/main.cf
-// and master.cf verbatim, each as a whole code block, so the recipe an
+// TestReadmeShowsPostfixRecipe: the README shows the files of
+// contrib/postfix verbatim, each as a whole code block, so the recipe an
 // admin copies is the one TestPostfixRecipe runs.
 func TestReadmeShowsPostfixRecipe(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{recipeMain, recipeMaster} {
+	for _, f := range []string{recipeMain, recipeMaster, recipeProxyMaster, recipeRelayhostMain} {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -343,5 +363,96 @@ func TestReadmeShowsPostfixRecipe(t *testing.T) {
 		if !bytes.Contains(readme, append(append([]byte("```\n"), data...), "```\n"...)) {
 			t.Errorf("README.md does not show %s verbatim in a code block", f)
 		}
+	}
+}
+
+// TestPostfixBeforeQueue: with the before-queue recipe (the submission
+// listener proxies to attachgate) the client's DATA is answered only after
+// attachgate and the re-injection listener took the mail; with attachgate
+// down the client gets a 4xx and Postfix keeps nothing.
+func TestPostfixBeforeQueue(t *testing.T) {
+	final := smtptest.NewServer(t, smtptest.Behaviour{})
+	reinject := freeAddr(t)
+	d := startDaemon(t, reinject, "")
+	pf := startPostfix(t, postfixConfig{
+		main: "relayhost = " + bracket(final.Addr) + "\n",
+		master: "# README recipes (contrib/postfix/master-proxy.cf, master.cf)\n" +
+			readRecipe(t, recipeProxyMaster, recipeProxyAddr, d.smtpAddr) +
+			readRecipe(t, recipeMaster, recipeReinjectAddr, reinject),
+		ownSubmit: true,
+	}, reinject)
+
+	content := make([]byte, 100<<10)
+	rand.Read(content)
+	mid := "<proxy-1@example.com>"
+	if err := sendMail(pf.submit, "alice@example.com", []string{"bob@example.net"}, postfixMail(mid, content)); err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	ids := pf.queueIDs(mid)
+	if len(ids) != 1 {
+		t.Fatalf("before-queue: the mail is queued once, after attachgate; got %v", ids)
+	}
+	_, finalPort, _ := net.SplitHostPort(final.Addr)
+	pf.waitLog(regexp.MustCompile(ids[0] + `: to=<bob@example.net>, relay=127.0.0.1\[127.0.0.1\]:` + finalPort + `, .*status=sent`))
+	msgs := waitMessages(t, final, 1)
+	links := relayedLinks(t, d, msgs[0].Data)
+	if len(links) != 1 {
+		t.Fatalf("want one link, got %v", links)
+	}
+	if resp, data := download(t, links[0]); resp.StatusCode != 200 || !bytes.Equal(data, content) {
+		t.Fatalf("download: %s", resp.Status)
+	}
+
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	err := sendMail(pf.submit, "alice@example.com", []string{"carol@example.net"}, postfixMail("<proxy-2@example.com>", content))
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code < 400 || se.Code > 499 {
+		t.Fatalf("attachgate down: want a 4xx for the client, got %v", err)
+	}
+	if q := pf.postqueue("-p"); !strings.Contains(q, "Mail queue is empty") {
+		t.Fatalf("Postfix kept mail it refused:\n%s", q)
+	}
+}
+
+// TestPostfixRelayhost: with attachgate as Postfix's relayhost and the
+// final destination as attachgate's next hop, mail arrives rewritten; with
+// attachgate down it is deferred and goes out after postqueue -f.
+func TestPostfixRelayhost(t *testing.T) {
+	final := smtptest.NewServer(t, smtptest.Behaviour{})
+	d := startDaemon(t, final.Addr, "")
+	pf := startPostfix(t, postfixConfig{
+		main: "# README recipe (contrib/postfix/main-relayhost.cf)\n" +
+			readRecipe(t, recipeRelayhostMain, recipeRelayhostAddr, bracket(d.smtpAddr)),
+	})
+	_, agPort, _ := net.SplitHostPort(d.smtpAddr)
+	content := make([]byte, 100<<10)
+	rand.Read(content)
+	for i, stopped := range []bool{false, true} {
+		mid := fmt.Sprintf("<relayhost-%d@example.com>", i)
+		if stopped {
+			if err := d.stop(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := sendMail(pf.submit, "alice@example.com", []string{"bob@example.net"}, postfixMail(mid, content)); err != nil {
+			t.Fatalf("submit: %v", err)
+		}
+		pf.waitLog(regexp.MustCompile(`: message-id=` + regexp.QuoteMeta(mid)))
+		id := pf.queueIDs(mid)[0]
+		if stopped {
+			pf.waitLog(regexp.MustCompile(id + `: to=<bob@example.net>, relay=.*status=deferred`))
+			d.start()
+			pf.postqueue("-f")
+		}
+		pf.waitLog(regexp.MustCompile(id + `: to=<bob@example.net>, relay=127.0.0.1\[127.0.0.1\]:` + agPort + `, .*status=sent`))
+		msgs := waitMessages(t, final, i+1)
+		if last := msgs[len(msgs)-1]; !bytes.Contains(last.Data, []byte(mid)) || len(relayedLinks(t, d, last.Data)) != 1 {
+			t.Fatalf("mail %d did not arrive rewritten", i)
+		}
+	}
+	if strings.Contains(pf.log(), "status=bounced") {
+		t.Fatal("postfix bounced mail")
 	}
 }
