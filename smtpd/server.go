@@ -1,8 +1,9 @@
-// Package smtpd owns the SMTP side of attachgate: who may relay, passing
-// MAIL and every RCPT live to the next hop so the client hears the next
-// hop's own verdicts, and driving each message through spool, attachment
-// storage, rewrite and relay (pipeline.go). Every reply leaves through one
-// mapping (replies.go), so internal errors never reach a client verbatim.
+// Package smtpd owns the SMTP side of attachgate: sessions, who may relay,
+// passing MAIL and every RCPT live to the next hop so the client hears the
+// next hop's own verdicts, and handing each message body to package
+// pipeline, which stores, rewrites and relays it. Every reply leaves
+// through one mapping (replies.go), so internal errors never reach a
+// client verbatim.
 package smtpd
 
 import (
@@ -18,6 +19,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/users"
 )
@@ -45,7 +47,7 @@ type Options struct {
 	AuthMaxFailures   int
 	AuthFailureWindow time.Duration
 	Hop               relay.Hop
-	Pipeline          *Pipeline
+	Pipeline          *pipeline.Pipeline
 	Audit             audit.Recorder
 	Logger            *slog.Logger
 }

@@ -9,15 +9,15 @@ import (
 
 	"github.com/attachgate/attachgate/certs"
 	"github.com/attachgate/attachgate/config"
-	"github.com/attachgate/attachgate/smtpd"
+	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/users"
 	"github.com/attachgate/attachgate/vault"
 )
 
 // reloader applies SIGHUP: it reads the configuration file again and
 // swaps what can change while mail flows — the policies, the DKIM keys and
-// the admin tokens — and reloads the files named there: the TLS
-// certificate, the users file and the key ring. Each part that fails keeps
+// the admin tokens — and reloads the files named there: the SMTP and link
+// server certificates, the users file and the key ring. Each part that fails keeps
 // what was loaded before; a configuration file that does not validate
 // changes none of the configuration's parts. Listeners, storage and the
 // next hop need a restart.
@@ -25,9 +25,10 @@ type reloader struct {
 	path     string
 	log      *slog.Logger
 	cert     *certs.Reloader // nil: TLS off
+	linkCert *certs.Reloader // nil: links.tls off
 	users    *users.DB       // nil: AUTH off
 	ring     *vault.KeyRing
-	pipeline *smtpd.Pipeline
+	pipeline *pipeline.Pipeline
 	admin    *adminListener // nil: admin API off
 }
 
@@ -56,7 +57,7 @@ func (r *reloader) reload() {
 	if c, err := config.Load(r.path); err != nil {
 		log.Error("SIGHUP: configuration not reloaded, the running one stays", "err", err)
 	} else {
-		r.pipeline.Reload(smtpd.Settings{Policies: c.PolicyEngine(), DKIM: c.DKIMKeys()})
+		r.pipeline.Reload(pipeline.Settings{Policies: c.PolicyEngine(), DKIM: c.DKIMKeys()})
 		log.Info("SIGHUP: policies and DKIM keys reloaded", "rules", c.PolicyEngine().Rules(),
 			"dkim_domains", c.DKIMKeys().Len())
 		r.reloadAdmin(c)
@@ -66,6 +67,13 @@ func (r *reloader) reload() {
 			log.Error("SIGHUP: certificate not reloaded", "err", err)
 		} else {
 			log.Info("SIGHUP: certificate reloaded")
+		}
+	}
+	if r.linkCert != nil {
+		if err := r.linkCert.Reload(); err != nil {
+			log.Error("SIGHUP: link server certificate not reloaded", "err", err)
+		} else {
+			log.Info("SIGHUP: link server certificate reloaded")
 		}
 	}
 	if err := r.ring.Reload(); err != nil {

@@ -14,10 +14,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/attachgate/attachgate/certs"
 	"github.com/attachgate/attachgate/config"
 	"github.com/attachgate/attachgate/expiry"
 	"github.com/attachgate/attachgate/linkserver"
 	"github.com/attachgate/attachgate/mailpart"
+	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/smtpd"
 	"github.com/attachgate/attachgate/users"
@@ -143,7 +145,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		return fmt.Errorf("links.listen: %w", err)
 	}
 
-	pipeline := &smtpd.Pipeline{
+	pl := &pipeline.Pipeline{
 		Hostname:    c.SMTP.Hostname,
 		SpoolDir:    spoolDir,
 		Store:       b.store,
@@ -161,7 +163,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		Logger: log.With("component", "pipeline"),
 	}
 	hop := relay.New(c.NextHop.Address, c.SMTP.Hostname, c.NextHop.Timeout.D(), c.NextHop.TLS, hopTLS)
-	held, err := openQuarantine(c, b, hop, pipeline, log)
+	held, err := openQuarantine(c, b, hop, pl, log)
 	if err != nil {
 		return err
 	}
@@ -181,26 +183,31 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		AuthMaxFailures:         c.SMTP.Auth.MaxFailures,
 		AuthFailureWindow:       c.SMTP.Auth.FailureWindow.D(),
 		Hop:                     hop,
-		Pipeline:                pipeline,
+		Pipeline:                pl,
 		Audit:                   b.audit,
 		Logger:                  log,
 	})
 	links, err := linkserver.New(linkserver.Options{
-		Store:    b.store,
-		Blobs:    b.blobs,
-		MACKey:   b.ring.MACKey(),
-		Audit:    b.audit,
-		Logger:   log.With("component", "linkserver"),
-		Location: c.Links.Location(),
+		Store:          b.store,
+		Blobs:          b.blobs,
+		MACKey:         b.ring.MACKey(),
+		Audit:          b.audit,
+		Logger:         log.With("component", "linkserver"),
+		Location:       c.Links.Location(),
+		TrustedProxies: c.Links.Proxies(),
+		HTTPS:          c.Links.HTTPS(),
 	})
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{
-		Handler:           links.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+	defer links.Close()
+	var linkCert *certs.Reloader
+	if c.Links.TLS.Enabled() {
+		if linkCert, err = certs.Load(c.Links.TLS.CertFile, c.Links.TLS.KeyFile); err != nil {
+			return fmt.Errorf("links.tls: %w", err)
+		}
 	}
+	httpSrv := links.HTTPServer(linkCert.ServerConfig())
 	adminAPI, err := startAdminAPI(c, b, adminQuarantine(held), log)
 	if err != nil {
 		return err
@@ -209,7 +216,9 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	janitor := &expiry.Janitor{Store: b.store, Blobs: b.blobs, Audit: b.audit, Logger: log.With("component", "expiry")}
+	janitor := &expiry.Janitor{Store: b.store, Blobs: b.blobs, Audit: b.audit, Logger: log.With("component", "expiry"),
+		// A purged link's tombstone lives as long as the audit events about it.
+		TombstoneTTL: time.Duration(c.Audit.RetentionDays) * 24 * time.Hour}
 	go janitor.Run(ctx, time.Minute)
 	if held != nil {
 		go held.Run(ctx) // timed release of action hold
@@ -219,8 +228,8 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 	if n := c.DKIMKeys().Len(); n > 0 {
 		log.Info("DKIM signing enabled", "domains", n)
 	}
-	(&reloader{path: path, log: log, cert: cert, users: userDB, ring: b.ring,
-		pipeline: pipeline, admin: adminAPI}).watch(ctx)
+	(&reloader{path: path, log: log, cert: cert, linkCert: linkCert, users: userDB, ring: b.ring,
+		pipeline: pl, admin: adminAPI}).watch(ctx)
 
 	errc := make(chan error, 3)
 	go func() { errc <- smtpSrv.Serve(smtpLn) }()
@@ -228,7 +237,11 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		go func() { errc <- smtpSrv.ServeTLS(tlsLn) }()
 	}
 	go func() {
-		if err := httpSrv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+		serveHTTP := func() error { return httpSrv.Serve(httpLn) }
+		if linkCert != nil {
+			serveHTTP = func() error { return httpSrv.ServeTLS(httpLn, "", "") }
+		}
+		if err := serveHTTP(); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 			return
 		}

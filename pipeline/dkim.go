@@ -1,17 +1,15 @@
-package smtpd
+package pipeline
 
-// DKIM signing of the final message (pipeline step deliver). It moves with
-// the pipeline: relay() calls signFinal before DATA and signedMessage.writeTo
-// instead of writeFinal.
+// DKIM signing of the final message, in the deliver stage: deliver calls
+// signFinal before DATA and then signedMessage.writeTo instead of
+// writeFinal.
 
 import (
 	"bufio"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/attachgate/attachgate/dkim"
-	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/vault"
 )
 
@@ -23,15 +21,15 @@ type signedMessage struct {
 }
 
 // signFinal writes the final message (writeFinal) to a new spool in
-// SpoolDir and signs it with key, reading the spool once. A failure here
+// Pipeline.SpoolDir and signs it with key, reading the spool once. A failure here
 // happens before DATA, so the next hop has seen nothing of the message.
-func (p *Pipeline) signFinal(key *dkim.Key, rd io.Reader, msgID string, env Envelope, st *stored, hop relay.Session, now time.Time) (*signedMessage, error) {
-	sp, err := vault.NewSpool(p.SpoolDir)
+func (t *Transaction) signFinal(key *dkim.Key, rd io.Reader) (*signedMessage, error) {
+	sp, err := vault.NewSpool(t.p.SpoolDir)
 	if err != nil {
 		return nil, fmt.Errorf("dkim: open spool: %w", err)
 	}
 	bw := bufio.NewWriterSize(sp, copyBufferSize)
-	err = p.writeFinal(bw, rd, msgID, env, st, hop, now)
+	err = t.writeFinal(bw, rd)
 	if err == nil {
 		err = bw.Flush()
 	}
