@@ -163,7 +163,7 @@ dkim:
 	got := hop.Messages()
 	vs := verifyDKIM(t, got[len(got)-1].Data, map[string]string{"s1._domainkey.example.com": txt})
 	if len(vs) != 1 || vs[0].Err != nil {
-		t.Fatalf("mail after reload is not signed with the new key: %+v", vs)
+		t.Fatalf("mail after reload is not signed with the new key: %s", describe(vs))
 	}
 
 	// A broken file: everything stays as it is.
