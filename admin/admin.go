@@ -32,6 +32,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/attachgate/attachgate/audit"
@@ -121,7 +122,9 @@ type Options struct {
 
 // Server is the admin API. It is safe for concurrent use.
 type Server struct {
-	tokens         []Token
+	// tokens is replaced whole by SetTokens (SIGHUP); each request uses
+	// the slice it loaded.
+	tokens         atomic.Pointer[[]Token]
 	trustedProxies []netip.Prefix
 	store          store.Store
 	audit          audit.Recorder
@@ -159,7 +162,6 @@ func New(o Options) (*Server, error) {
 		proxies[i] = p.Masked()
 	}
 	s := &Server{
-		tokens:         tokens,
 		trustedProxies: proxies,
 		store:          o.Store,
 		audit:          o.Audit,
@@ -181,6 +183,7 @@ func New(o Options) (*Server, error) {
 			return nil, fmt.Errorf("admin: Options.Ready[%d] needs a name and a check", i)
 		}
 	}
+	s.tokens.Store(&tokens)
 	if s.location == nil {
 		s.location = time.Local
 	}
@@ -193,6 +196,18 @@ func New(o Options) (*Server, error) {
 	s.ready = &readiness{checks: slices.Clone(o.Ready), now: time.Now}
 	s.handler = s.recoverPanics(noStore(s.routes()))
 	return s, nil
+}
+
+// SetTokens replaces the tokens (configuration reload). Requests already
+// authenticated finish; later ones are checked against the new tokens. An
+// invalid list changes nothing.
+func (s *Server) SetTokens(in []Token) error {
+	tokens, err := checkTokens(in)
+	if err != nil {
+		return err
+	}
+	s.tokens.Store(&tokens)
+	return nil
 }
 
 // checkTokens validates and copies the configured tokens.

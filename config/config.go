@@ -18,6 +18,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/attachgate/attachgate/dkim"
 	"github.com/attachgate/attachgate/notify"
 	"github.com/attachgate/attachgate/notify/mailtmpl"
 	"github.com/attachgate/attachgate/policies"
@@ -37,9 +38,20 @@ type Config struct {
 	// package policies.
 	Policies   []policies.Rule `yaml:"policies"`
 	Quarantine Quarantine      `yaml:"quarantine"`
-	Notify     Notify          `yaml:"notify"`
+	// DKIM lists the signing domains; see package dkim.
+	DKIM   []DKIM `yaml:"dkim"`
+	Notify Notify `yaml:"notify"`
 
-	engine *policies.Engine
+	engine   *policies.Engine
+	dkimKeys *dkim.Keys
+}
+
+// DKIM is one signing domain: mail whose From header is in Domain (or a
+// subdomain) is signed with the key in KeyFile under Selector.
+type DKIM struct {
+	Domain   string `yaml:"domain"`
+	Selector string `yaml:"selector"`
+	KeyFile  string `yaml:"key_file"` // PEM, RSA-2048 or Ed25519
 }
 
 // Notify configures the mail the gateway sends itself (package notify).
@@ -399,6 +411,7 @@ var sectionByType = map[string]string{
 	"config.Redis": "store.redis", "config.Audit": "audit", "config.Admin": "admin",
 	"config.AdminToken": "admin.tokens[]", "config.TLS": "smtp.tls", "config.LinksTLS": "links.tls", "config.SMTPAuth": "smtp.auth",
 	"policies.Rule": "policies[]", "policies.Match": "policies[].match", "config.Quarantine": "quarantine",
+	"config.DKIM":   "dkim[]",
 	"config.Notify": "notify",
 }
 
@@ -639,6 +652,15 @@ func (c *Config) validate() error {
 		bad("quarantine.hold_for", "must be a positive duration")
 	}
 
+	entries := make([]dkim.Entry, len(c.DKIM))
+	for i, d := range c.DKIM {
+		entries[i] = dkim.Entry{Domain: d.Domain, Selector: d.Selector, KeyFile: d.KeyFile}
+	}
+	keys, err := dkim.Load(entries) // errors name dkim[i].key
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.dkimKeys = keys
 	if c.Notify.From == "" && c.SMTP.Hostname != "" {
 		c.Notify.From = "attachgate@" + c.SMTP.Hostname
 	}
@@ -735,6 +757,10 @@ func (a *Admin) MetricsNets() []netip.Prefix { return a.metricsNetworks }
 // PolicyEngine returns the validated policies; it links everything when
 // none are configured.
 func (c *Config) PolicyEngine() *policies.Engine { return c.engine }
+
+// DKIMKeys returns the loaded signing keys of the dkim list (none when the
+// list is empty).
+func (c *Config) DKIMKeys() *dkim.Keys { return c.dkimKeys }
 
 // Nets returns the parsed networks of a token.
 func (t *AdminToken) Nets() []netip.Prefix { return t.networks }

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/dkim"
 	"github.com/attachgate/attachgate/mailpart"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/relay"
@@ -51,6 +52,11 @@ type Transaction struct {
 	actor string
 	// decide applies the policies to one attachment.
 	decide decider
+	// dkim signs the final message (dkim.go); settings snapshot at Begin.
+	dkim *dkim.Keys
+	// fromDomain is the domain of the From header, the DKIM signing
+	// domain ("" unless exactly one From field names one domain).
+	fromDomain string
 	// arrival is recorded with the files and links (mail.received); nil
 	// when the message's arrival is on record already (a release).
 	arrival *audit.Event
@@ -84,8 +90,9 @@ type Transaction struct {
 // Begin starts the transaction of a message received over SMTP.
 func (p *Pipeline) Begin(ctx context.Context, env Envelope, hop relay.Session) *Transaction {
 	now := p.now()
+	set := p.current() // policies and DKIM keys, fixed for this message
 	t := &Transaction{p: p, id: store.NewID(), env: env, hop: hop, start: now, receivedAt: now,
-		actor: "smtp", decide: smtpDecider{p.Policies}, outcomes: true, remove: map[string]bool{}}
+		actor: "smtp", decide: smtpDecider{set.Policies}, dkim: set.DKIM, outcomes: true, remove: map[string]bool{}}
 	t.log = p.logger().With("msg", t.id, "from", env.From)
 	t.began = time.Now() // observability hook
 	t.arrival = &audit.Event{Type: audit.TypeMailReceived, Actor: "smtp", ClientAddr: env.ClientAddr,
@@ -94,8 +101,9 @@ func (p *Pipeline) Begin(ctx context.Context, env Envelope, hop relay.Session) *
 }
 
 func (p *Pipeline) beginRelease(ctx context.Context, m Released, hop relay.Session) *Transaction {
+	set := p.current()
 	t := &Transaction{p: p, id: m.ID, env: m.Env, hop: hop, start: p.now(), receivedAt: m.ReceivedAt.Local(),
-		actor: m.Actor, decide: releaseDecider{p.Policies}, remove: map[string]bool{}}
+		actor: m.Actor, decide: releaseDecider{set.Policies}, dkim: set.DKIM, remove: map[string]bool{}}
 	t.log = p.logger().With("msg", m.ID, "from", m.Env.From, "release", m.Actor)
 	return t
 }
@@ -208,6 +216,9 @@ func (t *Transaction) store(ctx context.Context) error {
 	}
 	t.header = strings.TrimSpace(sum.MessageID)
 	t.attachments = sum.Attachments // observability hook
+	if froms := sum.Header.Values("From"); len(froms) == 1 {
+		t.fromDomain = dkim.FromDomain(froms[0])
+	}
 	if t.p.LogSubjects {
 		raw := sum.Header.Get("Subject")
 		if dec, err := subjectDecoder.DecodeHeader(raw); err == nil {
@@ -308,7 +319,8 @@ func (t *Transaction) hold(ctx context.Context) error {
 }
 
 // deliver is the rewrite and deliver stages: the message goes to the next
-// hop, rewritten when something was linked, byte for byte otherwise.
+// hop, rewritten when something was linked, byte for byte otherwise; with
+// a DKIM key for its From domain, signed over exactly those bytes.
 func (t *Transaction) deliver(ctx context.Context) error {
 	rd, err := t.src.Open()
 	if err != nil {
@@ -317,22 +329,25 @@ func (t *Transaction) deliver(ctx context.Context) error {
 	defer rd.Close()
 
 	t.atHop = true // observability hook
+	// DKIM (dkim.go): the final bytes go to a second encrypted spool and
+	// are signed there before DATA; then signature and spool go out.
+	var signed *signedMessage
+	if key := t.dkim.For(t.fromDomain); key != nil {
+		if signed, err = t.signFinal(key, rd); err != nil {
+			return err
+		}
+		defer signed.remove()
+	}
+
 	dw, err := t.hop.Data()
 	if err != nil {
 		return relay.Failed("DATA", err)
 	}
 	bw := bufio.NewWriterSize(dw, copyBufferSize)
-	if _, err := io.WriteString(bw, t.p.receivedHeader(t.id, t.env, t.receivedAt)); err != nil {
-		t.hop.Close()
-		return &relay.Error{Op: "DATA", Err: err}
-	}
-	if len(t.files) == 0 {
-		// Nothing linked: the message goes on unchanged, its line ends
-		// made CRLF (mailpart: a bare CR becomes a space).
-		_, err = mailpart.CopyPassThrough(bw, rd)
+	if signed != nil {
+		err = signed.writeTo(bw)
 	} else {
-		t.notice.EightBit = t.hop.EightBitMIME()
-		err = mailpart.Rewrite(rd, bw, t.p.Limits, t.remove, t.notice)
+		err = t.writeFinal(bw, rd)
 	}
 	if err == nil {
 		err = bw.Flush()
@@ -356,6 +371,21 @@ func (t *Transaction) deliver(ctx context.Context) error {
 	}
 	t.reply, t.relayed = reply, true
 	return nil
+}
+
+// writeFinal writes the message as it goes to the next hop: our Received
+// field, then the message unchanged (its line ends made CRLF; mailpart: a
+// bare CR becomes a space) when nothing was linked, rewritten otherwise.
+func (t *Transaction) writeFinal(w io.Writer, rd io.Reader) error {
+	if _, err := io.WriteString(w, t.p.receivedHeader(t.id, t.env, t.receivedAt)); err != nil {
+		return err
+	}
+	if len(t.files) == 0 {
+		_, err := mailpart.CopyPassThrough(w, rd)
+		return err
+	}
+	t.notice.EightBit = t.hop.EightBitMIME()
+	return mailpart.Rewrite(rd, w, t.p.Limits, t.remove, t.notice)
 }
 
 // Commit ends a transaction whose Body succeeded: the message was relayed

@@ -18,19 +18,9 @@ import (
 
 // newAdminServer builds the admin API from the admin section of c.
 func newAdminServer(c *config.Config, st store.Store, rec audit.Recorder, exp admin.AuditExporter, q admin.Quarantine, obs *observed, log *slog.Logger) (*admin.Server, error) {
-	tokens := make([]admin.Token, 0, len(c.Admin.Tokens))
-	for i := range c.Admin.Tokens {
-		configured := &c.Admin.Tokens[i]
-		sum, err := hex.DecodeString(configured.SHA256)
-		if err != nil {
-			return nil, fmt.Errorf("admin.tokens[%d].sha256: %w", i, err)
-		}
-		tokens = append(tokens, admin.Token{
-			Name:     configured.Name,
-			SHA256:   sum,
-			Role:     configured.Role,
-			Networks: configured.Nets(),
-		})
+	tokens, err := adminTokens(c)
+	if err != nil {
+		return nil, err
 	}
 	opts := admin.Options{
 		Tokens:         tokens,
@@ -54,10 +44,30 @@ func newAdminServer(c *config.Config, st store.Store, rec audit.Recorder, exp ad
 	return srv, nil
 }
 
+// adminTokens converts admin.tokens for the admin package.
+func adminTokens(c *config.Config) ([]admin.Token, error) {
+	tokens := make([]admin.Token, 0, len(c.Admin.Tokens))
+	for i := range c.Admin.Tokens {
+		configured := &c.Admin.Tokens[i]
+		sum, err := hex.DecodeString(configured.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("admin.tokens[%d].sha256: %w", i, err)
+		}
+		tokens = append(tokens, admin.Token{
+			Name:     configured.Name,
+			SHA256:   sum,
+			Role:     configured.Role,
+			Networks: configured.Nets(),
+		})
+	}
+	return tokens, nil
+}
+
 // adminListener is the running admin API; a nil *adminListener is an admin
 // API that is off, and its Shutdown does nothing.
 type adminListener struct {
 	srv *http.Server
+	api *admin.Server
 }
 
 // startAdminAPI listens on admin.listen and serves the admin API there. It
@@ -98,7 +108,7 @@ func startAdminAPI(c *config.Config, b *backend, obs *observed, q admin.Quaranti
 		}
 	}()
 	log.Info("admin API listening", "addr", ln.Addr().String(), "tokens", len(c.Admin.Tokens))
-	return &adminListener{srv: srv}, nil
+	return &adminListener{srv: srv, api: api}, nil
 }
 
 // Shutdown waits for admin calls in flight until ctx ends, then cuts the

@@ -82,14 +82,15 @@ func runServe(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(c, stderr)
-	if err := serve(c, log); err != nil {
+	if err := serve(path, c, log); err != nil {
 		log.Error("serve failed", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(c *config.Config, log *slog.Logger) error {
+// serve runs the daemon on c, read from path (read again on SIGHUP).
+func serve(path string, c *config.Config, log *slog.Logger) error {
 	b, err := openBackend(c, log)
 	if err != nil {
 		return err
@@ -164,6 +165,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 		Location:    c.Links.Location(),
 		LogSubjects: c.Audit.LogSubjects,
 		Policies:    c.PolicyEngine(),
+		DKIM:        c.DKIMKeys(),
 		Limits: mailpart.Limits{MaxDepth: c.SMTP.MaxMIMEDepth, MaxParts: c.SMTP.MaxMIMEParts,
 			MaxHeaderBytes: c.SMTP.MaxHeaderBytes},
 		Logger:  log.With("component", "pipeline"),
@@ -237,7 +239,11 @@ func serve(c *config.Config, log *slog.Logger) error {
 	}
 	go b.audit.RunRetention(ctx, 24*time.Hour)
 
-	go reloadOnHangup(ctx, log, cert, userDB, b.ring, linkCert)
+	if n := c.DKIMKeys().Len(); n > 0 {
+		log.Info("DKIM signing enabled", "domains", n)
+	}
+	(&reloader{path: path, log: log, cert: cert, linkCert: linkCert, users: userDB, ring: b.ring,
+		pipeline: pl, admin: adminAPI}).watch(ctx)
 
 	errc := make(chan error, 3)
 	go func() { errc <- smtpSrv.Serve(m.Listener(smtpLn)) }()
