@@ -19,11 +19,14 @@ run: build
 	./$(BIN) serve -config config/demo.yaml
 
 # deps installs the system packages the tests start for real, only when
-# missing (apt-get update once, first).
+# missing (apt-get update once, first): chromium drives the browser test,
+# and a Japanese font lets its screenshots show Japanese pages.
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v swaks >/dev/null || missing="$$missing swaks"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	fc-list :lang=ja 2>/dev/null | grep -q . || missing="$$missing fonts-ipafont-gothic"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -107,8 +107,13 @@ type Admin struct {
 	Listen         string       `yaml:"listen"` // "" disables the admin API
 	TrustedProxies []string     `yaml:"trusted_proxies"`
 	Tokens         []AdminToken `yaml:"tokens"`
+	// MetricsNetworks may scrape GET /metrics without a token (a
+	// Prometheus server has none to send); from anywhere else /metrics
+	// takes a token like every admin call.
+	MetricsNetworks []string `yaml:"metrics_networks"`
 
-	proxies []netip.Prefix
+	proxies         []netip.Prefix
+	metricsNetworks []netip.Prefix
 }
 
 // AdminToken is one bearer token, configured by the SHA-256 of its value.
@@ -579,6 +584,15 @@ func (c *Config) validate() error {
 		}
 		c.Admin.proxies = append(c.Admin.proxies, p)
 	}
+	c.Admin.metricsNetworks = nil
+	for _, s := range c.Admin.MetricsNetworks {
+		p, err := parsePrefix(s)
+		if err != nil {
+			bad("admin.metrics_networks", "%q is not a network: %v", s, err)
+			continue
+		}
+		c.Admin.metricsNetworks = append(c.Admin.metricsNetworks, p)
+	}
 	names := map[string]bool{}
 	for i := range c.Admin.Tokens {
 		tok := &c.Admin.Tokens[i]
@@ -714,6 +728,9 @@ func (a *Audit) Location() *time.Location { return a.location }
 
 // Proxies returns the parsed admin.trusted_proxies.
 func (a *Admin) Proxies() []netip.Prefix { return a.proxies }
+
+// MetricsNets returns the parsed admin.metrics_networks.
+func (a *Admin) MetricsNets() []netip.Prefix { return a.metricsNetworks }
 
 // PolicyEngine returns the validated policies; it links everything when
 // none are configured.

@@ -27,6 +27,7 @@ import (
 
 	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/mailpart"
+	"github.com/attachgate/attachgate/metrics"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/store"
@@ -74,6 +75,8 @@ type Pipeline struct {
 	KeepAlive time.Duration
 	Now       func() time.Time
 	Logger    *slog.Logger
+	// Metrics counts each message's outcome (summary.go); nil: none.
+	Metrics *metrics.Metrics
 }
 
 // Holder keeps messages a policy holds; quarantine.Manager.Holder is one.

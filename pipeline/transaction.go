@@ -74,6 +74,11 @@ type Transaction struct {
 	reply   string // the final reply text after 250
 	relayed bool   // the next hop accepted the message
 	ended   bool
+
+	// Observability hook (summary.go).
+	began       time.Time // monotonic start, for the duration
+	attachments int       // attachment parts the walk saw
+	atHop       bool      // DATA went to the next hop: its reply is the verdict
 }
 
 // Begin starts the transaction of a message received over SMTP.
@@ -82,6 +87,7 @@ func (p *Pipeline) Begin(ctx context.Context, env Envelope, hop relay.Session) *
 	t := &Transaction{p: p, id: store.NewID(), env: env, hop: hop, start: now, receivedAt: now,
 		actor: "smtp", decide: smtpDecider{p.Policies}, outcomes: true, remove: map[string]bool{}}
 	t.log = p.logger().With("msg", t.id, "from", env.From)
+	t.began = time.Now() // observability hook
 	t.arrival = &audit.Event{Type: audit.TypeMailReceived, Actor: "smtp", ClientAddr: env.ClientAddr,
 		Helo: env.Helo, AuthUser: env.AuthUser, MessageID: t.id, Sender: env.From, Recipients: env.To}
 	return t
@@ -201,6 +207,7 @@ func (t *Transaction) store(ctx context.Context) error {
 		clear(t.remove)
 	}
 	t.header = strings.TrimSpace(sum.MessageID)
+	t.attachments = sum.Attachments // observability hook
 	if t.p.LogSubjects {
 		raw := sum.Header.Get("Subject")
 		if dec, err := subjectDecoder.DecodeHeader(raw); err == nil {
@@ -309,6 +316,7 @@ func (t *Transaction) deliver(ctx context.Context) error {
 	}
 	defer rd.Close()
 
+	t.atHop = true // observability hook
 	dw, err := t.hop.Data()
 	if err != nil {
 		return relay.Failed("DATA", err)
@@ -358,10 +366,12 @@ func (t *Transaction) Commit(ctx context.Context) string {
 	}
 	t.ended = true
 	defer t.removeSpool()
+	defer t.summarize(nil) // observability hook
 	if !t.relayed {
 		return t.reply // held: mail.held is on record
 	}
-	t.log.Info("relayed", "size", t.size, "rcpts", len(t.env.To), "files", len(t.files), "reply", t.reply)
+	// The info line is the hook's "message" line (summary.go).
+	t.log.Debug("relayed", "size", t.size, "rcpts", len(t.env.To), "files", len(t.files), "reply", t.reply)
 	e := audit.Event{Type: audit.TypeMailRelayed, Actor: t.actor, ClientAddr: t.env.ClientAddr, MessageID: t.id,
 		HeaderID: t.header, Sender: t.env.From, Recipients: t.env.To, Size: t.size, Reply: "250 " + t.reply}
 	if err := t.p.Audit.Record(context.WithoutCancel(ctx), e); err != nil {
@@ -382,6 +392,7 @@ func (t *Transaction) Abort(err error) error {
 	}
 	t.ended = true
 	defer t.removeSpool()
+	defer t.summarize(err) // observability hook
 	t.stopKeepAlive()
 	t.rollback()
 	if t.outcomes {
