@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,8 +34,12 @@ type backend struct {
 // warnings (a Redis without persistence) and the audit log's retention
 // reports.
 func openBackend(c *config.Config, log *slog.Logger) (*backend, error) {
-	if err := os.MkdirAll(c.Storage.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("storage.dir %s: %w", c.Storage.Dir, err)
+	// Whatever the umask the daemon was started with, what it creates is
+	// its own (files 0600, directories 0700; the code asks for those modes
+	// too); what an older version or another umask left is made so.
+	syscall.Umask(0o077)
+	if err := vault.SecureDataDir(c.Storage.Dir); err != nil {
+		return nil, err
 	}
 	ring, err := vault.OpenKeyRing(c.Storage.Path("keys"))
 	if err != nil {
