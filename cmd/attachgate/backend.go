@@ -53,7 +53,7 @@ func openBackend(c *config.Config, log *slog.Logger) (*backend, error) {
 		// go-redis reports dial failures on its own; route them to our log.
 		redis.SetLogger(redisLogger{log: log.With("component", "redis")})
 	}
-	st, al, err := openMetadata(c, log)
+	st, al, err := openMetadata(c, ring, log)
 	if err != nil {
 		return nil, err
 	}
@@ -65,8 +65,8 @@ func (b *backend) Close() { b.store.Close() }
 // openMetadata opens the store and the audit log of c's store.backend:
 // both in the SQLite database under storage.dir, or both in Redis. A nil
 // log skips the persistence check (the CLI only reads).
-func openMetadata(c *config.Config, log *slog.Logger) (store.Store, audit.Log, error) {
-	opts := auditOptions(c)
+func openMetadata(c *config.Config, ring *vault.KeyRing, log *slog.Logger) (store.Store, audit.Log, error) {
+	opts := auditOptions(c, ring)
 	if log != nil {
 		opts.Logger = log.With("component", "audit")
 	}
@@ -146,13 +146,26 @@ func openAuditLog(path string) (audit.Log, func(), error) {
 		return nil, nil, err
 	}
 	// An export before the first serve finds an empty log, not an error.
-	st, al, err := openMetadata(c, nil)
+	if err := vault.SecureDataDir(c.Storage.Dir); err != nil {
+		return nil, nil, err
+	}
+	ring, err := vault.OpenKeyRing(c.Storage.Path("keys"))
+	if err != nil {
+		return nil, nil, err
+	}
+	st, al, err := openMetadata(c, ring, nil)
 	if err != nil {
 		return nil, nil, err
 	}
 	return al, func() { st.Close() }, nil
 }
 
-func auditOptions(c *config.Config) audit.Options {
-	return audit.Options{Location: c.Audit.Location(), Retention: c.Audit.RetentionDays}
+// auditOptions anchor the log outside the database: events MACed with a
+// key derived from the key ring's secret, and the signed head in
+// storage.dir/audit-head (shared by instances sharing storage.dir).
+func auditOptions(c *config.Config, ring *vault.KeyRing) audit.Options {
+	return audit.Options{Location: c.Audit.Location(), Retention: c.Audit.RetentionDays,
+		MACKey: audit.AuditKey(ring.MACKey()), HeadPath: auditHeadPath(c)}
 }
+
+func auditHeadPath(c *config.Config) string { return c.Storage.Path("audit-head") }
