@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/attachgate/attachgate/mailpart"
+	"github.com/attachgate/attachgate/store"
 )
 
 // Replies we give ourselves (RFC 5321 codes, RFC 3463 enhanced codes).
@@ -24,6 +25,10 @@ var (
 		Message: "Message structure too complex"}
 	replyHopUnavailable = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1},
 		Message: "Next hop unavailable, try again later"}
+	// replyStoreUnavailable: the metadata store is down or is not the
+	// dataset this instance served (store.ErrUnavailable).
+	replyStoreUnavailable = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+		Message: "Storage temporarily unavailable, try again later"}
 	replyHopLost = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
 		Message: "Connection to next hop lost, try again later"}
 	replyNoMail = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1},
@@ -58,6 +63,12 @@ func toReply(log *slog.Logger, err error) error {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		return se
+	}
+	if errors.Is(err, store.ErrUnavailable) {
+		// The store's guard logged the outage once; one line per
+		// refused message would drown the log.
+		log.Debug("message refused: metadata store unavailable", "err", err)
+		return replyStoreUnavailable
 	}
 	if errors.Is(err, mailpart.ErrTooComplex) {
 		log.Info("message rejected", "reason", err)

@@ -26,8 +26,13 @@ const backendOpenTimeout = 30 * time.Second
 type backend struct {
 	ring  *vault.KeyRing
 	blobs *vault.BlobStore
+	// store and audit refuse every call while guard does (the backend is
+	// unreachable or not the dataset this instance served); raw is the
+	// backend itself.
 	store store.Store
 	audit audit.Log
+	raw   store.Store
+	guard *store.Guard
 }
 
 // openBackend opens everything serve needs. log receives start-up
@@ -57,10 +62,24 @@ func openBackend(c *config.Config, log *slog.Logger) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &backend{ring: ring, blobs: blobs, store: st, audit: al}, nil
+	ctx, cancel := context.WithTimeout(context.Background(), backendOpenTimeout)
+	defer cancel()
+	gen, err := datasetGeneration(ctx, c, st, log)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("dataset generation: %w", err)
+	}
+	guard, err := store.NewGuard(st, gen, 5*time.Second, log.With("component", "store"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	guard.Probe(ctx) // a dataset lost while every instance was down refuses from the start
+	return &backend{ring: ring, blobs: blobs, store: guard, audit: guardedAudit{Log: al, guard: guard},
+		raw: st, guard: guard}, nil
 }
 
-func (b *backend) Close() { b.store.Close() }
+func (b *backend) Close() { b.raw.Close() }
 
 // openMetadata opens the store and the audit log of c's store.backend:
 // both in the SQLite database under storage.dir, or both in Redis. A nil

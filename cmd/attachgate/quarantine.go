@@ -22,7 +22,7 @@ func openQuarantine(c *config.Config, b *backend, hop relay.Hop, p *smtpd.Pipeli
 	if n := c.PolicyEngine().Rules(); n > 0 {
 		log.Info("policies loaded", "rules", n)
 	}
-	sq, ok := b.store.(*store.SQLite)
+	sq, ok := b.raw.(*store.SQLite)
 	if !ok {
 		log.Info("quarantine off: store.backend is not sqlite")
 		return nil, nil

@@ -208,6 +208,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 	defer stop()
 
 	janitor := &expiry.Janitor{Store: b.store, Blobs: b.blobs, Audit: b.audit, Logger: log.With("component", "expiry")}
+	go b.guard.Run(ctx)
 	go janitor.Run(ctx, time.Minute)
 	if held != nil {
 		go held.Run(ctx) // timed release of action hold
