@@ -122,4 +122,3 @@ func (a guardedAudit) Purge(ctx context.Context) (int64, error) {
 	n, err := a.Log.Purge(ctx)
 	return n, a.observe(ctx, err)
 }
-
