@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -121,4 +124,68 @@ func (a guardedAudit) Purge(ctx context.Context) (int64, error) {
 	}
 	n, err := a.Log.Purge(ctx)
 	return n, a.observe(ctx, err)
+}
+
+// orphanGrace is how old a blob without a record must be before it is
+// removed: a message in flight on another instance publishes its blobs a
+// moment before its record, and no message takes an hour.
+const orphanGrace = time.Hour
+
+// reconcileBlobs removes blobs no file record owns (left by a crash
+// between publishing a blob and writing its record). It does nothing while
+// the store guard refuses: in a lost dataset every blob looks orphaned,
+// and those are purged only by `attachgate recover`.
+func reconcileBlobs(ctx context.Context, b *backend, log *slog.Logger) {
+	idx, ok := b.raw.(store.FileIndex)
+	if !ok || b.guard.Refusing() {
+		return
+	}
+	removed, err := b.blobs.Orphans(orphanGrace, func(ids []string) ([]string, error) {
+		if err := b.guard.Check(); err != nil {
+			return nil, err
+		}
+		known, err := idx.KnownFiles(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		var orphans []string
+		for _, id := range ids {
+			if !known[id] {
+				orphans = append(orphans, id)
+			}
+		}
+		return orphans, nil
+	})
+	if len(removed) > 0 {
+		log.Warn("removed blobs no file record owns (left by a crash)", "count", len(removed))
+	}
+	if err != nil && !errors.Is(err, store.ErrUnavailable) {
+		log.Error("reconcile blobs with the store", "err", err)
+	}
+}
+
+// runReconcile reconciles at once and then every interval until ctx ends.
+func runReconcile(ctx context.Context, b *backend, log *slog.Logger, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		reconcileBlobs(ctx, b, log)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// instanceName names this instance's blob temp area: its host and its
+// spool directory, which is never shared, so a restart finds its own area.
+func instanceName(c *config.Config) string {
+	host, _ := os.Hostname()
+	spool, err := filepath.Abs(c.Storage.SpoolDir)
+	if err != nil {
+		spool = c.Storage.SpoolDir
+	}
+	sum := sha256.Sum256([]byte(host + "\x00" + spool))
+	return "i-" + hex.EncodeToString(sum[:8])
 }

@@ -106,6 +106,11 @@ func serve(c *config.Config, log *slog.Logger) error {
 	} else if n > 0 {
 		log.Warn("removed unfinished blobs", "count", n)
 	}
+	if n, err := b.blobs.UseTempArea(instanceName(c)); err != nil {
+		return fmt.Errorf("blob temp area: %w", err)
+	} else if n > 0 {
+		log.Warn("removed this instance's unfinished blobs of an earlier run", "count", n)
+	}
 
 	var cert *certsReloader
 	if c.SMTP.TLS.Enabled() {
@@ -209,6 +214,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 
 	janitor := &expiry.Janitor{Store: b.store, Blobs: b.blobs, Audit: b.audit, Logger: log.With("component", "expiry")}
 	go b.guard.Run(ctx)
+	go runReconcile(ctx, b, log.With("component", "vault"), 10*time.Minute)
 	go janitor.Run(ctx, time.Minute)
 	if held != nil {
 		go held.Run(ctx) // timed release of action hold
