@@ -90,6 +90,32 @@ func TestVerifyDetectsTruncationAndRehashing(t *testing.T) {
 				t.Fatalf("emptied log: %v", res)
 			}
 		})
+		t.Run("reanchored after loss", func(t *testing.T) {
+			l := fresh(t)
+			l.raw.rewrite(t, func(*storedRow) bool { return false })
+			if rl, ok := l.testLog.(*RedisLog); ok {
+				rl.client.FlushDB(context.Background())
+			}
+			var e Event
+			var err error
+			switch x := l.testLog.(type) {
+			case *SQLiteLog:
+				e, err = x.Reanchor(context.Background(), "test")
+			case *RedisLog:
+				e, err = x.Reanchor(context.Background(), "test")
+			}
+			if err != nil || e.Seq != 7 || !strings.Contains(e.Reason, "events seq 1..6") {
+				t.Fatalf("reanchor: %+v %v", e, err)
+			}
+			next := mustRecord(t, l, Event{Type: TypeLinkViewed})
+			if next.Seq != 8 {
+				t.Errorf("next seq %d, want 8", next.Seq)
+			}
+			res := verify(t, l)
+			if !res.OK() || !res.Authenticated || !res.Anchored || res.AnchorSeq != 6 {
+				t.Fatalf("verify after reanchor: %v", res)
+			}
+		})
 		t.Run("edited and rehashed", func(t *testing.T) {
 			l := fresh(t)
 			l.raw.rewrite(t, rehashFrom(t, 3, func(r *storedRow) { r.ClientAddr = "192.0.2.1" }))

@@ -179,6 +179,10 @@ func (l *RedisLog) appendEvent(ctx context.Context, e Event, move *anchorMove) (
 				}
 				lastHash, _ = head[1].(string)
 			}
+			if move != nil && move.to.seq > lastSeq {
+				// Reanchor: the log continues from the new anchor.
+				lastSeq, lastHash = move.to.seq, move.to.hash
+			}
 			if err := l.head.checkAhead(lastSeq); err != nil {
 				return err
 			}

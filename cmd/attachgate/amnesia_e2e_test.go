@@ -118,4 +118,29 @@ func TestSQLiteReplacedRefuses(t *testing.T) {
 	if n := strings.Count(d.log.String(), lostLine); n != 1 {
 		t.Errorf("lost dataset logged %d times, want once:\n%s", n, d.log.String())
 	}
+
+	// The operator inspects, then re-initialises deliberately.
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runCLI(t, "recover", "-config", d.config)
+	if code != 0 || !strings.Contains(out, "lost audit events: seq 1..") || !strings.Contains(out, "blobs without a file record (their links are lost with the store): 1") {
+		t.Fatalf("recover report: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code = runCLI(t, "recover", "-config", d.config, "-yes"); code != 0 {
+		t.Fatalf("recover -yes: exit %d\n%s%s", code, out, errOut)
+	}
+	d.log = &lockedBuffer{}
+	d.start()
+	if err := d.send("alice@example.com", []string{"bob@example.net"}, mailWithAttachment("again.pdf", []byte("again"))); err != nil {
+		t.Fatalf("send after recover: %v\n%s", err, d.log.String())
+	}
+	out, errOut, code = runCLI(t, "audit", "verify", "-config", d.config)
+	if code != 0 || !strings.Contains(out, "anchored at purged seq") {
+		t.Errorf("verify after recover: exit %d\n%s%s", code, out, errOut)
+	}
+	out, _, _ = runCLI(t, "audit", "export", "-config", d.config, "-from", "2000-01-01", "-to", "2100-01-01", "-format", "jsonl")
+	if !strings.Contains(out, "lost with the store: events seq 1..") || !strings.Contains(out, "admin.recover") {
+		t.Errorf("the loss is not recorded in the audit log:\n%s", out)
+	}
 }

@@ -28,6 +28,9 @@ commands:
                                manage SMTP AUTH users (password from terminal or stdin)
   policy test   -config FILE -from ADDR -to ADDR[,ADDR] FILE.eml
                                dry run: each part's policy decision
+  recover       -config FILE [-yes]
+                               inspect a lost dataset (Redis came back empty,
+                               database replaced); -yes re-initialises it
   version                      print the version
 `
 
@@ -47,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runUser(args[1:], os.Stdin, stdout, stderr)
 	case "audit":
 		return runAudit(args[1:], stdout, stderr, openAuditLog)
+	case "recover":
+		return runRecover(args[1:], stdout, stderr)
 	case "policy":
 		return runPolicy(args[1:], os.Stdin, stdout, stderr)
 	case "version", "-version", "--version":
