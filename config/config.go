@@ -18,6 +18,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/attachgate/attachgate/dkim"
+	"github.com/attachgate/attachgate/notify"
+	"github.com/attachgate/attachgate/notify/mailtmpl"
 	"github.com/attachgate/attachgate/policies"
 )
 
@@ -35,9 +38,42 @@ type Config struct {
 	// package policies.
 	Policies   []policies.Rule `yaml:"policies"`
 	Quarantine Quarantine      `yaml:"quarantine"`
+	// DKIM lists the signing domains; see package dkim.
+	DKIM   []DKIM `yaml:"dkim"`
+	Notify Notify `yaml:"notify"`
 
-	engine *policies.Engine
+	engine   *policies.Engine
+	dkimKeys *dkim.Keys
 }
+
+// DKIM is one signing domain: mail whose From header is in Domain (or a
+// subdomain) is signed with the key in KeyFile under Selector.
+type DKIM struct {
+	Domain   string `yaml:"domain"`
+	Selector string `yaml:"selector"`
+	KeyFile  string `yaml:"key_file"` // PEM, RSA-2048 or Ed25519
+}
+
+// Notify configures the mail the gateway sends itself (package notify).
+type Notify struct {
+	// From is the From header: "attachgate@corp.example" or
+	// "Attachgate <attachgate@corp.example>". Default: attachgate@ plus
+	// smtp.hostname.
+	From string `yaml:"from"`
+	// ReturnPath is the envelope sender (MAIL FROM) of notices; "" sends
+	// them with the null reverse-path <>, so bounces of them go nowhere.
+	// DSNs always go out with <>.
+	ReturnPath string `yaml:"return_path"`
+	// TemplatesDir holds template files that replace the embedded ones
+	// (see notify/mailtmpl); "" uses the embedded templates only.
+	TemplatesDir string `yaml:"templates_dir"`
+
+	templates *mailtmpl.Set
+}
+
+// Templates returns the validated mail templates (embedded, with the
+// overrides of notify.templates_dir), showing times in links.time_zone.
+func (n *Notify) Templates() *mailtmpl.Set { return n.templates }
 
 // Quarantine configures held mail (policy actions quarantine and hold).
 type Quarantine struct {
@@ -83,8 +119,13 @@ type Admin struct {
 	Listen         string       `yaml:"listen"` // "" disables the admin API
 	TrustedProxies []string     `yaml:"trusted_proxies"`
 	Tokens         []AdminToken `yaml:"tokens"`
+	// MetricsNetworks may scrape GET /metrics without a token (a
+	// Prometheus server has none to send); from anywhere else /metrics
+	// takes a token like every admin call.
+	MetricsNetworks []string `yaml:"metrics_networks"`
 
-	proxies []netip.Prefix
+	proxies         []netip.Prefix
+	metricsNetworks []netip.Prefix
 }
 
 // AdminToken is one bearer token, configured by the SHA-256 of its value.
@@ -119,12 +160,29 @@ type SMTP struct {
 	// MaxConnections bounds sessions in total and per client address.
 	MaxConnections          int `yaml:"max_connections"`
 	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
+	// ReservedConnections of MaxConnections are kept for clients in
+	// TrustedNetworks and clients that authenticated: other clients get
+	// at most MaxConnections-ReservedConnections. Unset: a quarter of
+	// MaxConnections (see Reserved).
+	ReservedConnections *int `yaml:"reserved_connections"`
+	// UntrustedIdleTimeout replaces ReadTimeout for a client that is
+	// neither in TrustedNetworks nor authenticated.
+	UntrustedIdleTimeout Duration `yaml:"untrusted_idle_timeout"`
 	// TLSListen is an optional implicit-TLS listener (submissions, :465).
 	TLSListen string   `yaml:"tls_listen"`
 	TLS       TLS      `yaml:"tls"`
 	Auth      SMTPAuth `yaml:"auth"`
 
 	trusted []netip.Prefix
+}
+
+// Reserved is smtp.reserved_connections, by default a quarter of
+// smtp.max_connections.
+func (s *SMTP) Reserved() int {
+	if s.ReservedConnections != nil {
+		return *s.ReservedConnections
+	}
+	return s.MaxConnections / 4
 }
 
 // TLS names the certificate for STARTTLS and the implicit-TLS listener.
@@ -148,6 +206,9 @@ type SMTPAuth struct {
 	// lock that address out of AUTH until the window passes.
 	MaxFailures   int      `yaml:"max_failures"`
 	FailureWindow Duration `yaml:"failure_window"`
+	// MaxConcurrent bounds password checks in progress (an argon2id hash
+	// takes 64 MiB); beyond it AUTH is answered 454 4.7.0.
+	MaxConcurrent int `yaml:"max_concurrent"`
 }
 
 // NextHop configures where relayed mail goes.
@@ -176,9 +237,24 @@ type Links struct {
 	Language string `yaml:"language"`
 	// TimeZone shows expiry times in notices and pages (IANA name or "Local").
 	TimeZone string `yaml:"time_zone"`
+	// TrustedProxies are the reverse proxies in front of the link server
+	// whose X-Forwarded-For and X-Forwarded-Proto are believed.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// TLS serves the link listener over HTTPS itself (no proxy).
+	TLS LinksTLS `yaml:"tls"`
 
 	location *time.Location
+	proxies  []netip.Prefix
 }
+
+// LinksTLS names the link server's certificate; read again on SIGHUP.
+type LinksTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Enabled tells whether the link listener serves HTTPS.
+func (t *LinksTLS) Enabled() bool { return t.CertFile != "" }
 
 // Storage configures where keys, blobs and metadata live.
 type Storage struct {
@@ -231,7 +307,8 @@ func Defaults() Config {
 			MaxMIMEParts:            2000,
 			MaxConnections:          200,
 			MaxConnectionsPerClient: 50,
-			Auth:                    SMTPAuth{MaxFailures: 5, FailureWindow: Duration(15 * time.Minute)},
+			UntrustedIdleTimeout:    Duration(30 * time.Second),
+			Auth:                    SMTPAuth{MaxFailures: 5, FailureWindow: Duration(15 * time.Minute), MaxConcurrent: 2},
 		},
 		NextHop: NextHop{
 			Address: "127.0.0.1:10026",
@@ -332,8 +409,10 @@ var sectionByType = map[string]string{
 	"config.SMTP": "smtp", "config.NextHop": "next_hop", "config.Links": "links",
 	"config.Storage": "storage", "config.Log": "log", "config.Store": "store",
 	"config.Redis": "store.redis", "config.Audit": "audit", "config.Admin": "admin",
-	"config.AdminToken": "admin.tokens[]", "config.TLS": "smtp.tls", "config.SMTPAuth": "smtp.auth",
+	"config.AdminToken": "admin.tokens[]", "config.TLS": "smtp.tls", "config.LinksTLS": "links.tls", "config.SMTPAuth": "smtp.auth",
 	"policies.Rule": "policies[]", "policies.Match": "policies[].match", "config.Quarantine": "quarantine",
+	"config.DKIM":   "dkim[]",
+	"config.Notify": "notify",
 }
 
 func sectionOf(rest string) string {
@@ -372,13 +451,20 @@ func (c *Config) validate() error {
 		"smtp.max_header_bytes": c.SMTP.MaxHeaderBytes, "smtp.max_mime_depth": c.SMTP.MaxMIMEDepth,
 		"smtp.max_mime_parts": c.SMTP.MaxMIMEParts, "smtp.max_connections": c.SMTP.MaxConnections,
 		"smtp.max_connections_per_client": c.SMTP.MaxConnectionsPerClient,
-		"smtp.auth.max_failures":          c.SMTP.Auth.MaxFailures} {
+		"smtp.auth.max_failures":          c.SMTP.Auth.MaxFailures,
+		"smtp.auth.max_concurrent":        c.SMTP.Auth.MaxConcurrent} {
 		if v <= 0 {
 			bad(key, "must be positive, got %d", v)
 		}
 	}
 	if c.SMTP.MaxLineLength > 0 && c.SMTP.MaxLineLength < 1000 {
 		bad("smtp.max_line_length", "must be at least 1000 (RFC 5321), got %d", c.SMTP.MaxLineLength)
+	}
+	if r := c.SMTP.Reserved(); r < 0 || r >= c.SMTP.MaxConnections {
+		bad("smtp.reserved_connections", "must be at least 0 and less than smtp.max_connections (%d), got %d", c.SMTP.MaxConnections, r)
+	}
+	if c.SMTP.UntrustedIdleTimeout <= 0 {
+		bad("smtp.untrusted_idle_timeout", "must be a positive duration")
 	}
 	if c.SMTP.Auth.FailureWindow <= 0 {
 		bad("smtp.auth.failure_window", "must be a positive duration")
@@ -449,6 +535,21 @@ func (c *Config) validate() error {
 		bad("links.time_zone", "unknown zone %q (want an IANA name such as Asia/Tokyo, or Local)", c.Links.TimeZone)
 	}
 	c.Links.location = loc
+	c.Links.proxies = nil
+	for _, p := range c.Links.TrustedProxies {
+		pr, err := parsePrefix(p)
+		if err != nil {
+			bad("links.trusted_proxies", "%q is not a network (want CIDR such as 10.0.0.0/8 or an address): %v", p, err)
+			continue
+		}
+		c.Links.proxies = append(c.Links.proxies, pr)
+	}
+	if (c.Links.TLS.CertFile == "") != (c.Links.TLS.KeyFile == "") {
+		bad("links.tls", "cert_file and key_file go together")
+	}
+	if c.Links.TLS.Enabled() && u != nil && u.Scheme != "https" {
+		bad("links.tls", "the link listener serves https, so links.base_url must be an https URL, got %q", c.Links.BaseURL)
+	}
 
 	if strings.TrimSpace(c.Storage.Dir) == "" {
 		bad("storage.dir", "must name a directory")
@@ -496,6 +597,15 @@ func (c *Config) validate() error {
 		}
 		c.Admin.proxies = append(c.Admin.proxies, p)
 	}
+	c.Admin.metricsNetworks = nil
+	for _, s := range c.Admin.MetricsNetworks {
+		p, err := parsePrefix(s)
+		if err != nil {
+			bad("admin.metrics_networks", "%q is not a network: %v", s, err)
+			continue
+		}
+		c.Admin.metricsNetworks = append(c.Admin.metricsNetworks, p)
+	}
 	names := map[string]bool{}
 	for i := range c.Admin.Tokens {
 		tok := &c.Admin.Tokens[i]
@@ -542,6 +652,34 @@ func (c *Config) validate() error {
 		bad("quarantine.hold_for", "must be a positive duration")
 	}
 
+	entries := make([]dkim.Entry, len(c.DKIM))
+	for i, d := range c.DKIM {
+		entries[i] = dkim.Entry{Domain: d.Domain, Selector: d.Selector, KeyFile: d.KeyFile}
+	}
+	keys, err := dkim.Load(entries) // errors name dkim[i].key
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.dkimKeys = keys
+	if c.Notify.From == "" && c.SMTP.Hostname != "" {
+		c.Notify.From = "attachgate@" + c.SMTP.Hostname
+	}
+	if _, err := notify.ParseFrom(c.Notify.From); err != nil {
+		bad("notify.from", "%v (want an address such as attachgate@corp.example, optionally with a name: \"Attachgate <attachgate@corp.example>\")", err)
+	}
+	if c.Notify.ReturnPath != "" {
+		if err := notify.CheckAddress(c.Notify.ReturnPath); err != nil {
+			bad("notify.return_path", "%v (want a bare address such as bounces@corp.example, or leave it out for the null return path)", err)
+		}
+	}
+	if loc != nil {
+		set, err := mailtmpl.Load(c.Notify.TemplatesDir, loc)
+		if err != nil {
+			bad("notify.templates_dir", "%v", err)
+		}
+		c.Notify.templates = set
+	}
+
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -586,6 +724,13 @@ func (s *SMTP) Trusted() []netip.Prefix { return s.trusted }
 // Location returns the parsed links.time_zone.
 func (l *Links) Location() *time.Location { return l.location }
 
+// Proxies returns the parsed links.trusted_proxies.
+func (l *Links) Proxies() []netip.Prefix { return l.proxies }
+
+// HTTPS tells whether links.base_url is an https URL: browsers reach the
+// link server over TLS, directly or through a proxy.
+func (l *Links) HTTPS() bool { return strings.HasPrefix(strings.ToLower(l.BaseURL), "https://") }
+
 // Path resolves a path below storage.dir.
 func (s *Storage) Path(elem ...string) string {
 	return filepath.Join(append([]string{s.Dir}, elem...)...)
@@ -606,9 +751,16 @@ func (a *Audit) Location() *time.Location { return a.location }
 // Proxies returns the parsed admin.trusted_proxies.
 func (a *Admin) Proxies() []netip.Prefix { return a.proxies }
 
+// MetricsNets returns the parsed admin.metrics_networks.
+func (a *Admin) MetricsNets() []netip.Prefix { return a.metricsNetworks }
+
 // PolicyEngine returns the validated policies; it links everything when
 // none are configured.
 func (c *Config) PolicyEngine() *policies.Engine { return c.engine }
+
+// DKIMKeys returns the loaded signing keys of the dkim list (none when the
+// list is empty).
+func (c *Config) DKIMKeys() *dkim.Keys { return c.dkimKeys }
 
 // Nets returns the parsed networks of a token.
 func (t *AdminToken) Nets() []netip.Prefix { return t.networks }

@@ -58,6 +58,15 @@ type Part struct {
 	ContentID   string // without <>
 	Attachment  bool   // true: this part is to be taken out and linked
 	Depth       int
+
+	// Container is the path of the TNEF part (winmail.dat) a file was
+	// found in ("" for a MIME part); such a file's Path is Container +
+	// ".tN". Rewrite removes the container when any file in it is removed.
+	Container string
+	// Provisional is true while Filename and MediaType may still change:
+	// a file inside TNEF gets its final name only when its body has been
+	// read to the end (tnef.go). Decide on such a part after reading it.
+	Provisional bool
 }
 
 // Summary describes the whole message after Walk.
@@ -66,4 +75,13 @@ type Summary struct {
 	MessageID   string           // Message-ID header value
 	Parts       int              // leaf parts seen
 	Attachments int
+
+	// Why the message must pass through untouched (see PassThrough):
+	// signed (multipart/signed, S/MIME signed-data, inline PGP signed),
+	// encrypted (multipart/encrypted, S/MIME enveloped-data, inline PGP
+	// message), a multipart/report, or Auto-Submitted other than "no"
+	// (the keyword). Leaves inside such content are never attachments.
+	Signed, Encrypted bool
+	Report            bool
+	AutoSubmitted     string
 }

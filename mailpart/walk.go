@@ -20,6 +20,7 @@ type entity struct {
 	verdict  classification
 	named    bool // the header gave a file name (not a fallback)
 	children int
+	sealed   bool // signed, encrypted or automatic content: passes untouched (sealed.go)
 }
 
 func (e *entity) isRoot() bool      { return e.parent == nil }
@@ -47,6 +48,7 @@ type walker struct {
 	v         visitor
 	normalize bool // sections emit CRLF line endings
 	entities  int
+	seal      sealing
 }
 
 func newWalker(r io.Reader, lim Limits, v visitor, normalize bool) *walker {
@@ -83,9 +85,16 @@ func (w *walker) entity(parent *entity, path string, depth int) error {
 	if strings.HasPrefix(e.part.MediaType, "multipart/") {
 		e.boundary = e.part.Params["boundary"]
 	}
+	w.seal.sealEntity(e)
 	if !e.isMultipart() {
 		e.named = e.part.Filename != ""
-		e.verdict = w.cls.classify(&e.part, e.pos)
+		if e.sealed {
+			// Part of signed, encrypted or automatic content: neither a
+			// file to link nor a body to take the notice.
+			e.part.Attachment = false
+		} else {
+			e.verdict = w.cls.classify(&e.part, e.pos)
+		}
 		return w.leafEntity(e)
 	}
 	if depth+1 > w.lim.MaxDepth {
@@ -172,6 +181,8 @@ func Walk(r io.Reader, lim Limits, fn func(p *Part, body io.Reader) error) (Summ
 	w := newWalker(r, lim, wv, false)
 	wv.w = w
 	err := w.run()
+	wv.summary.Signed, wv.summary.Encrypted = w.seal.signed, w.seal.encrypted
+	wv.summary.Report, wv.summary.AutoSubmitted = w.seal.report, w.seal.autoSubmitted
 	return wv.summary, err
 }
 
@@ -191,10 +202,17 @@ func (v *walkVisitor) enter(e *entity) error {
 
 func (v *walkVisitor) leaf(e *entity, raw *section) error {
 	v.summary.Parts++
+	body := transferDecoder(transferEncoding(e.part.Header.Get("Content-Transfer-Encoding")), raw)
+	if e.part.Attachment && isTNEF(&e.part) {
+		t, br, ok := openTNEF(body)
+		if ok {
+			return v.tnefFiles(e, t)
+		}
+		body = br // not TNEF after all: an ordinary attachment
+	}
 	if e.part.Attachment {
 		v.summary.Attachments++
 	}
-	body := transferDecoder(transferEncoding(e.part.Header.Get("Content-Transfer-Encoding")), raw)
 	if e.part.Attachment && strings.HasPrefix(e.part.MediaType, "message/") && !e.named {
 		br := bufio.NewReaderSize(body, 16<<10)
 		if subject := peekSubject(br); subject != "" {
@@ -205,6 +223,9 @@ func (v *walkVisitor) leaf(e *entity, raw *section) error {
 	if e.verdict.body && e.part.MediaType == "text/html" {
 		body = &cidScanner{r: body, c: &v.w.cls}
 	}
+	if !e.part.Attachment && strings.HasPrefix(e.part.MediaType, "text/") {
+		body = &armourScanner{r: body, s: &v.w.seal}
+	}
 	part := e.part // fn gets its own copy
 	if err := v.fn(&part, body); err != nil {
 		return fmt.Errorf("walk part %s: %w", e.part.Path, err)
@@ -214,6 +235,41 @@ func (v *walkVisitor) leaf(e *entity, raw *section) error {
 		return fmt.Errorf("walk part %s: %w", e.part.Path, err)
 	}
 	return nil
+}
+
+// tnefFiles hands each file inside a TNEF part to fn instead of the part
+// itself: policies see the files, and they are linked under their names.
+// A TNEF part without files (only a rich-text body) is left in the mail.
+func (v *walkVisitor) tnefFiles(e *entity, t *tnefReader) error {
+	for i := 1; ; i++ {
+		f, err := t.next()
+		if err != nil {
+			return nil // io.EOF: no more files
+		}
+		v.summary.Parts++
+		v.summary.Attachments++
+		part := Part{
+			Path: e.part.Path + ".t" + strconv.Itoa(i), Header: e.part.Header,
+			MediaType: f.MediaType, Disposition: "attachment", Filename: f.Name,
+			Attachment: true, Depth: e.part.Depth + 1, Container: e.part.Path, Provisional: true,
+		}
+		final := func(f *tnefFile) {
+			part.Filename, part.MediaType, part.Provisional = f.Name, f.MediaType, false
+			if part.Filename == "" {
+				part.Filename = fallbackFilename(i, part.MediaType)
+			}
+		}
+		if part.Filename == "" {
+			part.Filename = fallbackFilename(i, part.MediaType)
+		}
+		f.data.onFinal = final
+		if err := v.fn(&part, f.data); err != nil {
+			return fmt.Errorf("walk part %s: %w", part.Path, err)
+		}
+		if _, err := io.Copy(io.Discard, f.data); err != nil {
+			return fmt.Errorf("walk part %s: %w", part.Path, err)
+		}
+	}
 }
 
 func (v *walkVisitor) preamble(*entity, *section) error { return nil }

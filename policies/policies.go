@@ -1,6 +1,10 @@
 // Package policies owns attachgate's attachment policies: rule model,
 // matching, decisions and dry runs.
 //
+// Rules with signed or encrypted are message rules: signed and encrypted
+// mail passes through untouched, and such a rule can reject or quarantine
+// it as a whole (DecideMessage); attachment rules never see its parts.
+//
 // A policy is an ordered list of rules. Every attachment of a message is
 // matched against the rules in order and the first rule that matches
 // decides its action; when none matches the attachment is linked. Actions
@@ -111,6 +115,14 @@ type Match struct {
 	// FilenameGlob is a glob over the decoded file name ("*.docm",
 	// "invoice-*"), without case.
 	FilenameGlob string `yaml:"filename_glob"`
+	// Signed and Encrypted make the rule a message rule: it matches a
+	// signed (or encrypted) message as a whole, never an attachment.
+	// Signed and encrypted mail passes through untouched by default; such
+	// a rule can only reject or quarantine it (a rewrite would break the
+	// signature or lose the ciphertext). Only the envelope fields combine
+	// with them.
+	Signed    bool `yaml:"signed"`
+	Encrypted bool `yaml:"encrypted"`
 }
 
 // Envelope is what the SMTP conversation says about a message.
@@ -124,7 +136,32 @@ type Part struct {
 	Filename    string // decoded UTF-8 file name
 	ContentType string // media type, e.g. "application/pdf"
 	Size        int64  // decoded bytes; SizeUnknown before the body is read
+	// InContainer: the file was found inside a TNEF winmail.dat, which
+	// can only leave the mail whole: keep counts as link for it.
+	InContainer bool
+
+	// live is the walk's part, whose name may become final only once its
+	// body is read (PartOf); Decide looks at it.
+	live *livePart
 }
+
+// livePart gives the current name and type of a part whose name is
+// provisional until its body is read (files inside TNEF).
+type livePart struct {
+	name, contentType func() string
+	provisional       func() bool
+}
+
+// current is p with the name and type the walk knows now.
+func (p Part) current() Part {
+	if p.live != nil {
+		p.Filename, p.ContentType = p.live.name(), p.live.contentType()
+	}
+	return p
+}
+
+// provisional reports whether p's name may still change.
+func (p Part) provisional() bool { return p.live != nil && p.live.provisional() }
 
 // SizeUnknown is Part.Size before the attachment has been read.
 const SizeUnknown = -1
@@ -153,7 +190,11 @@ type compiled struct {
 	maxSize   int64 // -1: none
 	glob      string
 	needsSize bool
+	// message rules (signed, encrypted) match whole messages only
+	signed, encrypted bool
 }
+
+func (c *compiled) messageRule() bool { return c.signed || c.encrypted }
 
 // New validates rules and returns an Engine. Errors name the key, as in
 // "policies[1].match.content_types: ...", and are joined.
@@ -235,6 +276,19 @@ func New(rules []Rule) (*Engine, error) {
 				bad("match.filename_glob", "%q: %v", m.FilenameGlob, err)
 			}
 		}
+		if m.Signed || m.Encrypted {
+			c.signed, c.encrypted = m.Signed, m.Encrypted
+			field := "match.signed"
+			if !m.Signed {
+				field = "match.encrypted"
+			}
+			if r.Action != Reject && r.Action != Quarantine {
+				bad("action", "%q cannot apply to %s mail (%s): it passes through untouched unless a rule rejects or quarantines it; want reject or quarantine", r.Action, strings.TrimPrefix(field, "match."), field)
+			}
+			if len(m.ContentTypes) > 0 || len(m.Extensions) > 0 || m.MinSize != nil || m.MaxSize != nil || m.FilenameGlob != "" {
+				bad(field, "matches the whole message and combines only with sender_domains, recipient_domains and recipient_domains_not, not with attachment fields (content_types, extensions, min_size, max_size, filename_glob)")
+			}
+		}
 		e.rules = append(e.rules, c)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -298,11 +352,12 @@ func (e *Engine) HasAction(a Action) bool {
 // matching rule's action, or Link. With p.Size < 0 size conditions never
 // hold; use Early before the size is known.
 func (e *Engine) Decide(env Envelope, p Part) Decision {
+	p = p.current()
 	if e != nil {
 		for i := range e.rules {
 			r := &e.rules[i]
-			if r.matchesWithoutSize(env, p) && r.matchesSize(p.Size) {
-				return Decision{Rule: r.name, Action: r.action}
+			if !r.messageRule() && r.matchesWithoutSize(env, p) && r.matchesSize(p.Size) {
+				return Decision{Rule: r.name, Action: p.effective(r.action)}
 			}
 		}
 	}
@@ -314,19 +369,57 @@ func (e *Engine) Decide(env Envelope, p Part) Decision {
 // must read the part and call Decide with its size. When ok is true the
 // decision is final and equals Decide's for any size.
 func (e *Engine) Early(env Envelope, p Part) (d Decision, ok bool) {
+	if p.provisional() && e.Rules() > 0 {
+		return Decision{}, false // the name is known once the body is read
+	}
+	p = p.current()
 	if e != nil {
 		for i := range e.rules {
 			r := &e.rules[i]
-			if !r.matchesWithoutSize(env, p) {
+			if r.messageRule() || !r.matchesWithoutSize(env, p) {
 				continue
 			}
 			if r.needsSize {
 				return Decision{}, false
 			}
-			return Decision{Rule: r.name, Action: r.action}, true
+			return Decision{Rule: r.name, Action: p.effective(r.action)}, true
 		}
 	}
 	return Decision{Action: Link}, true
+}
+
+// Message is what message rules look at.
+type Message struct {
+	Signed    bool // multipart/signed, S/MIME signed-data, inline PGP signed
+	Encrypted bool // multipart/encrypted, S/MIME enveloped-data, inline PGP message
+}
+
+// DecideMessage returns the decision of the first message rule (signed,
+// encrypted) that matches m, or Link (pass through, untouched) when none
+// does. Attachment rules never match here.
+func (e *Engine) DecideMessage(env Envelope, m Message) Decision {
+	if e != nil && (m.Signed || m.Encrypted) {
+		for i := range e.rules {
+			r := &e.rules[i]
+			if !r.messageRule() || (r.signed && !m.Signed) || (r.encrypted && !m.Encrypted) {
+				continue
+			}
+			if r.matchesWithoutSize(env, Part{}) {
+				return Decision{Rule: r.name, Action: r.action}
+			}
+		}
+	}
+	return Decision{Action: Link}
+}
+
+// effective is a rule's action for p: a file inside TNEF cannot be kept
+// alone (its container leaves the mail when any file in it is linked), so
+// keep links it.
+func (p Part) effective(a Action) Action {
+	if a == Keep && p.InContainer {
+		return Link
+	}
+	return a
 }
 
 func (r *compiled) matchesSize(size int64) bool {

@@ -8,9 +8,11 @@
 // quarantine_items of the SQLite database. Only when both are durable, and
 // mail.held is in the audit log, does the SMTP client get its 250.
 //
-// Release runs the message through the normal pipeline (policies' per-part
-// actions, attachment storage with links made at release time, rewrite) and
-// relays it through a fresh next-hop session; only when the next hop
+// The pipeline holds messages here through Manager.Holder; release calls
+// the pipeline back (Deliver): the message runs through the same stages as
+// any other (policies' per-part actions, attachment storage with links
+// made at release time, rewrite) and goes out through a fresh next-hop
+// session; only when the next hop
 // accepted it is the item removed. On any failure the item stays held and
 // the error is reported (and recorded). Held items (action hold) are
 // released by Run once their release_at has passed; quarantined ones only
@@ -34,6 +36,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/store"
@@ -52,14 +55,9 @@ var (
 )
 
 // DeliveryError is a release the next hop refused or could not take; the
-// item stays held.
-type DeliveryError struct {
-	Op  string // "connect", "MAIL FROM", "RCPT TO <addr>", "DATA", ...
-	Err error  // an *smtp.SMTPError when the next hop answered
-}
-
-func (e *DeliveryError) Error() string { return "next hop " + e.Op + ": " + e.Err.Error() }
-func (e *DeliveryError) Unwrap() error { return e.Err }
+// item stays held. Op is "connect", "MAIL FROM", "RCPT TO <addr>", "DATA",
+// ...; Err is an *smtp.SMTPError when the next hop answered.
+type DeliveryError = relay.Error
 
 // Item is one held message.
 type Item struct {
@@ -93,7 +91,7 @@ type Source interface {
 	Open() (io.ReadCloser, error)
 }
 
-// Deliverer sends a held message on: smtpd.Pipeline is one.
+// Deliverer sends a held message on: Deliver(pipeline) is the real one.
 type Deliverer interface {
 	// Deliver runs the message read from msg through the pipeline (links
 	// made now) and sends it on hop, where MAIL and every RCPT have been
@@ -429,6 +427,44 @@ func (m *Manager) deliver(ctx context.Context, it Item, actor string) (string, e
 	}
 	src := blobSource{blobs: m.blobs, id: it.ID, keyID: it.KeyID}
 	return m.deliverer.Deliver(ctx, it, src, sess, actor)
+}
+
+// Deliver is the Deliverer that runs held messages through p.
+func Deliver(p *pipeline.Pipeline) Deliverer { return pipelineDeliverer{p} }
+
+type pipelineDeliverer struct{ p *pipeline.Pipeline }
+
+func (d pipelineDeliverer) Deliver(ctx context.Context, it Item, msg Source, hop relay.Session, actor string) (string, error) {
+	reply, err := d.p.Release(ctx, pipeline.Released{ID: it.ID, Env: envelope(it), Size: it.Size,
+		ReceivedAt: it.HeldAt, Actor: actor, Source: msg}, hop)
+	var re *relay.Error
+	var se *smtp.SMTPError
+	if err != nil && !errors.As(err, &re) && errors.As(err, &se) {
+		// The next hop refused the message at the end of DATA.
+		return "", &DeliveryError{Op: "DATA", Err: se}
+	}
+	return reply, err
+}
+
+func envelope(it Item) pipeline.Envelope {
+	return pipeline.Envelope{From: it.From, To: it.To, ClientAddr: it.ClientAddr, Helo: it.Helo,
+		AuthUser: it.AuthUser, TLS: it.TLS, UTF8: it.UTF8}
+}
+
+// Holder is m as the pipeline's quarantine: it holds what a policy holds.
+func (m *Manager) Holder() pipeline.Holder { return holder{m} }
+
+type holder struct{ m *Manager }
+
+func (h holder) Hold(ctx context.Context, held pipeline.Held, msg io.Reader) (string, error) {
+	e := held.Env
+	it, err := h.m.Hold(ctx, Item{ID: held.ID, HeaderID: held.HeaderID, From: e.From, To: e.To,
+		ClientAddr: e.ClientAddr, Helo: e.Helo, AuthUser: e.AuthUser, TLS: e.TLS, UTF8: e.UTF8,
+		Size: held.Size, Action: held.Action, Rule: held.Rule}, msg)
+	if err != nil {
+		return "", err
+	}
+	return HeldReply(it.ID), nil
 }
 
 type blobSource struct {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/linkserver"
+	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/store"
 	"github.com/attachgate/attachgate/users"
@@ -45,10 +46,10 @@ type gateway struct {
 	server   *Server
 }
 
-type gatewayOption func(*Options, *Pipeline)
+type gatewayOption func(*Options, *pipeline.Pipeline)
 
 func withTrusted(prefixes ...string) gatewayOption {
-	return func(o *Options, _ *Pipeline) {
+	return func(o *Options, _ *pipeline.Pipeline) {
 		o.Trusted = nil
 		for _, p := range prefixes {
 			o.Trusted = append(o.Trusted, netip.MustParsePrefix(p))
@@ -57,23 +58,23 @@ func withTrusted(prefixes ...string) gatewayOption {
 }
 
 func withMaxMessageBytes(n int64) gatewayOption {
-	return func(o *Options, _ *Pipeline) { o.MaxMessageBytes = n }
+	return func(o *Options, _ *pipeline.Pipeline) { o.MaxMessageBytes = n }
 }
 
 func withHopTimeout(d time.Duration) gatewayOption {
-	return func(o *Options, _ *Pipeline) { o.Hop.(*relay.SMTPHop).Timeout = d }
+	return func(o *Options, _ *pipeline.Pipeline) { o.Hop.(*relay.SMTPHop).Timeout = d }
 }
 
 func withTLS(cfg *tls.Config) gatewayOption {
-	return func(o *Options, _ *Pipeline) { o.TLSConfig = cfg }
+	return func(o *Options, _ *pipeline.Pipeline) { o.TLSConfig = cfg }
 }
 
 func withUsers(db *users.DB, allowLogin bool) gatewayOption {
-	return func(o *Options, _ *Pipeline) { o.Users, o.AllowLogin = db, allowLogin }
+	return func(o *Options, _ *pipeline.Pipeline) { o.Users, o.AllowLogin = db, allowLogin }
 }
 
 func withOptions(f func(*Options)) gatewayOption {
-	return func(o *Options, _ *Pipeline) { f(o) }
+	return func(o *Options, _ *pipeline.Pipeline) { f(o) }
 }
 
 func startGateway(t testing.TB, hopAddr string, opts ...gatewayOption) *gateway {
@@ -115,7 +116,7 @@ func startGateway(t testing.TB, hopAddr string, opts ...gatewayOption) *gateway 
 	hs.Start()
 	t.Cleanup(hs.Close)
 
-	p := &Pipeline{Hostname: "gw.test", SpoolDir: filepath.Join(dir, "spool"), Store: st, Blobs: blobs,
+	p := &pipeline.Pipeline{Hostname: "gw.test", SpoolDir: filepath.Join(dir, "spool"), Store: st, Blobs: blobs,
 		Audit: al, BaseURL: hs.URL, Expiry: time.Hour, Language: "both", Location: time.UTC, Logger: log}
 	o := Options{Hostname: "gw.test", MaxMessageBytes: 50 << 20, MaxRecipients: 100,
 		Trusted:     []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},

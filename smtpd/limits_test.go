@@ -11,6 +11,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/smtptest"
 )
 
@@ -114,7 +115,7 @@ func TestSlowUploadKeepsNextHopAlive(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			gw := startGateway(t, hop.Addr, func(_ *Options, p *Pipeline) { p.KeepAlive = tt.keepAlive })
+			gw := startGateway(t, hop.Addr, func(_ *Options, p *pipeline.Pipeline) { p.KeepAlive = tt.keepAlive })
 			c := gw.dial()
 			c.Mail("a@example.com", nil)
 			c.Rcpt("b@example.net", nil)

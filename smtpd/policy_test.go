@@ -25,6 +25,7 @@ import (
 	"github.com/attachgate/attachgate/admin"
 	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/mailpart"
+	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/quarantine"
 	"github.com/attachgate/attachgate/smtptest"
@@ -86,7 +87,7 @@ func startPolicyGateway(t *testing.T, rules string, holdFor time.Duration) *poli
 	t.Helper()
 	hop := smtptest.NewServer(t, smtptest.Behaviour{})
 	var held *quarantine.Manager
-	g := startGateway(t, hop.Addr, func(o *Options, p *Pipeline) {
+	g := startGateway(t, hop.Addr, func(o *Options, p *pipeline.Pipeline) {
 		p.Policies = testEngine(t, rules)
 		dir := filepath.Dir(p.SpoolDir)
 		ring, err := vault.OpenKeyRing(filepath.Join(dir, "keys"))
@@ -95,11 +96,11 @@ func startPolicyGateway(t *testing.T, rules string, holdFor time.Duration) *poli
 		}
 		held, err = quarantine.Open(context.Background(), quarantine.Options{
 			DB: p.Store.(*store.SQLite).DB(), Dir: filepath.Join(dir, "quarantine"), Ring: ring,
-			Audit: p.Audit, Hop: o.Hop, Deliverer: p, HoldFor: holdFor, Logger: p.Logger})
+			Audit: p.Audit, Hop: o.Hop, Deliverer: quarantine.Deliver(p), HoldFor: holdFor, Logger: p.Logger})
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.Quarantine = held
+		p.Quarantine = held.Holder()
 	})
 	hash := func(s string) []byte { sum := sha256.Sum256([]byte(s)); return sum[:] }
 	local := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}

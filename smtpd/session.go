@@ -2,16 +2,18 @@ package smtpd
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/relay"
+	"github.com/attachgate/attachgate/smtpreply"
 )
 
 // session is one client connection. Its next-hop session is opened at the
@@ -24,7 +26,16 @@ type session struct {
 	// trustedBy is the trusted network that let this client relay.
 	trustedBy netip.Prefix
 	authUser  string
-	log       *slog.Logger
+	// onAuth runs once the client authenticated (the connection limiter
+	// moves it into the reserved capacity).
+	onAuth func()
+	log    *slog.Logger
+
+	// mu serialises the Session methods: with BDAT, go-smtp runs Data in
+	// a goroutine of its own and, when the client aborts the chunks (RSET,
+	// a new MAIL, QUIT, a dropped connection), calls Reset or Logout while
+	// Data still winds down with ErrDataReset.
+	mu sync.Mutex
 
 	hop   relay.Session
 	inTx  bool // the next hop has a MAIL open
@@ -34,6 +45,8 @@ type session struct {
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return toReply(s.log, s.mail(from, opts))
 }
 
@@ -46,10 +59,16 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	if !utf8Mail && !isASCII(from) {
 		return replyNeedUTF8
 	}
+	if from != "" {
+		if err := checkAddress(from, utf8Mail); err != nil {
+			s.log.Warn("sender refused", "from", from, "reason", err)
+			return replyBadSender
+		}
+	}
 	if s.hop == nil {
 		h, err := s.srv.opts.Hop.Open(s.srv.ctx)
 		if err != nil {
-			return &hopError{op: "connect", err: err}
+			return &relay.Error{Op: "connect", Err: err}
 		}
 		s.hop = h
 	}
@@ -62,6 +81,8 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return toReply(s.log, s.rcpt(to, opts))
 }
 
@@ -75,6 +96,14 @@ func (s *session) rcpt(to string, opts *smtp.RcptOptions) error {
 	if !s.utf8 && !isASCII(to) {
 		return replyNeedUTF8
 	}
+	// <Postmaster> without a domain is the one mailbox RFC 5321 lets a
+	// recipient be (4.1.1.3); go-smtp passes it as "postmaster".
+	if !strings.EqualFold(to, "postmaster") {
+		if err := checkAddress(to, s.utf8); err != nil {
+			s.log.Warn("recipient refused", "to", to, "reason", err)
+			return replyBadRecipient
+		}
+	}
 	if err := s.hop.Rcpt(to, opts); err != nil {
 		return s.hopFailed("RCPT", err)
 	}
@@ -83,10 +112,12 @@ func (s *session) rcpt(to string, opts *smtp.RcptOptions) error {
 }
 
 func (s *session) Data(r io.Reader) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.inTx || len(s.rcpts) == 0 {
 		return replyNoMail
 	}
-	env := Envelope{
+	env := pipeline.Envelope{
 		From:       s.from,
 		To:         s.rcpts,
 		ClientAddr: s.client.String(),
@@ -99,10 +130,10 @@ func (s *session) Data(r io.Reader) error {
 		env.TrustedNetwork = s.trustedBy.String()
 	}
 	tx := &txHop{Session: s.hop}
-	reply, err := s.srv.opts.Pipeline.Process(s.srv.ctx, env, r, tx)
+	reply, err := s.srv.opts.Pipeline.Process(s.srv.ctx, env, dataLimits{r}, tx)
 	// Whatever happened, the next hop's transaction is over.
 	s.inTx = false
-	if isTransportError(err) {
+	if relay.IsTransport(err) {
 		// Anything but a reply of the next hop may have left it mid-DATA.
 		s.dropHop()
 	} else if !tx.data {
@@ -116,23 +147,7 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return toReply(s.log, err)
 	}
-	return acceptedReply(reply)
-}
-
-// acceptedReply hands the next hop's own 250 text (its queue ID, say) to
-// the client; go-smtp writes an *SMTPError's code as given, 250 included.
-func acceptedReply(text string) error {
-	code := smtp.EnhancedCode{2, 0, 0}
-	if first, rest, ok := strings.Cut(text, " "); ok {
-		var a, b, c int
-		if n, _ := fmt.Sscanf(first, "%d.%d.%d", &a, &b, &c); n == 3 && a == 2 {
-			code, text = smtp.EnhancedCode{a, b, c}, rest
-		}
-	}
-	if text == "" {
-		text = "Ok"
-	}
-	return &smtp.SMTPError{Code: 250, EnhancedCode: code, Message: text}
+	return smtpreply.Accepted(reply)
 }
 
 // txHop notes whether the pipeline started DATA on the next hop.
@@ -154,11 +169,11 @@ func (s *session) isTLS() bool {
 // hopFailed passes the next hop's own reply through; a transport failure
 // ends the next-hop session so the next MAIL dials afresh.
 func (s *session) hopFailed(op string, err error) error {
-	if !isTransportError(err) {
+	if !relay.IsTransport(err) {
 		return err
 	}
 	s.dropHop()
-	return &hopError{op: op, err: err}
+	return &relay.Error{Op: op, Err: err}
 }
 
 func (s *session) dropHop() {
@@ -170,6 +185,8 @@ func (s *session) dropHop() {
 }
 
 func (s *session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.inTx && s.hop != nil {
 		if err := s.hop.Reset(); err != nil {
 			s.dropHop()
@@ -180,6 +197,8 @@ func (s *session) Reset() {
 }
 
 func (s *session) Logout() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.dropHop()
 	return nil
 }
@@ -193,11 +212,16 @@ func isASCII(s string) bool {
 	return true
 }
 
-// isTransportError tells a failed conversation from a verdict of the next
-// hop. A 421 is the next hop closing the connection (RFC 5321 3.8), not a
-// verdict on this message: passed on, it would tell our client that *we*
-// are closing.
-func isTransportError(err error) bool {
-	var se *smtp.SMTPError
-	return err != nil && (!errors.As(err, &se) || se.Code == 421)
+// dataLimits turns the DATA reader's over-long line into our permanent
+// reply, as go-smtp does for the size limit (552 5.3.4): retrying cannot
+// help. go-smtp reads on to the end of DATA before that one reply is sent,
+// so the session stays usable.
+type dataLimits struct{ r io.Reader }
+
+func (d dataLimits) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if errors.Is(err, smtp.ErrTooLongLine) {
+		err = replyLineTooLong
+	}
+	return n, err
 }

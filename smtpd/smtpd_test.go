@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/smtptest"
 )
 
@@ -286,7 +287,7 @@ func TestNonASCIIAddressNeedsSMTPUTF8(t *testing.T) {
 func TestSubjectsLoggedOnlyWhenConfigured(t *testing.T) {
 	for _, logSubjects := range []bool{false, true} {
 		hop := smtptest.NewServer(t, smtptest.Behaviour{})
-		gw := startGateway(t, hop.Addr, func(_ *Options, p *Pipeline) { p.LogSubjects = logSubjects })
+		gw := startGateway(t, hop.Addr, func(_ *Options, p *pipeline.Pipeline) { p.LogSubjects = logSubjects })
 		msg := mailWithAttachment("見積 secret plans", "body", "a.pdf", []byte("pdf"))
 		if err := gw.send("a@example.com", []string{"b@example.net"}, msg); err != nil {
 			t.Fatal(err)

@@ -273,3 +273,27 @@ func (g *Guard) DeleteFile(ctx context.Context, id string) error {
 
 // Close closes the guarded store.
 func (g *Guard) Close() error { return g.inner.Close() }
+
+func (g *Guard) BuryLinks(ctx context.Context, fileID string, keepUntil time.Time) (int, error) {
+	if err := g.Check(); err != nil {
+		return 0, err
+	}
+	n, err := g.inner.BuryLinks(ctx, fileID, keepUntil)
+	return n, g.Observe(ctx, err)
+}
+
+func (g *Guard) TombstoneByTokenHash(ctx context.Context, hash []byte, now time.Time) (Tombstone, error) {
+	if err := g.Check(); err != nil {
+		return Tombstone{}, err
+	}
+	t, err := g.inner.TombstoneByTokenHash(ctx, hash, now)
+	return t, g.Observe(ctx, err)
+}
+
+func (g *Guard) PurgeTombstones(ctx context.Context, now time.Time) (int, error) {
+	if err := g.Check(); err != nil {
+		return 0, err
+	}
+	n, err := g.inner.PurgeTombstones(ctx, now)
+	return n, g.Observe(ctx, err)
+}

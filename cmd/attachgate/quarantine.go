@@ -6,9 +6,8 @@ import (
 
 	"github.com/attachgate/attachgate/admin"
 	"github.com/attachgate/attachgate/config"
+	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/quarantine"
-	"github.com/attachgate/attachgate/relay"
-	"github.com/attachgate/attachgate/smtpd"
 	"github.com/attachgate/attachgate/store"
 )
 
@@ -17,7 +16,7 @@ import (
 // The pipeline holds mail there and releases it through hop. With
 // store.backend redis there is none (nil): the configuration refuses
 // quarantine and hold rules there.
-func openQuarantine(c *config.Config, b *backend, hop relay.Hop, p *smtpd.Pipeline, log *slog.Logger) (*quarantine.Manager, error) {
+func openQuarantine(c *config.Config, b *backend, obs *observed, p *pipeline.Pipeline, log *slog.Logger) (*quarantine.Manager, error) {
 	log = log.With("component", "quarantine")
 	if n := c.PolicyEngine().Rules(); n > 0 {
 		log.Info("policies loaded", "rules", n)
@@ -33,16 +32,16 @@ func openQuarantine(c *config.Config, b *backend, hop relay.Hop, p *smtpd.Pipeli
 		DB:        sq.DB(),
 		Dir:       c.Storage.Path("quarantine"),
 		Ring:      b.ring,
-		Audit:     b.audit,
-		Hop:       hop,
-		Deliverer: p,
+		Audit:     obs.audit,
+		Hop:       obs.hop,
+		Deliverer: quarantine.Deliver(p),
 		HoldFor:   c.Quarantine.HoldFor.D(),
 		Logger:    log,
 	})
 	if err != nil {
 		return nil, err
 	}
-	p.Quarantine = m
+	p.Quarantine = m.Holder()
 	return m, nil
 }
 

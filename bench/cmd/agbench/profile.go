@@ -26,10 +26,10 @@ type profileResult struct {
 var stages = []struct{ label, fn string }{
 	{"go-smtp: reading DATA (dot-unstuffing, line limit)", "github.com/emersion/go-smtp.(*dataReader).Read"},
 	{"spool: encrypting the incoming message to disk", "github.com/attachgate/attachgate/vault.(*Spool).Write"},
-	{"walk: parse the spooled message, store attachments", "github.com/attachgate/attachgate/smtpd.(*Pipeline).storeAttachments"},
+	{"walk: parse the spooled message, store attachments", "github.com/attachgate/attachgate/pipeline.(*Transaction).store"},
 	{"  of which base64 decoding", "github.com/attachgate/attachgate/mailpart.(*base64Decoder).Read"},
 	{"  of which vault Put (hash, encrypt, write, fsync)", "github.com/attachgate/attachgate/vault.(*BlobStore).Put"},
-	{"relay: rewrite the spooled message to the next hop", "github.com/attachgate/attachgate/smtpd.(*Pipeline).relay"},
+	{"relay: rewrite the spooled message to the next hop", "github.com/attachgate/attachgate/pipeline.(*Transaction).deliver"},
 	{"audit log appends (SQLite)", "github.com/attachgate/attachgate/audit.(*SQLiteLog).Record"},
 	{"metadata: CreateMessage (SQLite)", "github.com/attachgate/attachgate/store.(*SQLite).CreateMessage"},
 	{"X25519 (age key wrap/unwrap)", "crypto/ecdh.x25519ScalarMult"},
