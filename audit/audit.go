@@ -38,6 +38,7 @@ type Event struct {
 	Detail      string // free text for admin actions and system events
 	PrevHash    string // set by the log
 	Hash        string // set by the log
+	MAC         string // set by the log when it has a MAC key: HMAC of Hash
 }
 
 // Recorder appends events. Record must not fail silently: callers on the

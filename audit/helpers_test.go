@@ -174,7 +174,7 @@ func (r sqliteRaw) rewrite(tb testing.TB, edit func(r *storedRow) bool) {
 		_, err := tx.Exec(insertEvent, row.Seq, row.TimeNS, row.Type, row.Actor, row.ClientAddr, row.UserAgent,
 			row.AuthUser, row.Helo, row.MessageID, row.HeaderID, row.Sender, string(row.Recipients), row.Size,
 			row.FileID, row.FileName, row.ContentType, row.SHA256, row.LinkID, row.Expires, row.Reason,
-			row.Reply, row.Detail, row.PrevHash, row.Hash)
+			row.Reply, row.Detail, row.PrevHash, row.Hash, row.MAC)
 		if err != nil {
 			tb.Fatalf("rewrite seq %d: %v", row.Seq, err)
 		}
@@ -247,7 +247,7 @@ func (r redisRaw) rewrite(tb testing.TB, edit func(r *storedRow) bool) {
 			"file_id", row.FileID, "file_name", row.FileName, "content_type", row.ContentType,
 			"sha256", row.SHA256, "link_id", row.LinkID, "expires", row.Expires,
 			"reason", row.Reason, "reply", row.Reply, "detail", row.Detail,
-			"prev_hash", row.PrevHash, "hash", row.Hash,
+			"prev_hash", row.PrevHash, "hash", row.Hash, "mac", row.MAC,
 		}
 		if err := r.l.client.XAdd(ctx, &redis.XAddArgs{Stream: r.l.eventsKey, ID: m.ID, Values: values}).Err(); err != nil {
 			tb.Fatalf("rewrite seq %d: %v", row.Seq, err)

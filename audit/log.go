@@ -42,6 +42,8 @@ type settings struct {
 	loc       *time.Location
 	retention int
 	logger    *slog.Logger
+	macKey    []byte      // nil: events carry no MAC
+	head      *headWriter // nil: no head outside the database
 }
 
 func newSettings(opts Options) (settings, error) {
@@ -61,6 +63,13 @@ func newSettings(opts Options) (settings, error) {
 	if s.logger == nil {
 		s.logger = slog.Default()
 	}
+	if opts.HeadPath != "" && len(opts.MACKey) == 0 {
+		return settings{}, errors.New("audit: a head file needs a MAC key to sign it")
+	}
+	s.macKey = opts.MACKey
+	if opts.HeadPath != "" {
+		s.head = &headWriter{path: opts.HeadPath, key: opts.MACKey}
+	}
 	return s, nil
 }
 
@@ -78,6 +87,16 @@ func (s *settings) RetentionCutoff() time.Time {
 func (s *settings) dayStart(date time.Time, days int) time.Time {
 	y, m, d := date.Date()
 	return time.Date(y, m, d+days, 0, 0, 0, 0, s.loc)
+}
+
+// advanceHead records the newest committed event outside the database.
+// The event is committed already, so a failure is logged, not returned:
+// the head then lags, which Verify accepts (it only catches a database
+// that ends before its head).
+func (s *settings) advanceHead(ctx context.Context, seq int64, hash string) {
+	if err := s.head.advance(seq, hash); err != nil {
+		s.logger.ErrorContext(ctx, "audit: could not record the head outside the database", "seq", seq, "err", err)
+	}
 }
 
 // runRetention is RunRetention for any backend's purge.
@@ -142,6 +161,7 @@ func (s *settings) seal(e Event, lastSeq int64, lastHash string) (sealedEvent, e
 	if e.Hash, err = canonicalHash(&canon); err != nil {
 		return sealedEvent{}, err
 	}
+	e.MAC = eventMAC(s.macKey, e.Hash)
 	recipients, err := json.Marshal(canon.Recipients)
 	if err != nil {
 		return sealedEvent{}, fmt.Errorf("encode recipients: %w", err)

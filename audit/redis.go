@@ -179,6 +179,13 @@ func (l *RedisLog) appendEvent(ctx context.Context, e Event, move *anchorMove) (
 				}
 				lastHash, _ = head[1].(string)
 			}
+			if move != nil && move.to.seq > lastSeq {
+				// Reanchor: the log continues from the new anchor.
+				lastSeq, lastHash = move.to.seq, move.to.hash
+			}
+			if err := l.head.checkAhead(lastSeq); err != nil {
+				return err
+			}
 			floor := a.floor
 			if move != nil {
 				if a != move.from {
@@ -208,6 +215,9 @@ func (l *RedisLog) appendEvent(ctx context.Context, e Event, move *anchorMove) (
 			return err
 		}, watched...)
 		if err == nil {
+			if l.head != nil {
+				l.advanceHead(ctx, stored.Seq, stored.Hash)
+			}
 			return stored, nil
 		}
 		if !errors.Is(err, redis.TxFailedErr) {
@@ -263,7 +273,7 @@ func streamValues(s *sealedEvent) []any {
 		"file_id", e.FileID, "file_name", e.FileName, "content_type", e.ContentType,
 		"sha256", e.SHA256, "link_id", e.LinkID, "expires", s.expires,
 		"reason", e.Reason, "reply", e.Reply, "detail", e.Detail,
-		"prev_hash", e.PrevHash, "hash", e.Hash,
+		"prev_hash", e.PrevHash, "hash", e.Hash, "mac", e.MAC,
 	}
 }
 
@@ -305,6 +315,7 @@ func rowFromEntry(m redis.XMessage, row *storedRow) error {
 	row.Detail = str("detail")
 	row.PrevHash = str("prev_hash")
 	row.Hash = str("hash")
+	row.MAC = str("mac")
 	return err
 }
 
@@ -366,12 +377,14 @@ func (l *RedisLog) Verify(ctx context.Context, w io.Writer) (VerifyResult, error
 }
 
 func (l *RedisLog) verify(ctx context.Context) (VerifyResult, error) {
+	vh := l.readVerifyHead()
 	for attempt := 1; ; attempt++ {
 		a, err := l.readAnchor(ctx, l.client)
 		if err != nil {
 			return VerifyResult{}, err
 		}
 		check := newChainCheck(a.anchor)
+		check.vh = vh
 		err = l.scan(ctx, a.start(), func(_ string, row *storedRow) (bool, error) {
 			return check.add(row)
 		})

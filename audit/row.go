@@ -34,6 +34,7 @@ type storedRow struct {
 	Detail      string
 	PrevHash    string
 	Hash        string
+	MAC         string // "" for events written without a MAC key
 
 	dest []any
 }
@@ -45,7 +46,7 @@ func (r *storedRow) scanDest() []any {
 			&r.Seq, &r.TimeNS, &r.Type, &r.Actor, &r.ClientAddr, &r.UserAgent,
 			&r.AuthUser, &r.Helo, &r.MessageID, &r.HeaderID, &r.Sender, &r.Recipients, &r.Size, &r.FileID,
 			&r.FileName, &r.ContentType, &r.SHA256, &r.LinkID, &r.Expires, &r.Reason, &r.Reply, &r.Detail,
-			&r.PrevHash, &r.Hash,
+			&r.PrevHash, &r.Hash, &r.MAC,
 		}
 	}
 	return r.dest

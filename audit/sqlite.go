@@ -32,6 +32,12 @@ type Options struct {
 	Retention int
 	// Logger receives RunRetention's reports; slog.Default() when nil.
 	Logger *slog.Logger
+	// MACKey keys the HMAC each event carries (see AuditKey); nil: none.
+	MACKey []byte
+	// HeadPath is the file outside the database where the signed head is
+	// recorded after every commit and which Verify compares the log with;
+	// "" for none. Needs MACKey.
+	HeadPath string
 }
 
 // SQLiteLog is the audit log kept in the shared attachgate SQLite database,
@@ -43,6 +49,10 @@ type Options struct {
 type SQLiteLog struct {
 	settings
 	db *sql.DB
+
+	// pending is the newest event of the write transaction in progress,
+	// recorded as the head once it commits. Guarded by writeMu.
+	pending *Head
 
 	// writeMu queues this process's writers here instead of in SQLite's
 	// busy handler, which polls with sleeps; BEGIN IMMEDIATE still orders
@@ -82,7 +92,8 @@ var schemaStatements = []string{
 		reply        TEXT NOT NULL,
 		detail       TEXT NOT NULL,
 		prev_hash    TEXT NOT NULL,
-		hash         TEXT NOT NULL
+		hash         TEXT NOT NULL,
+		mac          TEXT NOT NULL DEFAULT ''
 	)`,
 	`CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events (time_ns)`,
 	// One row at most: the last event a retention purge removed. The first
@@ -97,10 +108,10 @@ var schemaStatements = []string{
 const eventColumns = `seq, time_ns, type, actor, client_addr, user_agent,
 	auth_user, helo, message_id, header_id, sender, recipients, size, file_id,
 	file_name, content_type, sha256, link_id, expires, reason, reply, detail,
-	prev_hash, hash`
+	prev_hash, hash, mac`
 
 const insertEvent = `INSERT INTO audit_events (` + eventColumns + `)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 // NewSQLite returns the audit log kept in db, creating its tables if
 // missing. db is the shared attachgate database; the log does not close it.
@@ -119,7 +130,7 @@ func NewSQLite(db *sql.DB, opts Options) (*SQLiteLog, error) {
 				return err
 			}
 		}
-		return nil
+		return addMACColumn(context.Background(), conn)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("audit: create tables: %w", err)
@@ -179,6 +190,9 @@ func (l *SQLiteLog) appendTx(ctx context.Context, conn *sql.Conn, e Event) (Even
 	if err != nil {
 		return Event{}, err
 	}
+	if err := l.head.checkAhead(lastSeq); err != nil {
+		return Event{}, err
+	}
 	sealed, err := l.seal(e, lastSeq, lastHash)
 	if err != nil {
 		return Event{}, err
@@ -188,10 +202,11 @@ func (l *SQLiteLog) appendTx(ctx context.Context, conn *sql.Conn, e Event) (Even
 		e.Seq, sealed.timeNS, e.Type, e.Actor, e.ClientAddr, e.UserAgent,
 		e.AuthUser, e.Helo, e.MessageID, e.HeaderID, e.Sender, string(sealed.recipients), e.Size, e.FileID,
 		e.FileName, e.ContentType, e.SHA256, e.LinkID, sealed.expires, e.Reason, e.Reply, e.Detail,
-		e.PrevHash, e.Hash)
+		e.PrevHash, e.Hash, e.MAC)
 	if err != nil {
 		return Event{}, fmt.Errorf("insert seq %d: %w", e.Seq, err)
 	}
+	l.pending = &Head{Seq: e.Seq, Hash: e.Hash}
 	return e, nil
 }
 
@@ -278,6 +293,7 @@ func (l *SQLiteLog) inWriteTx(ctx context.Context, fn func(conn *sql.Conn) error
 	if err := beginImmediate(ctx, conn); err != nil {
 		return err
 	}
+	l.pending = nil
 	committed := false
 	defer func() {
 		if committed {
@@ -298,7 +314,22 @@ func (l *SQLiteLog) inWriteTx(ctx context.Context, fn func(conn *sql.Conn) error
 		return fmt.Errorf("commit: %w", err)
 	}
 	committed = true
+	if h := l.pending; h != nil && l.head != nil {
+		l.advanceHead(ctx, h.Seq, h.Hash)
+	}
 	return nil
+}
+
+// addMACColumn adds the mac column to a table created before events
+// carried MACs; their rows keep mac "".
+func addMACColumn(ctx context.Context, conn *sql.Conn) error {
+	var n int
+	err := conn.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('audit_events') WHERE name = 'mac'`).Scan(&n)
+	if err != nil || n > 0 {
+		return err
+	}
+	_, err = conn.ExecContext(ctx, `ALTER TABLE audit_events ADD COLUMN mac TEXT NOT NULL DEFAULT ''`)
+	return err
 }
 
 // beginImmediate starts the write transaction. It retries on SQLITE_BUSY

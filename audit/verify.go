@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"crypto/hmac"
 	"database/sql"
 	"fmt"
 	"io"
@@ -25,6 +26,21 @@ const (
 	// BreakAnchorMismatch: the purge anchor differs from what the newest
 	// audit.purged event says was removed, or that event is missing.
 	BreakAnchorMismatch BreakKind = "anchor mismatch"
+	// BreakMACMismatch: the event's MAC is not the HMAC of its hash under
+	// the audit key: it was edited and re-hashed by someone without the key.
+	BreakMACMismatch BreakKind = "mac mismatch"
+	// BreakMACMissing: the event has no MAC though an earlier one had.
+	BreakMACMissing BreakKind = "mac missing"
+	// BreakTruncated: the log ends before the head recorded outside the
+	// database: the newest events (or all of them) were deleted, or the
+	// database was replaced by an older one, or Redis came back empty.
+	BreakTruncated BreakKind = "truncated"
+	// BreakHeadMismatch: the event at the head's seq has another hash than
+	// the head recorded outside the database.
+	BreakHeadMismatch BreakKind = "head mismatch"
+	// BreakHeadInvalid: the head file is missing (while the log has
+	// events), unreadable or not signed by the audit key.
+	BreakHeadInvalid BreakKind = "head invalid"
 )
 
 // Break is the first place the chain does not verify.
@@ -41,6 +57,10 @@ func (b Break) String() string {
 		return fmt.Sprintf("seq %d: %s: want seq %s, got %s (events missing before it)", b.Seq, b.Kind, b.Want, b.Got)
 	case BreakAnchorMismatch:
 		return fmt.Sprintf("seq %d: %s: anchor is %s, event states %s", b.Seq, b.Kind, b.Want, b.Got)
+	case BreakTruncated:
+		return fmt.Sprintf("seq %d: %s: %s lost; the head recorded outside the database is %s", b.Seq, b.Kind, b.Got, b.Want)
+	case BreakHeadInvalid:
+		return fmt.Sprintf("%s: %s", b.Kind, b.Got)
 	default:
 		return fmt.Sprintf("seq %d: %s: want %s, got %s", b.Seq, b.Kind, b.Want, b.Got)
 	}
@@ -57,6 +77,15 @@ type VerifyResult struct {
 	AnchorSeq  int64
 	AnchorHash string
 	Break      *Break // nil when the chain verifies
+	// Authenticated is set when the verifier had the audit key: every
+	// event from the first one with a MAC on was checked against it, and
+	// the log against the head recorded outside the database (HeadSeq).
+	Authenticated bool
+	MACs          int64 // events whose MAC verified
+	HeadSeq       int64
+	// LostFrom and LostTo are the sequence numbers missing at the end
+	// when Break is a truncation.
+	LostFrom, LostTo int64
 }
 
 // OK reports whether the whole chain verified.
@@ -72,6 +101,9 @@ func (r VerifyResult) String() string {
 	}
 	if r.Anchored {
 		s += fmt.Sprintf(", anchored at purged seq %d hash %s", r.AnchorSeq, r.AnchorHash)
+	}
+	if r.Authenticated {
+		s += fmt.Sprintf(", %d MACs verified, head seq %d matches", r.MACs, r.HeadSeq)
 	}
 	return s
 }
@@ -96,6 +128,24 @@ func (l *SQLiteLog) Verify(ctx context.Context, w io.Writer) (VerifyResult, erro
 	return reportVerify(res, err, w)
 }
 
+// verifyHead is what Verify compares the log with: the head file, read
+// before the log (the head is written after each commit, so it never
+// runs ahead of a snapshot taken after it).
+type verifyHead struct {
+	key  []byte // nil: no key, nothing authenticated
+	head Head
+	ok   bool  // a head file exists
+	err  error // unreadable
+}
+
+func (s *settings) readVerifyHead() verifyHead {
+	v := verifyHead{key: s.macKey}
+	if s.head != nil {
+		v.head, v.ok, v.err = ReadHead(s.head.path)
+	}
+	return v
+}
+
 // reportVerify wraps a backend's verification error, or writes the
 // one-line report to w (nil for none).
 func reportVerify(res VerifyResult, err error, w io.Writer) (VerifyResult, error) {
@@ -112,6 +162,7 @@ func reportVerify(res VerifyResult, err error, w io.Writer) (VerifyResult, error
 
 func (l *SQLiteLog) verify(ctx context.Context) (VerifyResult, error) {
 	var res VerifyResult
+	vh := l.readVerifyHead()
 	// A read transaction (WAL snapshot) keeps a concurrent purge from
 	// moving the anchor between reading it and reading the events.
 	tx, err := l.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
@@ -125,6 +176,7 @@ func (l *SQLiteLog) verify(ctx context.Context) (VerifyResult, error) {
 		return res, err
 	}
 	check := newChainCheck(a)
+	check.vh = vh
 	rows, err := tx.QueryContext(ctx, "SELECT "+eventColumns+" FROM audit_events ORDER BY seq")
 	if err != nil {
 		return check.res, fmt.Errorf("query events: %w", err)
@@ -156,6 +208,11 @@ type chainCheck struct {
 	sawPurge       bool
 	lastPurgeSeq   int64
 	lastPurgeState purgeStatement
+
+	vh       verifyHead
+	sawMAC   bool
+	headHash string // hash of the event at vh.head.Seq, when read
+	sawHead  bool
 }
 
 func newChainCheck(a anchor) *chainCheck {
@@ -177,6 +234,23 @@ func (c *chainCheck) add(row *storedRow) (bool, error) {
 		c.res.Break = brk
 		return false, err
 	}
+	if c.vh.key != nil {
+		switch {
+		case row.MAC != "":
+			if !hmac.Equal([]byte(row.MAC), []byte(eventMAC(c.vh.key, row.Hash))) {
+				c.res.Break = &Break{Seq: row.Seq, Kind: BreakMACMismatch, Want: "HMAC of the hash under the audit key", Got: quoteHash(row.MAC)}
+				return false, nil
+			}
+			c.sawMAC = true
+			c.res.MACs++
+		case c.sawMAC:
+			c.res.Break = &Break{Seq: row.Seq, Kind: BreakMACMissing, Want: "a MAC (every event after the first MAC carries one)", Got: `""`}
+			return false, nil
+		}
+		if c.vh.ok && row.Seq == c.vh.head.Seq {
+			c.sawHead, c.headHash = true, row.Hash
+		}
+	}
 	if row.Type == TypeAuditPurged {
 		c.sawPurge, c.lastPurgeSeq = true, row.Seq
 		// Unparsable detail leaves a zero statement, which fails the anchor check below.
@@ -189,6 +263,9 @@ func (c *chainCheck) add(row *storedRow) (bool, error) {
 // result ends the check after the last event: with an anchor, the newest
 // audit.purged event must state it.
 func (c *chainCheck) result() VerifyResult {
+	if c.res.Break == nil && c.vh.key != nil {
+		c.checkHead()
+	}
 	a := c.anchor
 	if !a.set || c.res.Break != nil {
 		return c.res
@@ -210,6 +287,50 @@ func (c *chainCheck) result() VerifyResult {
 		}
 	}
 	return c.res
+}
+
+// checkHead compares the log, read to its end, with the head recorded
+// outside the database.
+func (c *chainCheck) checkHead() {
+	vh := c.vh
+	last := c.anchor.seq
+	if c.res.Events > 0 {
+		last = c.res.LastSeq
+	}
+	switch {
+	case vh.err != nil:
+		c.res.Break = &Break{Seq: last, Kind: BreakHeadInvalid, Got: vh.err.Error()}
+		return
+	case !vh.ok:
+		if last == 0 {
+			c.res.Authenticated = true // nothing recorded yet, nothing to anchor
+			return
+		}
+		c.res.Break = &Break{Seq: last, Kind: BreakHeadInvalid,
+			Got: "no head file outside the database, though the log holds events up to seq " + strconv.FormatInt(last, 10)}
+		return
+	case !vh.head.valid(vh.key):
+		c.res.Break = &Break{Seq: vh.head.Seq, Kind: BreakHeadInvalid,
+			Got: fmt.Sprintf("head seq %d is not signed by the audit key (forged, or another key ring)", vh.head.Seq)}
+		return
+	}
+	h := vh.head
+	c.res.HeadSeq = h.Seq
+	want := fmt.Sprintf("seq %d hash %s", h.Seq, quoteHash(h.Hash))
+	switch {
+	case h.Seq > last:
+		c.res.LostFrom, c.res.LostTo = last+1, h.Seq
+		c.res.Break = &Break{Seq: last + 1, Kind: BreakTruncated, Want: want,
+			Got: fmt.Sprintf("events seq %d..%d", last+1, h.Seq)}
+		return
+	case c.sawHead && c.headHash != h.Hash:
+		c.res.Break = &Break{Seq: h.Seq, Kind: BreakHeadMismatch, Want: quoteHash(h.Hash), Got: quoteHash(c.headHash)}
+		return
+	case !c.sawHead && h.Seq == c.anchor.seq && c.anchor.set && c.anchor.hash != h.Hash:
+		c.res.Break = &Break{Seq: h.Seq, Kind: BreakHeadMismatch, Want: quoteHash(h.Hash), Got: quoteHash(c.anchor.hash)}
+		return
+	}
+	c.res.Authenticated = true
 }
 
 // checkLink checks one event against the chain so far.

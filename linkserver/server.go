@@ -295,6 +295,10 @@ func (s *Server) storeFailed(w http.ResponseWriter, r *http.Request, op, linkID 
 		// The client went away; not the store's fault.
 		level = slog.LevelDebug
 	}
+	if errors.Is(err, store.ErrUnavailable) {
+		// The store's guard logs the outage once, not per request.
+		level = slog.LevelDebug
+	}
 	s.log.Log(r.Context(), level, "linkserver: store unavailable",
 		"op", op, "link_id", linkID, "err", err)
 	s.renderError(w, r, pageUnavailable)

@@ -10,6 +10,7 @@ import (
 	"github.com/attachgate/attachgate/mailpart"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/smtpreply"
+	"github.com/attachgate/attachgate/store"
 )
 
 // Replies we give ourselves, named here for the session code; the codes
@@ -22,6 +23,10 @@ var (
 	replyTooManyRecipients = smtpreply.TooManyRecipients
 	replyLineTooLong       = smtpreply.LineTooLong
 	replyNoMail            = smtpreply.NoMail
+	// replyStoreUnavailable: the metadata store is down or is not the
+	// dataset this instance served (store.ErrUnavailable).
+	replyStoreUnavailable = &smtp.SMTPError{Code: smtpreply.C451LocalError, EnhancedCode: smtpreply.E430Other,
+		Message: "Storage temporarily unavailable, try again later"}
 )
 
 // toReply turns any error into the reply our client gets. go-smtp sends a
@@ -43,6 +48,12 @@ func toReply(log *slog.Logger, err error) error {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		return se
+	}
+	if errors.Is(err, store.ErrUnavailable) {
+		// The store's guard logged the outage once; one line per
+		// refused message would drown the log.
+		log.Debug("message refused: metadata store unavailable", "err", err)
+		return replyStoreUnavailable
 	}
 	if errors.Is(err, mailpart.ErrTooComplex) {
 		log.Info("message rejected", "reason", err)

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -87,6 +89,9 @@ func OpenSQLite(path string) (*SQLite, error) {
 	// The driver splits the DSN at the first '?'.
 	if strings.Contains(path, "?") {
 		return nil, fmt.Errorf("open sqlite %s: path must not contain '?'", path)
+	}
+	if err := privateDatabaseFiles(path); err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 	db, err := sql.Open("sqlite", path+"?"+sqliteParams)
 	if err != nil {
@@ -532,4 +537,40 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// privateDatabaseFiles creates the database file 0600 when missing and sets
+// it and its -wal and -shm files to 0600 when they exist. SQLite gives the
+// -wal and -shm files the database file's mode, whatever the umask, so a
+// database created 0600 keeps all three private; an older 0644 database is
+// made private before it is opened.
+func privateDatabaseFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	switch {
+	case err == nil:
+		if err := f.Chmod(0o600); err != nil { // the umask may have taken bits away, never added: be exact anyway
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	case !errors.Is(err, fs.ErrExist):
+		return err
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+		fi, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() && fi.Mode().Perm() != 0o600 {
+			if err := os.Chmod(p, 0o600); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

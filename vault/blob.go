@@ -181,30 +181,37 @@ func (s *BlobStore) Delete(id string) error {
 // Put, and returns how many it removed. Another instance sharing the
 // directory may be writing right now; its temp file's mtime stays fresh, so
 // pick olderThan well above the longest upload (an hour is plenty).
+//
+// It looks at the whole temp tree, every instance's temp area included, so
+// the leftovers of an instance that never comes back go too.
 func (s *BlobStore) CleanTemp(olderThan time.Duration) (int, error) {
-	entries, err := os.ReadDir(s.tmpDir)
-	if err != nil {
-		return 0, fmt.Errorf("clean blob temp %s: %w", s.tmpDir, err)
-	}
+	root := filepath.Join(s.dir, blobTmpDir)
 	cutoff := time.Now().Add(-olderThan)
 	removed := 0
 	var errs []error
-	for _, e := range entries {
+	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
 		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".tmp") {
-			continue
+			return nil
 		}
 		fi, err := e.Info()
 		if err != nil || !fi.ModTime().Before(cutoff) {
-			continue // gone already, or maybe still being written
+			return nil // gone already, or maybe still being written
 		}
-		if err := os.Remove(filepath.Join(s.tmpDir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
-			continue
+			return nil
 		}
 		removed++
-	}
-	if err := errors.Join(errs...); err != nil {
-		return removed, fmt.Errorf("clean blob temp %s: %w", s.tmpDir, err)
+		return nil
+	})
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return removed, fmt.Errorf("clean blob temp %s: %w", root, err)
 	}
 	return removed, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,16 +26,25 @@ const backendOpenTimeout = 30 * time.Second
 type backend struct {
 	ring  *vault.KeyRing
 	blobs *vault.BlobStore
+	// store and audit refuse every call while guard does (the backend is
+	// unreachable or not the dataset this instance served); raw is the
+	// backend itself.
 	store store.Store
 	audit audit.Log
+	raw   store.Store
+	guard *store.Guard
 }
 
 // openBackend opens everything serve needs. log receives start-up
 // warnings (a Redis without persistence) and the audit log's retention
 // reports.
 func openBackend(c *config.Config, log *slog.Logger) (*backend, error) {
-	if err := os.MkdirAll(c.Storage.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("storage.dir %s: %w", c.Storage.Dir, err)
+	// Whatever the umask the daemon was started with, what it creates is
+	// its own (files 0600, directories 0700; the code asks for those modes
+	// too); what an older version or another umask left is made so.
+	syscall.Umask(0o077)
+	if err := vault.SecureDataDir(c.Storage.Dir); err != nil {
+		return nil, err
 	}
 	ring, err := vault.OpenKeyRing(c.Storage.Path("keys"))
 	if err != nil {
@@ -48,20 +58,34 @@ func openBackend(c *config.Config, log *slog.Logger) (*backend, error) {
 		// go-redis reports dial failures on its own; route them to our log.
 		redis.SetLogger(redisLogger{log: log.With("component", "redis")})
 	}
-	st, al, err := openMetadata(c, log)
+	st, al, err := openMetadata(c, ring, log)
 	if err != nil {
 		return nil, err
 	}
-	return &backend{ring: ring, blobs: blobs, store: st, audit: al}, nil
+	ctx, cancel := context.WithTimeout(context.Background(), backendOpenTimeout)
+	defer cancel()
+	gen, err := datasetGeneration(ctx, c, st, log)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("dataset generation: %w", err)
+	}
+	guard, err := store.NewGuard(st, gen, 5*time.Second, log.With("component", "store"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	guard.Probe(ctx) // a dataset lost while every instance was down refuses from the start
+	return &backend{ring: ring, blobs: blobs, store: guard, audit: guardedAudit{Log: al, guard: guard},
+		raw: st, guard: guard}, nil
 }
 
-func (b *backend) Close() { b.store.Close() }
+func (b *backend) Close() { b.raw.Close() }
 
 // openMetadata opens the store and the audit log of c's store.backend:
 // both in the SQLite database under storage.dir, or both in Redis. A nil
 // log skips the persistence check (the CLI only reads).
-func openMetadata(c *config.Config, log *slog.Logger) (store.Store, audit.Log, error) {
-	opts := auditOptions(c)
+func openMetadata(c *config.Config, ring *vault.KeyRing, log *slog.Logger) (store.Store, audit.Log, error) {
+	opts := auditOptions(c, ring)
 	if log != nil {
 		opts.Logger = log.With("component", "audit")
 	}
@@ -141,13 +165,26 @@ func openAuditLog(path string) (audit.Log, func(), error) {
 		return nil, nil, err
 	}
 	// An export before the first serve finds an empty log, not an error.
-	st, al, err := openMetadata(c, nil)
+	if err := vault.SecureDataDir(c.Storage.Dir); err != nil {
+		return nil, nil, err
+	}
+	ring, err := vault.OpenKeyRing(c.Storage.Path("keys"))
+	if err != nil {
+		return nil, nil, err
+	}
+	st, al, err := openMetadata(c, ring, nil)
 	if err != nil {
 		return nil, nil, err
 	}
 	return al, func() { st.Close() }, nil
 }
 
-func auditOptions(c *config.Config) audit.Options {
-	return audit.Options{Location: c.Audit.Location(), Retention: c.Audit.RetentionDays}
+// auditOptions anchor the log outside the database: events MACed with a
+// key derived from the key ring's secret, and the signed head in
+// storage.dir/audit-head (shared by instances sharing storage.dir).
+func auditOptions(c *config.Config, ring *vault.KeyRing) audit.Options {
+	return audit.Options{Location: c.Audit.Location(), Retention: c.Audit.RetentionDays,
+		MACKey: audit.AuditKey(ring.MACKey()), HeadPath: auditHeadPath(c)}
 }
+
+func auditHeadPath(c *config.Config) string { return c.Storage.Path("audit-head") }

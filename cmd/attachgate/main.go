@@ -30,6 +30,9 @@ commands:
                                new DKIM signing key (0600) and its DNS TXT record
   policy test   -config FILE -from ADDR -to ADDR[,ADDR] FILE.eml
                                dry run: each part's policy decision
+  recover       -config FILE [-yes]
+                               inspect a lost dataset (Redis came back empty,
+                               database replaced); -yes re-initialises it
   version                      print the version
 `
 
@@ -49,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runUser(args[1:], os.Stdin, stdout, stderr)
 	case "audit":
 		return runAudit(args[1:], stdout, stderr, openAuditLog)
+	case "recover":
+		return runRecover(args[1:], stdout, stderr)
 	case "dkim":
 		return runDKIM(args[1:], stdout, stderr)
 	case "policy":

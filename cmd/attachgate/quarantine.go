@@ -21,7 +21,7 @@ func openQuarantine(c *config.Config, b *backend, obs *observed, p *pipeline.Pip
 	if n := c.PolicyEngine().Rules(); n > 0 {
 		log.Info("policies loaded", "rules", n)
 	}
-	sq, ok := b.store.(*store.SQLite)
+	sq, ok := b.raw.(*store.SQLite)
 	if !ok {
 		log.Info("quarantine off: store.backend is not sqlite")
 		return nil, nil

@@ -110,6 +110,11 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 	} else if n > 0 {
 		log.Warn("removed unfinished blobs", "count", n)
 	}
+	if n, err := b.blobs.UseTempArea(instanceName(c)); err != nil {
+		return fmt.Errorf("blob temp area: %w", err)
+	} else if n > 0 {
+		log.Warn("removed this instance's unfinished blobs of an earlier run", "count", n)
+	}
 
 	var cert *certsReloader
 	if c.SMTP.TLS.Enabled() {
@@ -233,6 +238,8 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 	janitor := &expiry.Janitor{Store: obs.store, Blobs: b.blobs, Audit: obs.audit, Logger: log.With("component", "expiry"),
 		// A purged link's tombstone lives as long as the audit events about it.
 		TombstoneTTL: time.Duration(c.Audit.RetentionDays) * 24 * time.Hour}
+	go b.guard.Run(ctx)
+	go runReconcile(ctx, b, log.With("component", "vault"), 10*time.Minute)
 	go janitor.Run(ctx, time.Minute)
 	if held != nil {
 		go held.Run(ctx) // timed release of action hold
