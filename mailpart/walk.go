@@ -179,6 +179,9 @@ type walkVisitor struct {
 	w       *walker
 	fn      func(p *Part, body io.Reader) error
 	summary Summary
+	// elide, for WalkTee: whether an attachment's raw body stays out of
+	// the copy.
+	elide func(p *Part) bool
 }
 
 func (v *walkVisitor) enter(e *entity) error {
@@ -206,12 +209,24 @@ func (v *walkVisitor) leaf(e *entity, raw *section) error {
 		body = &cidScanner{r: body, c: &v.w.cls}
 	}
 	part := e.part // fn gets its own copy
+	t := v.w.sc.tee
+	elided := t != nil && e.part.Attachment && v.elide != nil && v.elide(&part)
+	if elided {
+		if err := t.startElision(v.w.sc.pos()); err != nil {
+			return fmt.Errorf("walk part %s: %w", e.part.Path, err)
+		}
+	}
 	if err := v.fn(&part, body); err != nil {
 		return fmt.Errorf("walk part %s: %w", e.part.Path, err)
 	}
 	// Drain through the decoders so the cid scanner sees the whole body.
 	if _, err := io.Copy(io.Discard, body); err != nil {
 		return fmt.Errorf("walk part %s: %w", e.part.Path, err)
+	}
+	if elided {
+		if err := t.endElision(v.w.sc.pos() - int64(raw.tail)); err != nil {
+			return fmt.Errorf("walk part %s: %w", e.part.Path, err)
+		}
 	}
 	return nil
 }

@@ -133,7 +133,7 @@ func (p *Pipeline) Process(ctx context.Context, env Envelope, r io.Reader, hop r
 // (quarantine keeps the item and records mail.deferred).
 func (p *Pipeline) Release(ctx context.Context, m Released, hop relay.Session) (string, error) {
 	tx := p.beginRelease(ctx, m, hop)
-	if err := tx.run(ctx, m.Source, m.Size); err != nil {
+	if err := tx.run(ctx, m.Source, m.Size, nil); err != nil {
 		return "", tx.Abort(err)
 	}
 	return tx.Commit(ctx), nil
@@ -216,6 +216,20 @@ func sanitizeHeaderWord(s string) string {
 		s = s[:255]
 	}
 	return s
+}
+
+// sharedDB returns store and audit log when both are kept in one SQLite
+// database, so a message's records and events can share a transaction.
+func (p *Pipeline) sharedDB() (*store.SQLite, *audit.SQLiteLog, bool) {
+	st, ok := p.Store.(*store.SQLite)
+	if !ok {
+		return nil, nil, false
+	}
+	al, ok := p.Audit.(*audit.SQLiteLog)
+	if !ok || al.DB() != st.DB() {
+		return nil, nil, false
+	}
+	return st, al, true
 }
 
 func (p *Pipeline) deleteBlobs(files []store.File, log *slog.Logger) {

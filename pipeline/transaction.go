@@ -3,6 +3,7 @@ package pipeline
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -98,11 +99,18 @@ func (p *Pipeline) beginRelease(ctx context.Context, m Released, hop relay.Sessi
 // message_id, the id in our Received field).
 func (t *Transaction) ID() string { return t.id }
 
-// Body receives the message from r (always consumed) into an encrypted
-// spool and runs the stages up to the final reply. When Body returns nil
-// the message was relayed or held and Commit must follow; otherwise
-// Abort. The next hop waits idle meanwhile and gets a NOOP every
-// Pipeline.KeepAlive.
+// Body receives the message from r (always consumed) and runs the stages
+// up to the final reply. When Body returns nil the message was relayed or
+// held and Commit must follow; otherwise Abort. The next hop waits idle
+// meanwhile and gets a NOOP every Pipeline.KeepAlive.
+//
+// The message is read once: the MIME walk reads it from r, attachments to
+// be linked go from there into the vault (decoded, hashed, encrypted in
+// one stream), and only what stays in the message goes into the
+// encrypted spool, from which it is rewritten to the next hop. When a
+// policy may hold messages (quarantine, hold), a held message must be
+// kept whole: then the whole message is spooled first and walked from the
+// spool.
 func (t *Transaction) Body(ctx context.Context, r io.Reader) error {
 	sp, err := vault.NewSpool(t.p.SpoolDir)
 	if err != nil {
@@ -113,25 +121,85 @@ func (t *Transaction) Body(ctx context.Context, r io.Reader) error {
 	// Postfix drops an idle client after 300 s: keep the next hop from
 	// timing out on large mail over slow links.
 	t.stopKA = t.p.keepAlive(t.hop, t.log)
-	size, err := io.CopyBuffer(sp, r, make([]byte, copyBufferSize))
-	if err != nil {
-		// go-smtp's size limit error is an *smtp.SMTPError (552 5.3.4);
-		// anything else is the client going away.
-		return fmt.Errorf("receive message: %w", err)
+	if t.p.Policies.HasAction(policies.Quarantine) || t.p.Policies.HasAction(policies.Hold) {
+		size, err := io.CopyBuffer(sp, r, make([]byte, copyBufferSize))
+		if err != nil {
+			// go-smtp's size limit error is an *smtp.SMTPError (552
+			// 5.3.4); anything else is the client going away.
+			return fmt.Errorf("receive message: %w", err)
+		}
+		if err := sp.Close(); err != nil {
+			return fmt.Errorf("spool message: %w", err)
+		}
+		return t.run(ctx, sp, size, nil)
 	}
-	if err := sp.Close(); err != nil {
-		return fmt.Errorf("spool message: %w", err)
+	cr := &countingReader{r: r}
+	err = t.run(ctx, sp, 0, func(fn func(*mailpart.Part, io.Reader) error) (mailpart.Summary, error) {
+		sum, err := mailpart.WalkTee(cr, t.p.Limits, sp, t.elide, fn)
+		if err == nil {
+			err = sp.Close()
+		}
+		t.size = cr.n
+		return sum, err
+	})
+	if cr.err == nil {
+		// A refusal or a failure ended the walk early: the client's DATA
+		// is read to its end all the same.
+		n, _ := io.Copy(io.Discard, r)
+		t.size += n
 	}
-	return t.run(ctx, sp, size)
+	return err
 }
 
-// run is the stages after the body is at hand in src.
-func (t *Transaction) run(ctx context.Context, src Source, size int64) error {
+// countingReader counts the message's bytes and keeps the read error.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+// elide tells the one-pass walk which attachments' bodies stay out of the
+// spool: those the policies link without looking at their size (exactly
+// the ones decideAttachment puts into the vault before reading them).
+func (t *Transaction) elide(part *mailpart.Part) bool {
+	if t.verdict.MessageLevel() {
+		return false
+	}
+	d, final := t.decide.Early(policies.Envelope{From: t.env.From, To: t.env.To}, policies.PartOf(part))
+	return final && d.Action == policies.Link
+}
+
+// walkFunc runs the MIME walk with fn for every leaf part.
+type walkFunc func(fn func(*mailpart.Part, io.Reader) error) (mailpart.Summary, error)
+
+// run is the stages after the body: src is where the message (or what of
+// it stays) can be reread; walk, when not nil, reads the body itself,
+// filling src on the way.
+func (t *Transaction) run(ctx context.Context, src Source, size int64, walk walkFunc) error {
 	t.src, t.size = src, size
 	if t.stopKA == nil {
 		t.stopKA = t.p.keepAlive(t.hop, t.log)
 	}
-	err := t.store(ctx)
+	if walk == nil {
+		walk = func(fn func(*mailpart.Part, io.Reader) error) (mailpart.Summary, error) {
+			rd, err := src.Open()
+			if err != nil {
+				return mailpart.Summary{}, fmt.Errorf("read spool: %w", err)
+			}
+			defer rd.Close()
+			return mailpart.Walk(rd, t.p.Limits, fn)
+		}
+	}
+	err := t.store(ctx, walk)
 	if kaErr := t.stopKeepAlive(); err == nil && kaErr != nil {
 		return &relay.Error{Op: "NOOP", Err: kaErr}
 	}
@@ -144,7 +212,7 @@ func (t *Transaction) run(ctx context.Context, src Source, size int64) error {
 	switch v := t.verdict; {
 	case v.Action == policies.Reject:
 		t.reason = v.Rule
-		t.log.Info("refused by policy", "rule", v.Rule, "size", size, "rcpts", len(t.env.To))
+		t.log.Info("refused by policy", "rule", v.Rule, "size", t.size, "rcpts", len(t.env.To))
 		return smtpreply.Refused(v.Rule)
 	case v.MessageLevel():
 		return t.hold(ctx)
@@ -159,18 +227,12 @@ func (t *Transaction) stopKeepAlive() error {
 	return t.stopKA()
 }
 
-// store is the check and store stages: one walk of the message decides
-// every attachment by policy (decide.go) and puts those to be linked into
-// the vault; then message, files and links go into the store.
-func (t *Transaction) store(ctx context.Context) error {
-	rd, err := t.src.Open()
-	if err != nil {
-		return fmt.Errorf("read spool: %w", err)
-	}
-	defer rd.Close()
-
+// store is the check stage and the vault half of the store stage: one
+// walk of the message decides every attachment by policy (decide.go) and
+// puts those to be linked into the vault.
+func (t *Transaction) store(ctx context.Context, walk walkFunc) error {
 	penv := policies.Envelope{From: t.env.From, To: t.env.To}
-	sum, err := mailpart.Walk(rd, t.p.Limits, func(part *mailpart.Part, body io.Reader) error {
+	sum, err := walk(func(part *mailpart.Part, body io.Reader) error {
 		if !part.Attachment {
 			return nil
 		}
@@ -197,15 +259,6 @@ func (t *Transaction) store(ctx context.Context) error {
 		t.subject = raw
 	}
 	t.notice.Language = t.p.Language
-	if len(t.files) == 0 {
-		return nil
-	}
-	msg := store.Message{ID: t.id, MessageID: t.header, Sender: t.env.From, Recipients: t.env.To,
-		ClientAddr: t.env.ClientAddr, AuthUser: t.env.AuthUser, CreatedAt: t.start}
-	if err := t.p.Store.CreateMessage(ctx, msg, t.files, t.links); err != nil {
-		return fmt.Errorf("record message: %w", err)
-	}
-	t.inStore = true
 	return nil
 }
 
@@ -228,8 +281,10 @@ func (t *Transaction) link(part *mailpart.Part, fileID string, info vault.BlobIn
 	return nil
 }
 
-// record puts the message's arrival, then each file and link, into the
-// audit log in one batch.
+// record is the rest of the store stage: the message, its files and links
+// go into the store, and its arrival, files and links into the audit log;
+// in one transaction shared with concurrent messages when both live in the
+// same SQLite database (group commit: one fsync for many messages).
 func (t *Transaction) record(ctx context.Context) error {
 	var events []audit.Event
 	if t.arrival != nil {
@@ -257,9 +312,31 @@ func (t *Transaction) record(ctx context.Context) error {
 				Sender: t.env.From, Recipients: t.env.To, FileID: f.ID, FileName: f.Name, LinkID: l.ID,
 				Expires: l.ExpiresAt})
 	}
-	if len(events) == 0 {
+	if len(t.files) == 0 {
+		if len(events) == 0 {
+			return nil
+		}
+		if err := audit.RecordAll(ctx, t.p.Audit, events); err != nil {
+			return fmt.Errorf("audit %s: %w", events[0].Type, err)
+		}
 		return nil
 	}
+	msg := store.Message{ID: t.id, MessageID: t.header, Sender: t.env.From, Recipients: t.env.To,
+		ClientAddr: t.env.ClientAddr, AuthUser: t.env.AuthUser, CreatedAt: t.start}
+	if st, al, ok := t.p.sharedDB(); ok {
+		err := al.RecordWith(ctx, events, func(ctx context.Context, conn *sql.Conn) error {
+			return st.CreateMessageTx(ctx, conn, msg, t.files, t.links)
+		})
+		if err != nil {
+			return fmt.Errorf("record message: %w", err)
+		}
+		t.inStore = true
+		return nil
+	}
+	if err := t.p.Store.CreateMessage(ctx, msg, t.files, t.links); err != nil {
+		return fmt.Errorf("record message: %w", err)
+	}
+	t.inStore = true
 	if err := audit.RecordAll(ctx, t.p.Audit, events); err != nil {
 		return fmt.Errorf("audit %s: %w", events[0].Type, err)
 	}
