@@ -18,8 +18,14 @@ import (
 
 const (
 	// groupLinger is how long a leader waits for more writers when the
-	// previous batch showed concurrency.
-	groupLinger = time.Millisecond
+	// log is under concurrent load: the previous batch had several
+	// writers, or committed less than groupBusy ago.
+	groupLinger = 2 * time.Millisecond
+	groupBusy   = 10 * time.Millisecond
+	// asyncLinger is how long Append's events wait for a writer that
+	// waits (the next message's records) to share its commit; such a
+	// writer ends the wait at once.
+	asyncLinger = 20 * time.Millisecond
 	// maxGroup bounds the writes of one transaction.
 	maxGroup = 64
 )
@@ -37,6 +43,9 @@ type groupWrite struct {
 	err    error
 	done   chan struct{} // closed when err and stored are set
 	lead   chan struct{} // closed when this writer is to lead next
+	// async: nobody waits (Append); then is told the outcome.
+	async bool
+	then  func(error)
 }
 
 type groupState struct {
@@ -44,6 +53,10 @@ type groupState struct {
 	leading bool
 	last    int // size of the previous batch
 	batches int // transactions run so far
+	lastEnd time.Time
+	// wake, while a leader lingers for Append's events only, is closed
+	// by the first writer that waits.
+	wake chan struct{}
 }
 
 // RecordWith appends events and runs extra (when not nil) in the same
@@ -61,6 +74,39 @@ func (l *SQLiteLog) RecordWith(ctx context.Context, events []Event, extra TxFunc
 	return nil
 }
 
+// Append queues events to be recorded with the next group commit and
+// returns at once; then (when not nil) is called with the outcome. It is
+// for events nothing has to wait for, such as mail.relayed once the next
+// hop has the mail: they share the commit of the next messages' records
+// instead of paying for their own. Flush waits for them.
+func (l *SQLiteLog) Append(events []Event, then func(error)) {
+	if err := checkBatch(events); err != nil {
+		if then != nil {
+			then(err)
+		}
+		return
+	}
+	w := &groupWrite{ctx: context.Background(), events: events, async: true, then: then,
+		done: make(chan struct{}), lead: make(chan struct{})}
+	l.groupMu.Lock()
+	l.group.queue = append(l.group.queue, w)
+	lead := !l.group.leading
+	if lead {
+		l.group.leading = true
+	}
+	l.groupMu.Unlock()
+	if lead {
+		go l.leadBatch()
+	}
+}
+
+// Flush returns once every write queued before it is committed (or
+// failed); the daemon calls it before exiting.
+func (l *SQLiteLog) Flush(ctx context.Context) error {
+	_, err := l.write(ctx, nil, nil)
+	return err
+}
+
 // DB is the database the log is kept in.
 func (l *SQLiteLog) DB() *sql.DB { return l.db }
 
@@ -72,6 +118,10 @@ func (l *SQLiteLog) write(ctx context.Context, events []Event, extra TxFunc) ([]
 	lead := !l.group.leading
 	if lead {
 		l.group.leading = true
+	}
+	if l.group.wake != nil {
+		close(l.group.wake)
+		l.group.wake = nil
 	}
 	l.groupMu.Unlock()
 	if !lead {
@@ -90,9 +140,35 @@ func (l *SQLiteLog) write(ctx context.Context, events []Event, extra TxFunc) ([]
 // leadership to the first writer still queued (or gives it up).
 func (l *SQLiteLog) leadBatch() {
 	l.groupMu.Lock()
-	linger := l.group.last > 1 && len(l.group.queue) < maxGroup
+	asyncOnly := true
+	for _, w := range l.group.queue {
+		asyncOnly = asyncOnly && w.async
+	}
+	busy := l.group.last > 1 || time.Since(l.group.lastEnd) < groupBusy
+	var wake chan struct{}
+	if asyncOnly {
+		wake = make(chan struct{})
+		l.group.wake = wake
+	}
+	linger := (busy || asyncOnly) && len(l.group.queue) < maxGroup
 	l.groupMu.Unlock()
-	if linger {
+	switch {
+	case asyncOnly:
+		t := time.NewTimer(asyncLinger)
+		select {
+		case <-wake:
+			// A writer that waits joined: give it the usual moment
+			// for others.
+			time.Sleep(groupLinger)
+		case <-t.C:
+		}
+		t.Stop()
+		l.groupMu.Lock()
+		if l.group.wake == wake {
+			l.group.wake = nil
+		}
+		l.groupMu.Unlock()
+	case linger:
 		time.Sleep(groupLinger)
 	}
 	l.groupMu.Lock()
@@ -106,13 +182,21 @@ func (l *SQLiteLog) leadBatch() {
 	l.runBatch(batch)
 	for _, w := range batch {
 		close(w.done)
+		if w.then != nil {
+			w.then(w.err)
+		}
 	}
 
 	l.groupMu.Lock()
-	if len(l.group.queue) > 0 {
-		close(l.group.queue[0].lead)
-	} else {
+	l.group.lastEnd = time.Now()
+	switch {
+	case len(l.group.queue) == 0:
 		l.group.leading = false
+	case l.group.queue[0].async:
+		// Nobody waits on an Append: lead for it.
+		go l.leadBatch()
+	default:
+		close(l.group.queue[0].lead)
 	}
 	l.groupMu.Unlock()
 }

@@ -104,3 +104,55 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatalf("verify: %+v, %v", res, err)
 	}
 }
+
+// TestAppendIsFlushed: events queued without waiting are committed with
+// the next batch, in order, and Flush waits for them.
+func TestAppendIsFlushed(t *testing.T) {
+	db, _ := openTestDB(t)
+	l, err := NewSQLite(db, Options{Location: time.UTC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var outcomes []error
+	for i := range 5 {
+		l.Append([]Event{{Type: TypeMailRelayed, MessageID: fmt.Sprint(i)}}, func(err error) {
+			mu.Lock()
+			outcomes = append(outcomes, err)
+			mu.Unlock()
+		})
+	}
+	if err := l.RecordAll(context.Background(), []Event{{Type: TypeMailReceived, MessageID: "after"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(outcomes) != 5 {
+		t.Fatalf("%d outcomes reported, want 5", len(outcomes))
+	}
+	for _, err := range outcomes {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := db.Query(`SELECT message_id FROM audit_events ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var id string
+		rows.Scan(&id)
+		got = append(got, id)
+	}
+	if want := "0 1 2 3 4 after"; fmt.Sprint(got) != "["+want+"]" {
+		t.Fatalf("order %v, want [%s]", got, want)
+	}
+	if res, err := l.Verify(context.Background(), nil); err != nil || res.Events != 6 {
+		t.Fatalf("verify: %+v %v", res, err)
+	}
+}

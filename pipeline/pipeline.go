@@ -73,7 +73,11 @@ type Pipeline struct {
 	// a message is received and stored; 0 means 60 s.
 	KeepAlive time.Duration
 	Now       func() time.Time
-	Logger    *slog.Logger
+	// Logger is named "component=pipeline" here.
+	Logger *slog.Logger
+
+	logOnce sync.Once
+	log     *slog.Logger
 }
 
 // Holder keeps messages a policy holds; quarantine.Manager.Holder is one.
@@ -247,9 +251,14 @@ func (p *Pipeline) now() time.Time {
 	return time.Now()
 }
 
+// logger is the package's logger, named by the package.
 func (p *Pipeline) logger() *slog.Logger {
-	if p.Logger != nil {
-		return p.Logger
-	}
-	return slog.Default()
+	p.logOnce.Do(func() {
+		l := p.Logger
+		if l == nil {
+			l = slog.Default()
+		}
+		p.log = l.With("component", "pipeline")
+	})
+	return p.log
 }

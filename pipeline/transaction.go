@@ -325,6 +325,12 @@ func (t *Transaction) record(ctx context.Context) error {
 		ClientAddr: t.env.ClientAddr, AuthUser: t.env.AuthUser, CreatedAt: t.start}
 	if st, al, ok := t.p.sharedDB(); ok {
 		err := al.RecordWith(ctx, events, func(ctx context.Context, conn *sql.Conn) error {
+			// The blobs' names become durable with their records: the
+			// first message of a group commit syncs the directories of
+			// all of them.
+			if err := t.p.Blobs.SyncPending(); err != nil {
+				return err
+			}
 			return st.CreateMessageTx(ctx, conn, msg, t.files, t.links)
 		})
 		if err != nil {
@@ -332,6 +338,9 @@ func (t *Transaction) record(ctx context.Context) error {
 		}
 		t.inStore = true
 		return nil
+	}
+	if err := t.p.Blobs.SyncPending(); err != nil {
+		return fmt.Errorf("record message: %w", err)
 	}
 	if err := t.p.Store.CreateMessage(ctx, msg, t.files, t.links); err != nil {
 		return fmt.Errorf("record message: %w", err)
@@ -427,12 +436,28 @@ func (t *Transaction) Commit(ctx context.Context) string {
 	t.log.Info("relayed", "size", t.size, "rcpts", len(t.env.To), "files", len(t.files), "reply", t.reply)
 	e := audit.Event{Type: audit.TypeMailRelayed, Actor: t.actor, ClientAddr: t.env.ClientAddr, MessageID: t.id,
 		HeaderID: t.header, Sender: t.env.From, Recipients: t.env.To, Size: t.size, Reply: "250 " + t.reply}
-	if err := t.p.Audit.Record(context.WithoutCancel(ctx), e); err != nil {
+	log := t.log
+	failed := func(err error) {
 		// The next hop has the mail: failing now would make the client
 		// send it twice. Log loudly instead.
-		t.log.Error("audit mail.relayed failed", "err", err)
+		if err != nil {
+			log.Error("audit mail.relayed failed", "err", err)
+		}
+	}
+	if a, ok := t.p.Audit.(appender); ok {
+		// Durable with the next group commit: the next hop has the mail
+		// and saw its links, nothing waits for this record.
+		a.Append([]audit.Event{e}, failed)
+	} else {
+		failed(t.p.Audit.Record(context.WithoutCancel(ctx), e))
 	}
 	return t.reply
+}
+
+// appender is an audit log that records without making the caller wait
+// (audit.SQLiteLog).
+type appender interface {
+	Append(events []audit.Event, then func(error))
 }
 
 // Abort ends a transaction that failed with err, which it returns: what

@@ -63,6 +63,8 @@ var (
 		Message: "Next hop unavailable, try again later"}
 	HopLost = &smtp.SMTPError{Code: C451LocalError, EnhancedCode: E442BadConnection,
 		Message: "Connection to next hop lost, try again later"}
+	OutboxFailed = &smtp.SMTPError{Code: C451LocalError, EnhancedCode: E430Other,
+		Message: "Outbox write failed"}
 	NoMail = &smtp.SMTPError{Code: C503BadSequence, EnhancedCode: E551BadCommand,
 		Message: "Send MAIL first"}
 )

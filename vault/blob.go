@@ -60,6 +60,11 @@ type BlobStore struct {
 	tmpDir string
 	ring   *KeyRing
 	dirs   dirSyncer
+
+	// Directories with renames PutUnsynced left to SyncPending.
+	pendMu  sync.Mutex
+	pending map[string]bool
+	syncMu  sync.Mutex
 }
 
 // BlobInfo describes a stored blob; the caller records it in the store.
@@ -105,12 +110,68 @@ func (s *BlobStore) hashPath(id string) string {
 // sync shared with the Puts of the same moment. An existing blob with the
 // same id is replaced.
 func (s *BlobStore) Put(id string, r io.Reader) (info BlobInfo, err error) {
+	info, final, err := s.put(id, r)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	if err := s.dirs.sync(filepath.Dir(final)); err != nil {
+		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+	}
+	return info, nil
+}
+
+// PutUnsynced is Put without the directory sync: the blob is whole and
+// its bytes durable, but its name becomes durable only with the next
+// SyncPending. The pipeline puts a message's attachments this way and
+// calls SyncPending in the transaction that records them, so the
+// messages committed together share one sync per directory.
+func (s *BlobStore) PutUnsynced(id string, r io.Reader) (BlobInfo, error) {
+	info, final, err := s.put(id, r)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	s.pendMu.Lock()
+	if s.pending == nil {
+		s.pending = map[string]bool{}
+	}
+	s.pending[filepath.Dir(final)] = true
+	s.pendMu.Unlock()
+	return info, nil
+}
+
+// SyncPending makes the names of every blob PutUnsynced stored before the
+// call durable, syncing each directory concerned once.
+func (s *BlobStore) SyncPending() error {
+	// One sync pass at a time: a pass that took our directories is over
+	// when we get the lock.
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.pendMu.Lock()
+	dirs := s.pending
+	s.pending = nil
+	s.pendMu.Unlock()
+	var errs []error
+	for dir := range dirs {
+		if err := syncDir(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.dirs.mu.Lock()
+	s.dirs.syncs += len(dirs)
+	s.dirs.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("sync blob directories: %w", err)
+	}
+	return nil
+}
+
+func (s *BlobStore) put(id string, r io.Reader) (info BlobInfo, final string, err error) {
 	if !validBlobID.MatchString(id) {
-		return BlobInfo{}, fmt.Errorf("store blob %q: invalid id", id)
+		return BlobInfo{}, "", fmt.Errorf("store blob %q: invalid id", id)
 	}
 	tmp, err := os.CreateTemp(s.tmpDir, id+".*.tmp") // O_EXCL, mode 0600
 	if err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
 	published := false
 	defer func() {
@@ -127,7 +188,7 @@ func (s *BlobStore) Put(id string, r io.Reader) (info BlobInfo, err error) {
 
 	enc, err := age.Encrypt(bw, recipient)
 	if err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
 	hash := sha256.New()
 	bufp := copyBufferPool.Get().(*[]byte)
@@ -135,32 +196,29 @@ func (s *BlobStore) Put(id string, r io.Reader) (info BlobInfo, err error) {
 	size, err := io.CopyBuffer(io.MultiWriter(hash, enc), readerOnly{r}, *bufp)
 	copyBufferPool.Put(bufp)
 	if err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
 	if err := enc.Close(); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: encrypt: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: encrypt: %w", id, err)
 	}
 	if err := bw.Flush(); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: sync: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: sync: %w", id, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
-	final := s.path(id)
+	final = s.path(id)
 	if err := mkdirSynced(filepath.Dir(final), s.dir); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
 	if err := os.Rename(tmp.Name(), final); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
 	published = true
-	if err := s.dirs.sync(filepath.Dir(final)); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
-	}
-	return BlobInfo{ID: id, KeyID: keyID, Size: size, SHA256: hex.EncodeToString(hash.Sum(nil))}, nil
+	return BlobInfo{ID: id, KeyID: keyID, Size: size, SHA256: hex.EncodeToString(hash.Sum(nil))}, final, nil
 }
 
 // Open opens blob id, encrypted to keyID ("" tries every key in the ring),

@@ -94,3 +94,32 @@ func TestDirSyncShared(t *testing.T) {
 		t.Errorf("%d directory syncs for %d Puts into %d directories, want %d", s.dirs.syncs, puts, len(dirs), len(dirs))
 	}
 }
+
+// TestSyncPending: blobs put without their directory sync become durable
+// together, one sync per directory, and a second pass has nothing to do.
+func TestSyncPending(t *testing.T) {
+	s, _, _ := newTestStore(t)
+	dirs := map[string]bool{}
+	for i := range 6 {
+		id := uuid.Must(uuid.NewV7()).String()
+		if _, err := s.PutUnsynced(id, bytes.NewReader([]byte(fmt.Sprint("blob ", i)))); err != nil {
+			t.Fatal(err)
+		}
+		dirs[filepath.Dir(s.path(id))] = true
+		if _, err := os.Stat(s.path(id)); err != nil {
+			t.Fatalf("blob %s not in place before the sync: %v", id, err)
+		}
+	}
+	if err := s.SyncPending(); err != nil {
+		t.Fatal(err)
+	}
+	if s.dirs.syncs != len(dirs) {
+		t.Errorf("%d directory syncs for 6 blobs in %d directories", s.dirs.syncs, len(dirs))
+	}
+	if err := s.SyncPending(); err != nil {
+		t.Fatal(err)
+	}
+	if s.dirs.syncs != len(dirs) {
+		t.Errorf("a second pass synced again (%d syncs)", s.dirs.syncs)
+	}
+}

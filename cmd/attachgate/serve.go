@@ -157,7 +157,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 		Policies:    c.PolicyEngine(),
 		Limits: mailpart.Limits{MaxDepth: c.SMTP.MaxMIMEDepth, MaxParts: c.SMTP.MaxMIMEParts,
 			MaxHeaderBytes: c.SMTP.MaxHeaderBytes},
-		Logger: log.With("component", "pipeline"),
+		Logger: log,
 	}
 	hop := relay.New(c.NextHop.Address, c.SMTP.Hostname, c.NextHop.Timeout.D(), c.NextHop.TLS, hopTLS)
 	held, err := openQuarantine(c, b, hop, pl, log)
@@ -250,6 +250,13 @@ func serve(c *config.Config, log *slog.Logger) error {
 	}
 	if err := adminAPI.Shutdown(sctx); err != nil {
 		log.Warn("admin drain incomplete", "err", err)
+	}
+	// Events queued for the next group commit (mail.relayed) go to disk
+	// before the process ends.
+	if f, ok := b.audit.(interface{ Flush(context.Context) error }); ok {
+		if err := f.Flush(sctx); err != nil {
+			log.Error("audit flush at shutdown", "err", err)
+		}
 	}
 	log.Info("stopped")
 	return serveErr

@@ -22,10 +22,12 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -129,6 +131,13 @@ func main() {
 		o.wrkSeconds = 3
 		o.benchtime = "2x"
 	}
+	// An interrupted run still stops what it started (daemons, Postfix).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fatalf("interrupted")
+	}()
 	e := &env{opt: o, start: time.Now()}
 	e.loadBefore = loadavg()
 	defer cleanup()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -35,6 +36,10 @@ func startPostfix(bin, work, sinkAddr string) (*postfix, error) {
 	}
 	if _, err := user.Lookup("postfix"); err != nil {
 		return nil, fmt.Errorf("user postfix: %w (install Postfix: bench/deps.sh)", err)
+	}
+	sinkHost, sinkPort, err := net.SplitHostPort(sinkAddr)
+	if err != nil {
+		return nil, fmt.Errorf("sink address %q: %w", sinkAddr, err)
 	}
 	base := filepath.Join(work, "postfix")
 	pf := &postfix{dir: filepath.Join(base, "conf"), queue: filepath.Join(base, "queue"),
@@ -67,7 +72,7 @@ inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
 smtpd_peername_lookup = no
-relayhost = [%s]
+relayhost = [%s]:%s
 message_size_limit = %d
 smtputf8_enable = no
 biff = no
@@ -76,7 +81,7 @@ smtpd_tls_security_level = none
 default_process_limit = 100
 maillog_file_prefixes = %s
 maillog_file = %s
-`, pf.queue, data, sinkAddr, int64(2)<<30, base, pf.maillog)
+`, pf.queue, data, sinkHost, sinkPort, int64(2)<<30, base, pf.maillog)
 	masterCF := pf.addr + ` inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
