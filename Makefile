@@ -33,6 +33,7 @@ test: deps
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -race -shuffle=on -count=1 -timeout 20m ./...
+	cd third_party/go-smtp && $(GO) vet . && $(GO) test -race -count=1 .
 
 # bench measures attachgate side by side with its baselines (smtp-source
 # into smtp-sink, nginx) in one run and writes BENCH.md; see
@@ -51,6 +52,7 @@ fuzz:
 	$(GO) test ./mailpart -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./mailpart -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./smtpd -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME)
+	cd third_party/go-smtp && $(GO) test -run '^$$' -fuzz '^FuzzDataReader$$' -fuzztime $(FUZZTIME) .
 
 lint:
 	$(GO) vet ./...

@@ -435,5 +435,26 @@ func (c *csvWriter) write(r *storedRow) error {
 	rec[21] = r.Detail
 	rec[22] = r.PrevHash
 	rec[23] = r.Hash
+	for i, cell := range rec {
+		rec[i] = neutraliseCell(cell)
+	}
 	return c.w.Write(rec)
+}
+
+// neutraliseCell keeps a spreadsheet from reading a cell as a formula
+// (OWASP's rule for CSV injection): a cell starting with =, +, -, @, tab
+// or CR gets a leading apostrophe, which spreadsheets take as "text" and
+// do not show. File names, User-Agents, HELO names, AUTH identities and
+// addresses are chosen by whoever sends mail or fetches a link, so
+// =HYPERLINK(...) in a file name must not become a live link in the
+// auditor's spreadsheet. JSONL keeps every value verbatim.
+func neutraliseCell(s string) string {
+	if s == "" {
+		return s
+	}
+	switch s[0] {
+	case '=', '+', '-', '@', '\t', '\r':
+		return "'" + s
+	}
+	return s
 }

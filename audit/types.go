@@ -22,6 +22,12 @@ const (
 	TypeFilePurged     = "file.purged"
 	TypeAuthFailed     = "auth.failed"
 	TypeAuditPurged    = "audit.purged"
+	// TypeNoticeSent: the next hop accepted a mail the gateway composed
+	// itself (code, receipt, notice, DSN) for the recipients listed.
+	TypeNoticeSent = "notice.sent"
+	// TypeNoticeFailed: such a mail will not reach the recipients listed
+	// (refused for good, given up after retries, or not queued).
+	TypeNoticeFailed = "notice.failed"
 
 	// AdminTypePrefix starts the type of every admin action
 	// ("admin.token.created", "admin.link.revoke", ...). Admin types are an
@@ -38,7 +44,7 @@ var fixedTypes = []string{
 	TypeMailHeld, TypeMailReleased, TypeMailDeleted,
 	TypeFileStored, TypeLinkCreated, TypeLinkViewed,
 	TypeDownloadOK, TypeDownloadDenied, TypeLinkRevoked, TypeFilePurged,
-	TypeAuthFailed, TypeAuditPurged,
+	TypeAuthFailed, TypeAuditPurged, TypeNoticeSent, TypeNoticeFailed,
 }
 
 // Types returns the fixed event types in documentation order; admin types

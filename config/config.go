@@ -18,6 +18,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/attachgate/attachgate/notify"
+	"github.com/attachgate/attachgate/notify/mailtmpl"
 	"github.com/attachgate/attachgate/policies"
 )
 
@@ -35,9 +37,31 @@ type Config struct {
 	// package policies.
 	Policies   []policies.Rule `yaml:"policies"`
 	Quarantine Quarantine      `yaml:"quarantine"`
+	Notify     Notify          `yaml:"notify"`
 
 	engine *policies.Engine
 }
+
+// Notify configures the mail the gateway sends itself (package notify).
+type Notify struct {
+	// From is the From header: "attachgate@corp.example" or
+	// "Attachgate <attachgate@corp.example>". Default: attachgate@ plus
+	// smtp.hostname.
+	From string `yaml:"from"`
+	// ReturnPath is the envelope sender (MAIL FROM) of notices; "" sends
+	// them with the null reverse-path <>, so bounces of them go nowhere.
+	// DSNs always go out with <>.
+	ReturnPath string `yaml:"return_path"`
+	// TemplatesDir holds template files that replace the embedded ones
+	// (see notify/mailtmpl); "" uses the embedded templates only.
+	TemplatesDir string `yaml:"templates_dir"`
+
+	templates *mailtmpl.Set
+}
+
+// Templates returns the validated mail templates (embedded, with the
+// overrides of notify.templates_dir), showing times in links.time_zone.
+func (n *Notify) Templates() *mailtmpl.Set { return n.templates }
 
 // Quarantine configures held mail (policy actions quarantine and hold).
 type Quarantine struct {
@@ -176,9 +200,24 @@ type Links struct {
 	Language string `yaml:"language"`
 	// TimeZone shows expiry times in notices and pages (IANA name or "Local").
 	TimeZone string `yaml:"time_zone"`
+	// TrustedProxies are the reverse proxies in front of the link server
+	// whose X-Forwarded-For and X-Forwarded-Proto are believed.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// TLS serves the link listener over HTTPS itself (no proxy).
+	TLS LinksTLS `yaml:"tls"`
 
 	location *time.Location
+	proxies  []netip.Prefix
 }
+
+// LinksTLS names the link server's certificate; read again on SIGHUP.
+type LinksTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Enabled tells whether the link listener serves HTTPS.
+func (t *LinksTLS) Enabled() bool { return t.CertFile != "" }
 
 // Storage configures where keys, blobs and metadata live.
 type Storage struct {
@@ -279,14 +318,26 @@ func Load(path string) (*Config, error) {
 
 // Parse reads YAML from r strictly over the defaults and validates it.
 func Parse(r io.Reader) (*Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
 	c := Defaults()
-	dec := yaml.NewDecoder(r)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, explainYAML(err)
 	}
-	if err := c.validate(); err != nil {
-		return nil, err
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, explainYAML(err)
+	}
+	verr := c.validate()
+	if errs := c.checkDependentKeys(&root); len(errs) > 0 {
+		verr = errors.Join(append([]error{verr}, errs...)...)
+	}
+	if verr != nil {
+		return nil, verr
 	}
 	return &c, nil
 }
@@ -320,8 +371,9 @@ var sectionByType = map[string]string{
 	"config.SMTP": "smtp", "config.NextHop": "next_hop", "config.Links": "links",
 	"config.Storage": "storage", "config.Log": "log", "config.Store": "store",
 	"config.Redis": "store.redis", "config.Audit": "audit", "config.Admin": "admin",
-	"config.AdminToken": "admin.tokens[]", "config.TLS": "smtp.tls", "config.SMTPAuth": "smtp.auth",
+	"config.AdminToken": "admin.tokens[]", "config.TLS": "smtp.tls", "config.LinksTLS": "links.tls", "config.SMTPAuth": "smtp.auth",
 	"policies.Rule": "policies[]", "policies.Match": "policies[].match", "config.Quarantine": "quarantine",
+	"config.Notify": "notify",
 }
 
 func sectionOf(rest string) string {
@@ -437,6 +489,21 @@ func (c *Config) validate() error {
 		bad("links.time_zone", "unknown zone %q (want an IANA name such as Asia/Tokyo, or Local)", c.Links.TimeZone)
 	}
 	c.Links.location = loc
+	c.Links.proxies = nil
+	for _, p := range c.Links.TrustedProxies {
+		pr, err := parsePrefix(p)
+		if err != nil {
+			bad("links.trusted_proxies", "%q is not a network (want CIDR such as 10.0.0.0/8 or an address): %v", p, err)
+			continue
+		}
+		c.Links.proxies = append(c.Links.proxies, pr)
+	}
+	if (c.Links.TLS.CertFile == "") != (c.Links.TLS.KeyFile == "") {
+		bad("links.tls", "cert_file and key_file go together")
+	}
+	if c.Links.TLS.Enabled() && u != nil && u.Scheme != "https" {
+		bad("links.tls", "the link listener serves https, so links.base_url must be an https URL, got %q", c.Links.BaseURL)
+	}
 
 	if strings.TrimSpace(c.Storage.Dir) == "" {
 		bad("storage.dir", "must name a directory")
@@ -530,6 +597,25 @@ func (c *Config) validate() error {
 		bad("quarantine.hold_for", "must be a positive duration")
 	}
 
+	if c.Notify.From == "" && c.SMTP.Hostname != "" {
+		c.Notify.From = "attachgate@" + c.SMTP.Hostname
+	}
+	if _, err := notify.ParseFrom(c.Notify.From); err != nil {
+		bad("notify.from", "%v (want an address such as attachgate@corp.example, optionally with a name: \"Attachgate <attachgate@corp.example>\")", err)
+	}
+	if c.Notify.ReturnPath != "" {
+		if err := notify.CheckAddress(c.Notify.ReturnPath); err != nil {
+			bad("notify.return_path", "%v (want a bare address such as bounces@corp.example, or leave it out for the null return path)", err)
+		}
+	}
+	if loc != nil {
+		set, err := mailtmpl.Load(c.Notify.TemplatesDir, loc)
+		if err != nil {
+			bad("notify.templates_dir", "%v", err)
+		}
+		c.Notify.templates = set
+	}
+
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -573,6 +659,13 @@ func (s *SMTP) Trusted() []netip.Prefix { return s.trusted }
 
 // Location returns the parsed links.time_zone.
 func (l *Links) Location() *time.Location { return l.location }
+
+// Proxies returns the parsed links.trusted_proxies.
+func (l *Links) Proxies() []netip.Prefix { return l.proxies }
+
+// HTTPS tells whether links.base_url is an https URL: browsers reach the
+// link server over TLS, directly or through a proxy.
+func (l *Links) HTTPS() bool { return strings.HasPrefix(strings.ToLower(l.BaseURL), "https://") }
 
 // Path resolves a path below storage.dir.
 func (s *Storage) Path(elem ...string) string {

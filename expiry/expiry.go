@@ -1,6 +1,8 @@
-// Package expiry owns the janitor that removes expired files: their
-// encrypted blobs first, then their metadata and links, each removal
-// audited as file.purged.
+// Package expiry owns the janitor that removes expired files: a tombstone
+// for each of their links first (so a late click says "expired on …" or
+// "withdrawn on …", not "does not exist"), then their encrypted blobs,
+// then their metadata and links, each removal audited as file.purged; and
+// it removes tombstones older than the audit retention.
 package expiry
 
 import (
@@ -22,7 +24,13 @@ type Janitor struct {
 	Audit  audit.Recorder
 	Now    func() time.Time
 	Logger *slog.Logger
+	// TombstoneTTL is how long a purged link's tombstone is kept: as long
+	// as the audit log keeps the events about it. 0 = 90 days.
+	TombstoneTTL time.Duration
 }
+
+// DefaultTombstoneTTL matches the default audit retention.
+const DefaultTombstoneTTL = 90 * 24 * time.Hour
 
 const batchSize = 500
 
@@ -38,7 +46,15 @@ func (j *Janitor) Sweep(ctx context.Context) (int, error) {
 		if err != nil {
 			return removed, fmt.Errorf("list expired files: %w", err)
 		}
+		keepUntil := now.Add(j.tombstoneTTL())
 		for _, f := range files {
+			// Tombstones before anything is removed: a crash after this
+			// step leaves the file, which the next sweep buries again.
+			if _, err := j.Store.BuryLinks(ctx, f.ID, keepUntil); errors.Is(err, store.ErrNotFound) {
+				continue // another instance sharing the store purged it first
+			} else if err != nil {
+				return removed, fmt.Errorf("tombstones of file %s: %w", f.ID, err)
+			}
 			// Blob first: a crash in between leaves metadata that the
 			// next sweep finds again, never a blob nobody knows about.
 			if err := j.Blobs.Delete(f.ID); err != nil {
@@ -58,9 +74,22 @@ func (j *Janitor) Sweep(ctx context.Context) (int, error) {
 			}
 		}
 		if len(files) < batchSize {
-			return removed, nil
+			break
 		}
 	}
+	if n, err := j.Store.PurgeTombstones(ctx, now); err != nil {
+		return removed, fmt.Errorf("purge tombstones: %w", err)
+	} else if n > 0 && j.Logger != nil {
+		j.Logger.Info("old link tombstones removed", "count", n)
+	}
+	return removed, nil
+}
+
+func (j *Janitor) tombstoneTTL() time.Duration {
+	if j.TombstoneTTL > 0 {
+		return j.TombstoneTTL
+	}
+	return DefaultTombstoneTTL
 }
 
 // Run sweeps at once and then every interval until ctx ends.

@@ -6,8 +6,10 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/store"
@@ -22,6 +24,9 @@ const fileCSP = "default-src 'none'; sandbox"
 // counted by the POST that issued the URL; this records download.ok once
 // per GET that actually sends content.
 func (s *Server) handleFile(w http.ResponseWriter, r *http.Request) {
+	if s.refuseIfLimited(w, r) {
+		return
+	}
 	now := s.now()
 	linkID := r.PathValue("id")
 	query := r.URL.Query()
@@ -45,7 +50,7 @@ func (s *Server) handleFile(w http.ResponseWriter, r *http.Request) {
 	// Revocation and expiry apply even to a URL signed a moment ago; the
 	// limit does not, since the POST already counted this download.
 	if state := linkState(view, now); errors.Is(state, store.ErrRevoked) || errors.Is(state, store.ErrExpired) {
-		s.deny(w, r, withLink(s.webEvent(r, audit.TypeDownloadDenied), view), state)
+		s.deny(w, r, view, withLink(s.webEvent(r, audit.TypeDownloadDenied), view), state)
 		return
 	}
 
@@ -82,26 +87,57 @@ func (s *Server) handleFile(w http.ResponseWriter, r *http.Request) {
 		h.Set("ETag", `"sha256:`+view.File.SHA256+`"`)
 	}
 
+	// At most maxRanges non-overlapping ranges; anything else gets the
+	// whole file once (see checkRanges).
+	if rng := r.Header.Get("Range"); rng != "" && !rangesAcceptable(rng, view.File.Size) {
+		r.Header.Del("Range")
+		r.Header.Del("If-Range")
+	}
 	ok := withLink(s.webEvent(r, audit.TypeDownloadOK), view)
 	if rng := r.Header.Get("Range"); rng != "" {
 		ok.Detail = "range " + truncate(rng, 200)
 	}
-	sw := &auditedStream{ResponseWriter: w, server: s, request: r, event: ok}
+	if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
+		// Nothing left to read: a download may outlive ReadTimeout.
+		clearReadDeadline(w)
+	}
+	sw := &auditedStream{ResponseWriter: w, server: s, request: r, event: ok, view: view}
 	http.ServeContent(sw, r, "", view.File.CreatedAt, blob)
 }
 
-// auditedStream records download.ok when a GET's 200 or 206 header goes
-// out, i.e. when content really starts to flow (not for 304, 412, 416 or
-// HEAD). If the audit log refuses the event, the client gets a 503 instead
-// of the file.
+// auditedStream records download.ok when a GET's 200 or 206 header is
+// about to go out, i.e. when content is about to flow (not for 304, 412,
+// 416 or HEAD). If the audit log refuses the event, the client gets a 503
+// instead of the file.
+//
+// Revocation is ordered against the audit log: download.ok is recorded
+// first, then the link is read again, and only a link still not revoked
+// streams. So a download that sends anything has its download.ok before
+// the link.revoked of a revoke that lands later (the revoke writes the
+// store before recording link.revoked). A request that loses that race
+// sends nothing and records download.denied (revoked) right after its
+// download.ok. While streaming, the link is read again every
+// revokeCheckInterval; a download still running when its link is revoked
+// is cut, on whichever instance serves it, and records download.denied
+// (revoked) with the bytes it had sent.
 type auditedStream struct {
 	http.ResponseWriter
 	server      *Server
 	request     *http.Request
 	event       audit.Event
+	view        store.LinkView
 	wroteHeader bool
 	refused     bool
+	streaming   bool
+	sent        int64
+	lastCheck   time.Time
 }
+
+// revokeCheckInterval is how often a running download looks for a revoke.
+const revokeCheckInterval = time.Second
+
+// errRevokedMidStream stops a download whose link was revoked.
+var errRevokedMidStream = errors.New("download stopped: link revoked")
 
 var errAuditRefused = errors.New("download stopped: audit event not recorded")
 
@@ -114,16 +150,66 @@ func (a *auditedStream) WriteHeader(code int) {
 	streaming := code == http.StatusOK || code == http.StatusPartialContent
 	if streaming && a.request.Method == http.MethodGet {
 		if err := a.server.record(a.request, a.event); err != nil {
-			a.refused = true
-			h := a.Header()
-			for _, k := range []string{"Content-Length", "Content-Range", "Content-Disposition", "ETag", "Last-Modified", "Accept-Ranges", "Content-Type"} {
-				h.Del(k)
-			}
-			a.server.renderError(a.ResponseWriter, a.request, pageUnavailable)
+			a.refuse(pageUnavailable, time.Time{})
 			return
 		}
+		if revokedAt, revoked := a.revoked(); revoked {
+			denied := withLink(a.server.webEvent(a.request, audit.TypeDownloadDenied), a.view)
+			denied.Reason = "revoked"
+			denied.Detail = "revoked after download.ok was recorded; nothing sent"
+			_ = a.server.record(a.request, denied)
+			a.refuse(pageRevoked, revokedAt)
+			return
+		}
+		a.streaming = true
+		a.lastCheck = time.Now()
 	}
 	a.ResponseWriter.WriteHeader(code)
+}
+
+// refuse replaces the file's answer with an error page.
+func (a *auditedStream) refuse(kind pageKind, at time.Time) {
+	a.refused = true
+	h := a.Header()
+	for _, k := range []string{"Content-Length", "Content-Range", "Content-Disposition", "ETag", "Last-Modified", "Accept-Ranges", "Content-Type", "Content-Security-Policy"} {
+		h.Del(k)
+	}
+	a.server.renderErrorAt(a.ResponseWriter, a.request, kind, at)
+}
+
+// revoked reads the link again. A store error counts as not revoked: the
+// revocation check before the signed URL was issued passed, and an outage
+// must not cut every running download.
+func (a *auditedStream) revoked() (time.Time, bool) {
+	ctx, cancel := storeContext(a.request)
+	defer cancel()
+	v, err := a.server.store.LinkByID(ctx, a.view.Link.ID)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			a.server.log.Warn("linkserver: revocation re-check failed", "link_id", a.view.Link.ID, "err", err)
+		}
+		return time.Time{}, false
+	}
+	return v.Link.RevokedAt, !v.Link.RevokedAt.IsZero()
+}
+
+// beforeChunk extends the write deadline and, every revokeCheckInterval,
+// cuts the download if its link was revoked meanwhile.
+func (a *auditedStream) beforeChunk() error {
+	a.server.extendWriteDeadline(a.ResponseWriter)
+	if !a.streaming || time.Since(a.lastCheck) < revokeCheckInterval {
+		return nil
+	}
+	a.lastCheck = time.Now()
+	if _, revoked := a.revoked(); revoked {
+		denied := withLink(a.server.webEvent(a.request, audit.TypeDownloadDenied), a.view)
+		denied.Reason = "revoked"
+		denied.Detail = "revoked during the download; cut after " + strconv.FormatInt(a.sent, 10) + " bytes"
+		_ = a.server.record(a.request, denied)
+		a.streaming = false
+		return errRevokedMidStream
+	}
+	return nil
 }
 
 func (a *auditedStream) Write(p []byte) (int, error) {
@@ -133,7 +219,12 @@ func (a *auditedStream) Write(p []byte) (int, error) {
 	if a.refused {
 		return 0, errAuditRefused
 	}
-	return a.ResponseWriter.Write(p)
+	if err := a.beforeChunk(); err != nil {
+		return 0, err
+	}
+	n, err := a.ResponseWriter.Write(p)
+	a.sent += int64(n)
+	return n, err
 }
 
 // ReadFrom is where http.ServeContent's copy lands: it moves the file in
@@ -148,11 +239,11 @@ func (a *auditedStream) ReadFrom(r io.Reader) (int64, error) {
 	}
 	buf := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(buf)
-	return io.CopyBuffer(writerOnly{a.ResponseWriter}, r, *buf)
+	return io.CopyBuffer(writerOnly{a}, r, *buf)
 }
 
-// writerOnly hides the ResponseWriter's own ReadFrom, which would copy in
-// 32 KiB pieces again.
+// writerOnly hides ReadFrom, so io.CopyBuffer uses our 128 KiB buffer and
+// every chunk goes through auditedStream.Write.
 type writerOnly struct{ io.Writer }
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}

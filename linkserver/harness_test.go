@@ -3,9 +3,11 @@ package linkserver
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -18,7 +20,9 @@ import (
 	"time"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/redistest"
 	"github.com/attachgate/attachgate/store"
+	"github.com/attachgate/attachgate/store/redisstore"
 	"github.com/attachgate/attachgate/vault"
 )
 
@@ -115,21 +119,47 @@ func (b *lockedBuffer) String() string {
 // and a real encrypted blob store in a temp dir.
 type harness struct {
 	t      testing.TB
-	store  *store.SQLite
+	store  store.Store
 	blobs  *vault.BlobStore
 	events *eventLog
 	clock  *testClock
 	logs   *lockedBuffer
 	server *Server
 	http   *httptest.Server
+	closed chan struct{} // a value per connection the server closed
 }
 
 func newHarness(t testing.TB, configure ...func(*Options)) *harness {
 	t.Helper()
+	return newHarnessOn(t, backendSQLite, configure...)
+}
+
+// Store backends a harness can run on.
+const (
+	backendSQLite = "sqlite"
+	backendRedis  = "redis" // a real redis-server started for the test
+)
+
+func newHarnessOn(t testing.TB, backend string, configure ...func(*Options)) *harness {
+	t.Helper()
 	dir := t.TempDir()
-	st, err := store.OpenSQLite(filepath.Join(dir, "attachgate.db"))
-	if err != nil {
-		t.Fatal(err)
+	var st store.Store
+	switch backend {
+	case backendSQLite:
+		sq, err := store.OpenSQLite(filepath.Join(dir, "attachgate.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = sq
+	case backendRedis:
+		srv := redistest.Start(t)
+		rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: srv.URL()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = rs
+	default:
+		t.Fatalf("unknown backend %q", backend)
 	}
 	t.Cleanup(func() { st.Close() })
 	ring, err := vault.OpenKeyRing(filepath.Join(dir, "keys"))
@@ -164,7 +194,19 @@ func newHarness(t testing.TB, configure ...func(*Options)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.http = httptest.NewServer(h.server.Handler())
+	h.http = httptest.NewUnstartedServer(nil)
+	h.http.Config = h.server.HTTPServer(nil)
+	h.closed = make(chan struct{}, 1024)
+	h.http.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateClosed {
+			select {
+			case h.closed <- struct{}{}:
+			default:
+			}
+		}
+	}
+	h.http.Start()
+	t.Cleanup(h.server.Close)
 	t.Cleanup(h.http.Close)
 	return h
 }
@@ -335,3 +377,31 @@ func mustStatus(t testing.TB, resp *http.Response, want int) {
 }
 
 var errAuditDown = errors.New("audit database is locked")
+
+// jarCookie returns the ag_csrf cookie the client's jar holds for base.
+func jarCookie(t testing.TB, c *http.Client, base string) string {
+	t.Helper()
+	u, err := url.Parse(base + csrfCookiePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ck := range c.Jar.Cookies(u) {
+		if ck.Name == csrfCookie {
+			return ck.Value
+		}
+	}
+	t.Fatal("no ag_csrf cookie in the jar")
+	return ""
+}
+
+// groupedHex is the SHA-256 as the landing page shows it: groups of
+// shaGroup characters with <wbr> between them.
+func groupedHex(sum []byte) string {
+	h := hex.EncodeToString(sum)
+	var parts []string
+	for len(h) > shaGroup {
+		parts = append(parts, h[:shaGroup])
+		h = h[shaGroup:]
+	}
+	return strings.Join(append(parts, h), "<wbr>")
+}

@@ -29,10 +29,15 @@ type catalog struct {
 	errors     map[pageKind]errorText
 }
 
-// errorText is the title and the human sentence of an error page.
+// errorText is the title and the human sentences of an error page.
 type errorText struct {
 	Title   string
 	Message string
+	// Next says what the reader can do; may be empty.
+	Next string
+	// MessageAt replaces Message when the page knows when the link
+	// stopped working; %s is that time.
+	MessageAt string
 }
 
 var english = &catalog{
@@ -52,16 +57,17 @@ var english = &catalog{
 		return t.Format("Monday, 2 January 2006, 15:04 MST") + " (UTC" + t.Format("-07:00") + ")"
 	},
 	errors: map[pageKind]errorText{
-		pageNotFound:         {"Link not found", "This link does not exist. Check that you copied the whole link from the mail."},
-		pageExpired:          {"Link expired", "This link has expired."},
-		pageRevoked:          {"Link revoked", "This link has been revoked and can no longer be used."},
-		pageLimitReached:     {"Download limit reached", "This link has been used as many times as allowed."},
-		pageFileGone:         {"File no longer available", "This file has been deleted and can no longer be downloaded."},
-		pageCSRF:             {"Download not confirmed", "The download could not be confirmed. Open the link from the mail again and press Download. Cookies must be allowed for this site."},
-		pageURLTimedOut:      {"Link timed out", "This download address has timed out. Go back to the landing page (the link in the mail) and press Download again."},
-		pageMethodNotAllowed: {"Not supported", "This kind of request is not supported here."},
-		pageInternal:         {"Something went wrong", "Something went wrong on our side. Please try again later."},
-		pageUnavailable:      {"Temporarily unavailable", "The service is temporarily unavailable. Please try again in a few minutes."},
+		pageNotFound:         {Title: "Link not found", Message: "This link does not exist. Check that you copied the whole link from the mail."},
+		pageExpired:          {Title: "Link expired", Message: "This link has expired.", MessageAt: "This link expired on %s.", Next: "The file can no longer be downloaded here. If you still need it, ask the sender to send it again."},
+		pageRevoked:          {Title: "Link withdrawn", Message: "The sender has withdrawn this link; it can no longer be used.", MessageAt: "The sender withdrew this link on %s; it can no longer be used.", Next: "If you still need the file, ask the sender."},
+		pageLimitReached:     {Title: "Download limit reached", Message: "This link has been used as many times as allowed.", Next: "If you still need the file, ask the sender for a new link."},
+		pageFileGone:         {Title: "File no longer available", Message: "This file has been deleted and can no longer be downloaded.", Next: "If you still need it, ask the sender to send it again."},
+		pageCSRF:             {Title: "Download not confirmed", Message: "The download could not be confirmed. Open the link from the mail again and press Download. Cookies must be allowed for this site."},
+		pageURLTimedOut:      {Title: "Link timed out", Message: "This download address has timed out. Go back to the landing page (the link in the mail) and press Download again."},
+		pageMethodNotAllowed: {Title: "Not supported", Message: "This kind of request is not supported here."},
+		pageInternal:         {Title: "Something went wrong", Message: "Something went wrong on our side. Please try again later."},
+		pageUnavailable:      {Title: "Temporarily unavailable", Message: "The service is temporarily unavailable. Please try again in a few minutes."},
+		pageTooManyRequests:  {Title: "Too many requests", Message: "Too many refused requests came from your network. Please wait a minute and try again."},
 	},
 }
 
@@ -84,16 +90,17 @@ var japanese = &catalog{
 			t.Format("15:04 MST"), t.Format("-07:00"))
 	},
 	errors: map[pageKind]errorText{
-		pageNotFound:         {"リンクが見つかりません", "このリンクは存在しません。メールに記載されたリンクを最後まで正しくコピーしたかご確認ください。"},
-		pageExpired:          {"有効期限切れ", "このリンクは有効期限が切れています。"},
-		pageRevoked:          {"リンクは無効です", "このリンクは無効化されたため、使用できません。"},
-		pageLimitReached:     {"ダウンロード回数の上限", "このリンクはダウンロード回数の上限に達しました。"},
-		pageFileGone:         {"ファイルは削除されました", "このファイルは削除されたため、ダウンロードできません。"},
-		pageCSRF:             {"ダウンロードを確認できません", "ダウンロードを確認できませんでした。メールのリンクを開き直し、もう一度「ダウンロード」を押してください。このサイトの Cookie を許可する必要があります。"},
-		pageURLTimedOut:      {"リンクの時間切れ", "このダウンロード用アドレスは時間切れです。ダウンロードページ(メールのリンク)に戻り、もう一度「ダウンロード」を押してください。"},
-		pageMethodNotAllowed: {"対応していません", "この種類のリクエストには対応していません。"},
-		pageInternal:         {"エラーが発生しました", "サーバーで問題が発生しました。しばらくしてからもう一度お試しください。"},
-		pageUnavailable:      {"一時的に利用できません", "一時的にサービスを利用できません。数分後にもう一度お試しください。"},
+		pageNotFound:         {Title: "リンクが見つかりません", Message: "このリンクは存在しません。メールに記載されたリンクを最後まで正しくコピーしたかご確認ください。"},
+		pageExpired:          {Title: "有効期限切れ", Message: "このリンクは有効期限が切れています。", MessageAt: "このリンクは %s に有効期限が切れました。", Next: "このファイルはここからはダウンロードできません。必要な場合は、送信者に再送を依頼してください。"},
+		pageRevoked:          {Title: "リンクは取り消されました", Message: "このリンクは送信者によって取り消されたため、使用できません。", MessageAt: "このリンクは %s に送信者によって取り消されたため、使用できません。", Next: "ファイルが必要な場合は、送信者にお問い合わせください。"},
+		pageLimitReached:     {Title: "ダウンロード回数の上限", Message: "このリンクはダウンロード回数の上限に達しました。", Next: "ファイルが必要な場合は、送信者に新しいリンクを依頼してください。"},
+		pageFileGone:         {Title: "ファイルは削除されました", Message: "このファイルは削除されたため、ダウンロードできません。", Next: "必要な場合は、送信者に再送を依頼してください。"},
+		pageCSRF:             {Title: "ダウンロードを確認できません", Message: "ダウンロードを確認できませんでした。メールのリンクを開き直し、もう一度「ダウンロード」を押してください。このサイトの Cookie を許可する必要があります。"},
+		pageURLTimedOut:      {Title: "リンクの時間切れ", Message: "このダウンロード用アドレスは時間切れです。ダウンロードページ(メールのリンク)に戻り、もう一度「ダウンロード」を押してください。"},
+		pageMethodNotAllowed: {Title: "対応していません", Message: "この種類のリクエストには対応していません。"},
+		pageInternal:         {Title: "エラーが発生しました", Message: "サーバーで問題が発生しました。しばらくしてからもう一度お試しください。"},
+		pageUnavailable:      {Title: "一時的に利用できません", Message: "一時的にサービスを利用できません。数分後にもう一度お試しください。"},
+		pageTooManyRequests:  {Title: "リクエストが多すぎます", Message: "お使いのネットワークから拒否されたリクエストが多すぎます。1 分ほど待ってから、もう一度お試しください。"},
 	},
 }
 

@@ -18,12 +18,16 @@ const maxTokenLen = 128
 // handleLanding shows the landing page for GET and HEAD. It never counts a
 // download: mail scanners fetch links before the recipient does.
 func (s *Server) handleLanding(w http.ResponseWriter, r *http.Request) {
+	if s.refuseIfLimited(w, r) {
+		return
+	}
 	now := s.now()
 	view, err := s.linkByToken(r, r.PathValue("token"))
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			// Unknown tokens are not audited: anyone can invent them.
-			s.renderError(w, r, pageNotFound)
+			// A purged link's tombstone says what became of it.
+			s.renderMissing(w, r, r.PathValue("token"), now, nil)
 			return
 		}
 		s.storeFailed(w, r, "link by token", "", err)
@@ -34,7 +38,7 @@ func (s *Server) handleLanding(w http.ResponseWriter, r *http.Request) {
 		kind, reason := denial(err)
 		viewed.Reason = reason
 		_ = s.record(r, viewed) // already logged; the answer is a refusal anyway
-		s.renderError(w, r, kind)
+		s.renderErrorAt(w, r, kind, stateTime(view, err))
 		return
 	}
 	// No audit, no page: a view the log cannot hold is not shown.
@@ -43,20 +47,19 @@ func (s *Server) handleLanding(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	csrf := csrfToken(r)
-	s.setCSRFCookie(w, r, csrf)
+	s.setCSRFCookie(w, r, csrfCookieValue(r))
 	t := catalogFor(r)
 	expires := effectiveExpiry(view).In(s.location)
 	landing := &landingData{
-		FileName:   view.File.Name,
-		SizeHuman:  humanSize(view.File.Size),
-		SizeBytes:  t.byteCount(view.File.Size),
-		Sender:     view.Message.Sender,
-		Expires:    t.formatTime(expires),
-		ExpiresISO: expires.Format(time.RFC3339),
-		SHA256:     view.File.SHA256,
-		Action:     "/d/" + url.PathEscape(r.PathValue("token")),
-		CSRF:       csrf,
+		FileName:     view.File.Name,
+		SizeHuman:    humanSize(view.File.Size),
+		SizeBytes:    t.byteCount(view.File.Size),
+		Sender:       view.Message.Sender,
+		Expires:      t.formatTime(expires),
+		ExpiresISO:   expires.Format(time.RFC3339),
+		SHA256Groups: groupHash(view.File.SHA256),
+		Action:       "/d/" + url.PathEscape(r.PathValue("token")),
+		CSRF:         s.formToken(view.Link.TokenHash, now),
 	}
 	if landing.Sender == "" {
 		landing.Sender = t.NoSender
@@ -70,36 +73,37 @@ func (s *Server) handleLanding(w http.ResponseWriter, r *http.Request) {
 // handleConfirm is the landing page's form: it checks CSRF, counts the
 // download atomically and redirects to a short-lived signed file URL.
 func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
+	if s.refuseIfLimited(w, r) {
+		return
+	}
 	now := s.now()
 	view, err := s.linkByToken(r, r.PathValue("token"))
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			denied := s.webEvent(r, audit.TypeDownloadDenied)
-			denied.Reason = "unknown"
-			_ = s.record(r, denied)
-			s.renderError(w, r, pageNotFound)
+			s.renderMissing(w, r, r.PathValue("token"), now, &denied)
 			return
 		}
 		s.storeFailed(w, r, "link by token", "", err)
 		return
 	}
 	denied := withLink(s.webEvent(r, audit.TypeDownloadDenied), view)
-	if !s.csrfValid(w, r) {
+	if !s.csrfValid(r, view.Link.TokenHash, now) {
 		denied.Reason = "csrf"
-		_ = s.record(r, denied)
+		s.denials.deny(r, denied)
 		s.renderError(w, r, pageCSRF)
 		return
 	}
 	// The store's count checks the link only; the file's expiry, which can
 	// be earlier, is checked here. Dead links also skip a database write.
 	if err := linkState(view, now); err != nil {
-		s.deny(w, r, denied, err)
+		s.deny(w, r, view, denied, err)
 		return
 	}
 	counted, err := s.countDownload(r, view.Link.ID, now)
 	if err != nil {
 		if _, reason := denial(err); reason != "" {
-			s.deny(w, r, denied, err)
+			s.deny(w, r, view, denied, err)
 			return
 		}
 		s.storeFailed(w, r, "count download", view.Link.ID, err)
@@ -117,11 +121,54 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 
 // deny records a download.denied event for a known link state and sends
 // the matching page.
-func (s *Server) deny(w http.ResponseWriter, r *http.Request, denied audit.Event, state error) {
+func (s *Server) deny(w http.ResponseWriter, r *http.Request, view store.LinkView, denied audit.Event, state error) {
 	kind, reason := denial(state)
 	denied.Reason = reason
-	_ = s.record(r, denied)
-	s.renderError(w, r, kind)
+	s.denials.deny(r, denied)
+	s.renderErrorAt(w, r, kind, stateTime(view, state))
+}
+
+// stateTime is when the link of v stopped working in state: its
+// revocation or its (effective) expiry.
+func stateTime(v store.LinkView, state error) time.Time {
+	switch {
+	case errors.Is(state, store.ErrRevoked):
+		return v.Link.RevokedAt
+	case errors.Is(state, store.ErrExpired):
+		return effectiveExpiry(v)
+	}
+	return time.Time{}
+}
+
+// renderMissing answers a token no live link has. A tombstone (the link's
+// file was purged) gives 410 with the date it expired or was withdrawn;
+// otherwise 404. denied, when not nil (a POST), is recorded with the
+// reason.
+func (s *Server) renderMissing(w http.ResponseWriter, r *http.Request, token string, now time.Time, denied *audit.Event) {
+	kind, reason, at := pageNotFound, "unknown", time.Time{}
+	if plausibleToken(token) {
+		ctx, cancel := storeContext(r)
+		tomb, err := s.store.TombstoneByTokenHash(ctx, store.HashToken(token), now)
+		cancel()
+		switch {
+		case err == nil && tomb.State == store.TombstoneRevoked:
+			kind, reason, at = pageRevoked, "revoked", tomb.At
+		case err == nil:
+			kind, reason, at = pageExpired, "expired", tomb.At
+		case !errors.Is(err, store.ErrNotFound):
+			// The tombstone is a courtesy: an error reading it must not
+			// hide that the link is gone. Say "not found", log it.
+			s.log.Warn("linkserver: tombstone lookup failed", "err", err)
+		}
+	}
+	if denied != nil {
+		denied.Reason = reason
+		if reason != "unknown" {
+			denied.Detail = "purged link (tombstone)"
+		}
+		s.denials.deny(r, *denied)
+	}
+	s.renderErrorAt(w, r, kind, at)
 }
 
 func (s *Server) linkByToken(r *http.Request, token string) (store.LinkView, error) {

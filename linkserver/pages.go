@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"html/template"
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // pageKind names an error page; each has a status and a text per language.
@@ -24,6 +26,7 @@ const (
 	pageMethodNotAllowed
 	pageInternal
 	pageUnavailable
+	pageTooManyRequests
 )
 
 var pageStatus = map[pageKind]int{
@@ -37,6 +40,7 @@ var pageStatus = map[pageKind]int{
 	pageMethodNotAllowed: http.StatusMethodNotAllowed,
 	pageInternal:         http.StatusInternalServerError,
 	pageUnavailable:      http.StatusServiceUnavailable,
+	pageTooManyRequests:  http.StatusTooManyRequests,
 }
 
 // pageCSS is the only styling. It is inlined and allowed by its hash, so
@@ -46,7 +50,7 @@ const pageCSS = `body{margin:0;background:#f4f5f7;color:#1d2330;font:16px/1.5 sy
 	`h1{font-size:1.4rem;margin:0 0 1.5rem}` +
 	`dl{display:grid;grid-template-columns:max-content 1fr;gap:.5rem 1.5rem;margin:0 0 2rem}` +
 	`dt{color:#5a6270}dd{margin:0;overflow-wrap:anywhere}` +
-	`.name{font-weight:600}code{font-size:.85rem;word-break:break-all}` +
+	`.name{font-weight:600}code{font-size:.85rem;overflow-wrap:normal;word-break:normal}` +
 	`button{font:inherit;font-weight:600;color:#fff;background:#1f5fbf;border:0;border-radius:6px;padding:.7rem 2rem;cursor:pointer}` +
 	`button:hover{background:#174a96}.note{color:#5a6270;font-size:.9rem;margin-top:1.5rem}` +
 	`@media (max-width:30rem){main{margin:0;border-radius:0}dl{grid-template-columns:1fr;gap:0}dd{margin-bottom:.6rem}}`
@@ -88,7 +92,7 @@ var pageTemplates = template.Must(template.New("pages").Parse(`
 <dt>{{.T.Size}}</dt><dd>{{.Landing.SizeHuman}} ({{.Landing.SizeBytes}})</dd>
 <dt>{{.T.Sender}}</dt><dd>{{.Landing.Sender}}</dd>
 <dt>{{.T.Expires}}</dt><dd><time datetime="{{.Landing.ExpiresISO}}">{{.Landing.Expires}}</time></dd>
-<dt>{{.T.SHA256}}</dt><dd><code>{{.Landing.SHA256}}</code></dd>
+<dt>{{.T.SHA256}}</dt><dd><code>{{range $i, $g := .Landing.SHA256Groups}}{{if $i}}<wbr>{{end}}{{$g}}{{end}}</code></dd>
 {{- if .Landing.DownloadsLeft}}
 <dt>{{.T.DownloadsLeft}}</dt><dd>{{.Landing.DownloadsLeft}}</dd>
 {{- end}}
@@ -104,6 +108,9 @@ var pageTemplates = template.Must(template.New("pages").Parse(`
 {{- define "error" -}}
 {{template "top" .}}<h1>{{.Title}}</h1>
 <p>{{.Message}}</p>
+{{- if .Next}}
+<p>{{.Next}}</p>
+{{- end}}
 {{template "bottom" .}}
 {{- end}}
 `))
@@ -113,6 +120,7 @@ type pageData struct {
 	T       *catalog
 	Title   string
 	Message string       // error pages
+	Next    string       // error pages: what the reader can do next
 	Landing *landingData // landing page
 }
 
@@ -123,8 +131,8 @@ type landingData struct {
 	Sender        string
 	Expires       string
 	ExpiresISO    string
-	SHA256        string
-	DownloadsLeft string // "" when unlimited
+	SHA256Groups  []string // the hash in groups of shaGroup characters
+	DownloadsLeft string   // "" when unlimited
 	Action        string
 	CSRF          string
 }
@@ -167,10 +175,35 @@ func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, 
 
 // renderError sends the error page of kind in the request's language.
 func (s *Server) renderError(w http.ResponseWriter, r *http.Request, kind pageKind) {
+	s.renderErrorAt(w, r, kind, time.Time{})
+}
+
+// renderErrorAt sends the error page of kind; for an expired or revoked
+// link, at (when known) is the moment it stopped working, and the page
+// names that date.
+func (s *Server) renderErrorAt(w http.ResponseWriter, r *http.Request, kind pageKind, at time.Time) {
 	t := catalogFor(r)
 	text := t.errors[kind]
 	if kind == pageUnavailable {
 		w.Header().Set("Retry-After", retryAfter)
 	}
-	s.renderPage(w, r, pageStatus[kind], "error", pageData{T: t, Title: text.Title, Message: text.Message})
+	message := text.Message
+	if !at.IsZero() && text.MessageAt != "" {
+		message = fmt.Sprintf(text.MessageAt, t.formatTime(at.In(s.location)))
+	}
+	s.renderPage(w, r, pageStatus[kind], "error", pageData{T: t, Title: text.Title, Message: message, Next: text.Next})
+}
+
+// shaGroup is the width of the SHA-256 groups on the landing page: the
+// page breaks lines only between groups (<wbr>), so a line never ends
+// with a few characters alone and copying still gives one string.
+const shaGroup = 16
+
+func groupHash(h string) []string {
+	var out []string
+	for len(h) > shaGroup {
+		out = append(out, h[:shaGroup])
+		h = h[shaGroup:]
+	}
+	return append(out, h)
 }

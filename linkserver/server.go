@@ -10,6 +10,7 @@
 package linkserver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,6 +54,27 @@ type Options struct {
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For and
 	// X-Forwarded-Proto are believed; may be empty.
 	TrustedProxies []netip.Prefix
+	// HTTPS says browsers reach the link server over https
+	// (links.base_url is https): the CSRF cookie is always Secure and every
+	// answer carries HSTS, even when a proxy forgets X-Forwarded-Proto.
+	HTTPS bool
+	// ReadTimeout bounds reading one whole request; 0 = 30 s.
+	ReadTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections; 0 = 60 s.
+	IdleTimeout time.Duration
+	// StallTimeout cuts a download whose client took no bytes for that
+	// long; 0 = 60 s. Downloads have no overall time limit.
+	StallTimeout time.Duration
+	// DenialWindow is the period of the per-client denial limit and of
+	// the aggregation of repeated download.denied events; 0 = 1 minute.
+	DenialWindow time.Duration
+	// DenialBurst is how many denials per client and window are audited
+	// one by one; the rest are counted into one event per reason. 0 = 10.
+	DenialBurst int
+	// DenialLimit is how many denials per client and window are answered
+	// normally; beyond it the client gets 429 until the window ends.
+	// 0 = 60.
+	DenialLimit int
 }
 
 // Server serves landing pages, downloads and health. It is safe for
@@ -69,6 +91,13 @@ type Server struct {
 	trustedProxies []netip.Prefix
 	crossOrigin    *http.CrossOriginProtection
 	handler        http.Handler
+
+	https            bool
+	readTimeout      time.Duration
+	idleTimeout      time.Duration
+	stallTimeout     time.Duration
+	pageWriteTimeout time.Duration
+	denials          *denialLimiter
 }
 
 // New checks o and builds a Server.
@@ -84,6 +113,10 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("linkserver: Options.MACKey must be at least %d bytes, got %d", minMACKeyLen, len(o.MACKey))
 	case o.SignedURLTTL < 0:
 		return nil, fmt.Errorf("linkserver: Options.SignedURLTTL must not be negative, got %s", o.SignedURLTTL)
+	case o.ReadTimeout < 0 || o.IdleTimeout < 0 || o.StallTimeout < 0 || o.DenialWindow < 0:
+		return nil, errors.New("linkserver: Options timeouts and DenialWindow must not be negative")
+	case o.DenialBurst < 0 || o.DenialLimit < 0:
+		return nil, errors.New("linkserver: Options.DenialBurst and DenialLimit must not be negative")
 	}
 	s := &Server{
 		store:          o.Store,
@@ -96,7 +129,12 @@ func New(o Options) (*Server, error) {
 		location:       o.Location,
 		trustedProxies: append([]netip.Prefix(nil), o.TrustedProxies...),
 		crossOrigin:    http.NewCrossOriginProtection(),
+		https:          o.HTTPS,
+		readTimeout:    cmp.Or(o.ReadTimeout, defaultReadTimeout),
+		idleTimeout:    cmp.Or(o.IdleTimeout, defaultIdleTimeout),
+		stallTimeout:   cmp.Or(o.StallTimeout, defaultStallTimeout),
 	}
+	s.pageWriteTimeout = max(pageWriteTimeout, s.readTimeout)
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -127,12 +165,19 @@ func New(o Options) (*Server, error) {
 	// Without this catch-all, unknown paths would get ServeMux's plain-text
 	// 404 without our headers.
 	mux.HandleFunc("/", s.handleUnknownPath)
-	s.handler = s.recoverPanics(mux)
+	s.handler = s.limitBodies(s.recoverPanics(mux))
+	s.denials = newDenialLimiter(s, cmp.Or(o.DenialWindow, time.Minute), cmp.Or(o.DenialBurst, 10), cmp.Or(o.DenialLimit, 60))
 	return s, nil
 }
 
-// Handler returns the HTTP handler for the link listener. The caller owns
-// the http.Server; its WriteTimeout must allow for the largest download.
+// Close writes the aggregated denial events still pending and stops
+// their timers. Call it after the http.Server has shut down.
+func (s *Server) Close() {
+	s.denials.close()
+}
+
+// Handler returns the HTTP handler for the link listener. Serve it with
+// HTTPServer, which sets the timeouts and limits the handler relies on.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // pinger is a store that can tell whether it is reachable.

@@ -44,7 +44,7 @@ func TestLandingPageShowsFile(t *testing.T) {
 		"report.pdf",
 		"1.5 KiB (1,536 bytes)",
 		"alice@example.com",
-		fmt.Sprintf("%x", sum),
+		groupedHex(sum[:]),
 		"Monday, 9 March 2026, 19:00 JST (UTC+09:00)",
 		`datetime="2026-03-09T19:00:00+09:00"`,
 		"<dd>3</dd>", // downloads left
@@ -95,8 +95,8 @@ func TestLandingPageShowsFile(t *testing.T) {
 	if !csrf.HttpOnly || csrf.SameSite != http.SameSiteStrictMode || csrf.Path != "/d/" || csrf.Secure {
 		t.Errorf("cookie = %+v, want HttpOnly, SameSite=Strict, Path=/d/, not Secure over plain HTTP", csrf)
 	}
-	if !strings.Contains(page, `value="`+csrf.Value+`"`) {
-		t.Error("hidden field does not carry the cookie's value")
+	if strings.Contains(page, csrf.Value) {
+		t.Error("the page carries the cookie's value; the form token must not depend on it")
 	}
 
 	viewed := h.events.ofType(audit.TypeLinkViewed)
@@ -330,7 +330,7 @@ func TestLinkStates(t *testing.T) {
 			wantGet:    410,
 			wantPost:   410,
 			wantReason: "expired",
-			wantText:   "This link has expired.",
+			wantText:   "This link expired on Monday, 2 March 2026, 20:00 JST (UTC+09:00).",
 		},
 		{
 			name:       "file expires before its link",
@@ -339,7 +339,7 @@ func TestLinkStates(t *testing.T) {
 			wantGet:    410,
 			wantPost:   410,
 			wantReason: "expired",
-			wantText:   "This link has expired.",
+			wantText:   "This link expired on Monday, 2 March 2026, 19:30 JST (UTC+09:00).",
 		},
 		{
 			name: "revoked",
@@ -351,7 +351,7 @@ func TestLinkStates(t *testing.T) {
 			wantGet:    410,
 			wantPost:   410,
 			wantReason: "revoked",
-			wantText:   "revoked",
+			wantText:   "The sender withdrew this link on Monday, 2 March 2026, 19:00 JST (UTC+09:00)",
 		},
 		{
 			name:       "unknown token",
@@ -374,6 +374,9 @@ func TestLinkStates(t *testing.T) {
 			h := newHarness(t)
 			tt.spec.name, tt.spec.content = "f.txt", []byte("hello")
 			l := h.addLink(tt.spec)
+			c := h.browser(false)
+			// The form of this link's page, taken while it was live.
+			_, csrf := h.landing(c, l.token)
 			if tt.prepare != nil {
 				tt.prepare(t, h, l)
 			}
@@ -381,18 +384,15 @@ func TestLinkStates(t *testing.T) {
 			if tt.token != nil {
 				token = tt.token(l)
 			}
-			c := h.browser(false)
 			resp, body := h.do(c, http.MethodGet, "/d/"+token, nil, nil)
 			mustStatus(t, resp, tt.wantGet)
-			if !strings.Contains(string(body), tt.wantText) {
+			if !strings.Contains(html.UnescapeString(string(body)), tt.wantText) {
 				t.Errorf("GET page lacks %q", tt.wantText)
 			}
-			// POST with a valid CSRF pair, taken from a live link's page.
-			live := h.addLink(linkSpec{name: "live.txt", content: []byte("x")})
-			_, csrf := h.landing(c, live.token)
+			// POST the form the page had while the link was live.
 			resp, body = h.submit(c, "/d/"+token, csrf)
 			mustStatus(t, resp, tt.wantPost)
-			if !strings.Contains(string(body), tt.wantText) {
+			if !strings.Contains(html.UnescapeString(string(body)), tt.wantText) {
 				t.Errorf("POST page lacks %q", tt.wantText)
 			}
 			if tt.wantReason != "" {
@@ -414,14 +414,13 @@ func TestLinkStates(t *testing.T) {
 func TestDownloadLimit(t *testing.T) {
 	h := newHarness(t)
 	l := h.addLink(linkSpec{name: "once.txt", content: []byte("once"), maxDownloads: 1})
-	h.signedURL(l.token)
 	c := h.browser(false)
+	_, csrf := h.landing(c, l.token)
+	h.signedURL(l.token)
 	// The landing page already says so...
 	resp, _ := h.do(c, http.MethodGet, "/d/"+l.token, nil, nil)
 	mustStatus(t, resp, http.StatusGone)
-	// ...and a POST with a valid CSRF pair is refused.
-	live := h.addLink(linkSpec{name: "live.txt", content: []byte("x")})
-	_, csrf := h.landing(c, live.token)
+	// ...and a POST of the form shown before is refused.
 	resp, body := h.submit(c, "/d/"+l.token, csrf)
 	mustStatus(t, resp, http.StatusGone)
 	if !strings.Contains(string(body), "as many times as allowed") {
@@ -441,6 +440,7 @@ func TestConcurrentPostsOnSingleUseLink(t *testing.T) {
 	l := h.addLink(linkSpec{name: "race.txt", content: []byte("race"), maxDownloads: 1})
 	c := h.browser(false)
 	action, csrf := h.landing(c, l.token)
+	cookie := jarCookie(t, c, h.http.URL)
 
 	const posts = 16
 	statuses := make(chan int, posts)
@@ -455,7 +455,7 @@ func TestConcurrentPostsOnSingleUseLink(t *testing.T) {
 				return
 			}
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			req.AddCookie(&http.Cookie{Name: csrfCookie, Value: csrf})
+			req.AddCookie(&http.Cookie{Name: csrfCookie, Value: cookie})
 			resp, err := http.DefaultTransport.RoundTrip(req)
 			if err != nil {
 				t.Error(err)
@@ -483,29 +483,38 @@ func TestConcurrentPostsOnSingleUseLink(t *testing.T) {
 func TestCSRF(t *testing.T) {
 	tests := []struct {
 		name    string
-		request func(h *harness, token, csrf string) *http.Request
+		request func(h *harness, token, csrf, cookie string) *http.Request
 	}{
-		{"no cookie", func(h *harness, token, csrf string) *http.Request {
+		{"no cookie", func(h *harness, token, csrf, cookie string) *http.Request {
 			return formPost(h, token, url.Values{csrfField: {csrf}}, "")
 		}},
-		{"no field", func(h *harness, token, csrf string) *http.Request {
-			return formPost(h, token, url.Values{}, csrf)
+		{"no field", func(h *harness, token, csrf, cookie string) *http.Request {
+			return formPost(h, token, url.Values{}, cookie)
 		}},
-		{"field differs", func(h *harness, token, csrf string) *http.Request {
+		{"field differs", func(h *harness, token, csrf, cookie string) *http.Request {
 			other := []byte(csrf)
 			other[0] ^= 1
-			return formPost(h, token, url.Values{csrfField: {string(other)}}, csrf)
+			return formPost(h, token, url.Values{csrfField: {string(other)}}, cookie)
 		}},
-		{"cookie and field equal but not ours", func(h *harness, token, _ string) *http.Request {
+		{"cookie and field equal but not ours", func(h *harness, token, _, _ string) *http.Request {
 			return formPost(h, token, url.Values{csrfField: {"x"}}, "x")
 		}},
-		{"cross-site browser request", func(h *harness, token, csrf string) *http.Request {
-			req := formPost(h, token, url.Values{csrfField: {csrf}}, csrf)
+		{"form of another link", func(h *harness, token, _, cookie string) *http.Request {
+			other := h.addLink(linkSpec{name: "other.txt", content: []byte("other")})
+			_, otherCSRF := h.landing(h.browser(false), other.token)
+			return formPost(h, token, url.Values{csrfField: {otherCSRF}}, cookie)
+		}},
+		{"form older than a day", func(h *harness, token, csrf, cookie string) *http.Request {
+			h.clock.Set(testStart.Add(formTokenTTL + time.Minute))
+			return formPost(h, token, url.Values{csrfField: {csrf}}, cookie)
+		}},
+		{"cross-site browser request", func(h *harness, token, csrf, cookie string) *http.Request {
+			req := formPost(h, token, url.Values{csrfField: {csrf}}, cookie)
 			req.Header.Set("Sec-Fetch-Site", "cross-site")
 			return req
 		}},
-		{"foreign Origin", func(h *harness, token, csrf string) *http.Request {
-			req := formPost(h, token, url.Values{csrfField: {csrf}}, csrf)
+		{"foreign Origin", func(h *harness, token, csrf, cookie string) *http.Request {
+			req := formPost(h, token, url.Values{csrfField: {csrf}}, cookie)
 			req.Header.Set("Origin", "https://evil.example")
 			return req
 		}},
@@ -514,8 +523,9 @@ func TestCSRF(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
 			l := h.addLink(linkSpec{name: "f.txt", content: []byte("secret")})
-			_, csrf := h.landing(h.browser(false), l.token)
-			resp, err := http.DefaultTransport.RoundTrip(tt.request(h, l.token, csrf))
+			c := h.browser(false)
+			_, csrf := h.landing(c, l.token)
+			resp, err := http.DefaultTransport.RoundTrip(tt.request(h, l.token, csrf, jarCookie(t, c, h.http.URL)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -538,8 +548,9 @@ func TestCSRF(t *testing.T) {
 func TestSameOriginBrowserPost(t *testing.T) {
 	h := newHarness(t)
 	l := h.addLink(linkSpec{name: "f.txt", content: []byte("ok")})
-	_, csrf := h.landing(h.browser(false), l.token)
-	req := formPost(h, l.token, url.Values{csrfField: {csrf}}, csrf)
+	c := h.browser(false)
+	_, csrf := h.landing(c, l.token)
+	req := formPost(h, l.token, url.Values{csrfField: {csrf}}, jarCookie(t, c, h.http.URL))
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
 	req.Header.Set("Origin", h.http.URL)
 	resp, err := http.DefaultTransport.RoundTrip(req)
@@ -632,12 +643,12 @@ func TestLanguage(t *testing.T) {
 		wantLanding    string
 		wantGone       string
 	}{
-		{"", "en", "File download", "This link has expired."},
-		{"ja", "ja", "ファイルのダウンロード", "このリンクは有効期限が切れています。"},
-		{"ja-JP,en;q=0.5", "ja", "2026年3月2日(月) 20:00 JST (UTC+09:00)", "このリンクは有効期限が切れています。"},
-		{"en-US,ja;q=0.9", "en", "Available until", "This link has expired."},
-		{"fr-FR", "en", "File download", "This link has expired."},
-		{";;;garbage", "en", "File download", "This link has expired."},
+		{"", "en", "File download", "This link expired on Monday, 2 March 2026, 20:00 JST"},
+		{"ja", "ja", "ファイルのダウンロード", "このリンクは 2026年3月2日(月) 20:00 JST (UTC+09:00) に有効期限が切れました。"},
+		{"ja-JP,en;q=0.5", "ja", "2026年3月2日(月) 20:00 JST (UTC+09:00)", "送信者に再送を依頼してください"},
+		{"en-US,ja;q=0.9", "en", "Available until", "ask the sender to send it again"},
+		{"fr-FR", "en", "File download", "This link expired on"},
+		{";;;garbage", "en", "File download", "This link expired on"},
 	}
 	h := newHarness(t)
 	l := h.addLink(linkSpec{name: "f.txt", content: []byte("x"), expiresIn: time.Hour})
@@ -658,7 +669,7 @@ func TestLanguage(t *testing.T) {
 			h.clock.Set(testStart.Add(time.Hour))
 			resp, body = h.do(c, http.MethodGet, "/d/"+l.token, header, nil)
 			mustStatus(t, resp, http.StatusGone)
-			if page := string(body); !strings.Contains(page, `<html lang="`+tt.wantLang+`">`) || !strings.Contains(page, tt.wantGone) {
+			if page := html.UnescapeString(string(body)); !strings.Contains(page, `<html lang="`+tt.wantLang+`">`) || !strings.Contains(page, tt.wantGone) {
 				t.Errorf("410 page lacks lang %s or %q", tt.wantLang, tt.wantGone)
 			}
 		})

@@ -47,10 +47,12 @@ var b64Table = func() (t [256]byte) {
 }()
 
 // base64Decoder decodes base64 skipping every byte outside the alphabet
-// (line breaks, stray spaces, garbage). Padding ends a quantum, so bodies
-// made of several padded chunks glued together decode correctly.
+// (line breaks, stray spaces, garbage). Padding ends the data, as it does
+// in mail clients: whatever follows it (a signature line, junk appended in
+// transit) is not part of the file.
 type base64Decoder struct {
 	r      io.Reader
+	padded bool // padding seen: the rest of the input is ignored
 	in     []byte
 	chars  []byte // alphabet characters not decoded yet (fewer than 4 between reads)
 	outBuf []byte // backing array of out, reused
@@ -89,7 +91,7 @@ func (d *base64Decoder) Read(p []byte) (int, error) {
 
 // decode collects alphabet characters and decodes the whole quanta in bulk.
 func (d *base64Decoder) decode(in []byte) {
-	for i := 0; i < len(in); {
+	for i := 0; i < len(in) && !d.padded; {
 		// Append runs of alphabet characters (a whole line, usually) at
 		// once rather than byte by byte.
 		j := i
@@ -102,6 +104,7 @@ func (d *base64Decoder) decode(in []byte) {
 		}
 		if b64Table[in[j]] == b64Pad {
 			d.flush()
+			d.padded = true
 		}
 		i = j + 1
 	}

@@ -1,6 +1,7 @@
 package mailpart
 
 import (
+	"bytes"
 	"io"
 	"regexp"
 )
@@ -20,13 +21,16 @@ var metaCharset = regexp.MustCompile(`(?i)(<meta\b[^>]*?charset\s*=\s*["']?)([^"
 
 // htmlNoticeWriter streams decoded HTML through, rewrites <meta> charset
 // declarations to utf-8 (the body is re-encoded as UTF-8 and some clients
-// believe the meta over the MIME header), and inserts the notice before the
-// last "</body>", or at the end when there is none.
+// believe the meta over the MIME header), and inserts the notice at the top
+// of the body, right after the <body> tag, where readers see it first. An
+// HTML fragment without a <body> tag in its first htmlHeadWindow bytes gets
+// the notice before the last "</body>", or at the end when there is none.
 type htmlNoticeWriter struct {
 	w        io.Writer
 	notice   string
 	head     []byte
 	headDone bool
+	placed   bool   // the notice went after <body>
 	hold     []byte // bytes from the last "</body" on, or a possible prefix of it
 }
 
@@ -38,19 +42,50 @@ func (h *htmlNoticeWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	if !h.headDone {
 		h.head = append(h.head, p...)
-		if len(h.head) < htmlHeadWindow && indexFold(h.head, "<body") < 0 {
+		if len(h.head) < htmlHeadWindow && bodyTagEnd(h.head) < 0 {
 			return n, nil
 		}
 		p = h.flushHead()
 	}
+	if h.placed {
+		_, err := h.w.Write(p)
+		return n, err
+	}
 	return n, h.push(p)
 }
 
+// bodyTagEnd returns the index just after the ">" of the first <body> tag,
+// or -1.
+func bodyTagEnd(b []byte) int {
+	for off := 0; ; {
+		i := indexFold(b[off:], "<body")
+		if i < 0 {
+			return -1
+		}
+		i += off + len("<body")
+		if i < len(b) && (b[i] == '>' || b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n' || b[i] == '/') {
+			if gt := bytes.IndexByte(b[i:], '>'); gt >= 0 {
+				return i + gt + 1
+			}
+			return -1
+		}
+		off = i
+	}
+}
+
+// flushHead returns the held head with its meta charset rewritten and, when
+// it has a <body> tag, the notice after it.
 func (h *htmlNoticeWriter) flushHead() []byte {
 	h.headDone = true
-	head := metaCharset.ReplaceAll(h.head, []byte("${1}utf-8"))
+	head := h.head
 	h.head = nil
-	return head
+	if end := bodyTagEnd(head); end >= 0 {
+		h.placed = true
+		out := metaCharset.ReplaceAll(head[:end], []byte("${1}utf-8"))
+		out = append(out, "\n"+h.notice...)
+		return append(out, head[end:]...)
+	}
+	return metaCharset.ReplaceAll(head, []byte("${1}utf-8"))
 }
 
 func (h *htmlNoticeWriter) push(p []byte) error {
@@ -73,12 +108,21 @@ func (h *htmlNoticeWriter) push(p []byte) error {
 	return nil
 }
 
-// Close writes the notice and whatever was held.
+// Close writes the notice (unless it went after <body>) and whatever was
+// held.
 func (h *htmlNoticeWriter) Close() error {
 	if !h.headDone {
-		if err := h.push(h.flushHead()); err != nil {
+		head := h.flushHead()
+		if h.placed {
+			_, err := h.w.Write(head)
 			return err
 		}
+		if err := h.push(head); err != nil {
+			return err
+		}
+	}
+	if h.placed {
+		return nil
 	}
 	if indexFold(h.hold, "</body") == 0 {
 		if _, err := io.WriteString(h.w, "\n"+h.notice); err != nil {

@@ -66,4 +66,13 @@ type Summary struct {
 	MessageID   string           // Message-ID header value
 	Parts       int              // leaf parts seen
 	Attachments int
+
+	// Why the message must pass through untouched (see PassThrough):
+	// signed (multipart/signed, S/MIME signed-data, inline PGP signed),
+	// encrypted (multipart/encrypted, S/MIME enveloped-data, inline PGP
+	// message), a multipart/report, or Auto-Submitted other than "no"
+	// (the keyword). Leaves inside such content are never attachments.
+	Signed, Encrypted bool
+	Report            bool
+	AutoSubmitted     string
 }

@@ -89,7 +89,7 @@ func (n Notice) PlainText() string {
 func (n Notice) HTML() string {
 	intro, l := n.parts()
 	var b strings.Builder
-	b.WriteString(`<div class="attachgate-notice" style="margin-top:1em;padding-top:0.5em;border-top:1px solid #999;font-family:sans-serif;font-size:small">`)
+	b.WriteString(`<div class="attachgate-notice" style="margin-bottom:1em;padding-bottom:0.5em;border-bottom:1px solid #999;font-family:sans-serif;font-size:small">`)
 	b.WriteByte('\n')
 	for _, line := range intro {
 		fmt.Fprintf(&b, "<p>%s</p>\n", html.EscapeString(line))

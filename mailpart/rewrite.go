@@ -2,13 +2,13 @@ package mailpart
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"maps"
 	"mime"
-	"mime/quotedprintable"
 	"strings"
 
 	"github.com/emersion/go-message/textproto"
@@ -92,6 +92,31 @@ type rewriter struct {
 	endingOwed bool
 
 	wrapBoundary string
+
+	// head writes the header of the rewritten body entered last, given
+	// its transfer encoding.
+	head func(cte string) error
+
+	// armoured is set once a body text with inline PGP armour was seen.
+	armoured bool
+}
+
+// bodyEncoder encodes a rewritten text body of e (nil: a part of the
+// root multipart added by the rewrite).
+func (rw *rewriter) bodyEncoder(e *entity, head func(cte string) error) *bodyEncoder {
+	return &bodyEncoder{out: rw.out, head: head, allow8bit: rw.notice.EightBit,
+		boundaries: func() [][]byte {
+			var bs [][]byte
+			if rw.wrapBoundary != "" {
+				bs = append(bs, []byte("--"+rw.wrapBoundary))
+			}
+			for p := e; p != nil; p = p.parent {
+				if p.boundary != "" {
+					bs = append(bs, []byte("--"+p.boundary))
+				}
+			}
+			return bs
+		}}
 }
 
 func (rw *rewriter) enter(e *entity) error {
@@ -115,19 +140,27 @@ func (rw *rewriter) enter(e *entity) error {
 			return err
 		}
 	}
+	// A rewritten body's header is written once its transfer encoding is
+	// decided (textenc.go), by leaf, which follows directly.
 	switch rw.action {
 	case actionNotice:
 		ct := noticeContentType(e.part.MediaType, e.part.Params)
-		return rw.writeHeader(e.part.Header, map[string]string{
-			"Content-Type":              ct,
-			"Content-Transfer-Encoding": rw.transferEncoding(),
-		}, false)
+		rw.head = func(cte string) error {
+			return rw.writeHeader(e.part.Header, map[string]string{
+				"Content-Type":              ct,
+				"Content-Transfer-Encoding": cte,
+			}, false)
+		}
+		return nil
 	case actionReplace:
-		return rw.writeHeader(e.part.Header, map[string]string{
-			"Content-Type":              "text/plain; charset=utf-8",
-			"Content-Transfer-Encoding": rw.transferEncoding(),
-			"Content-Disposition":       "",
-		}, true)
+		rw.head = func(cte string) error {
+			return rw.writeHeader(e.part.Header, map[string]string{
+				"Content-Type":              "text/plain; charset=utf-8",
+				"Content-Transfer-Encoding": cte,
+				"Content-Disposition":       "",
+			}, true)
+		}
+		return nil
 	case actionWrap:
 		return rw.writeWrapHeader(e.part.Header)
 	}
@@ -137,6 +170,8 @@ func (rw *rewriter) enter(e *entity) error {
 func (rw *rewriter) decide(e *entity) leafAction {
 	removed := rw.remove[e.part.Path]
 	switch {
+	case e.sealed || rw.armoured:
+		return actionKeep // signed, encrypted or automatic content stays as it is
 	case removed && e.isRoot():
 		return actionReplace
 	case removed:
@@ -161,13 +196,28 @@ func (rw *rewriter) leaf(e *entity, body *section) error {
 	case actionDrop:
 		return nil
 	case actionNotice:
-		if err := rw.writeNoticeBody(e, body); err != nil {
+		raw := bufio.NewReaderSize(body, armourPeek)
+		if hasArmour(e, raw) {
+			// Inline PGP: the text stays as it is (Walk, which reads the
+			// whole body, tells callers to pass such mail through), and
+			// so does everything after it.
+			rw.armoured = true
+			if err := rw.writeRawHeader(e); err != nil {
+				return err
+			}
+			if _, err := io.Copy(rw.out, raw); err != nil {
+				return fmt.Errorf("rewrite: %w", err)
+			}
+			rw.endingOwed = body.droppedEnding
+			return nil
+		}
+		if err := rw.writeNoticeBody(e, raw, rw.bodyEncoder(e, rw.head)); err != nil {
 			return fmt.Errorf("rewrite part %s: %w", e.part.Path, err)
 		}
 		rw.noticed, rw.endingOwed = true, true
 		return nil
 	case actionReplace:
-		if err := rw.writeQP(rw.notice.PlainText()); err != nil {
+		if err := rw.writeText(rw.bodyEncoder(e, rw.head), rw.notice.PlainText()); err != nil {
 			return err
 		}
 		rw.noticed, rw.endingOwed = true, true
@@ -176,7 +226,7 @@ func (rw *rewriter) leaf(e *entity, body *section) error {
 		if err := rw.copySection(body); err != nil {
 			return err
 		}
-		if err := rw.writeNoticePart(rw.wrapBoundary); err != nil {
+		if err := rw.writeNoticePart(e, rw.wrapBoundary); err != nil {
 			return err
 		}
 		return rw.writeDelimiter(rw.wrapBoundary, true)
@@ -193,8 +243,8 @@ func (rw *rewriter) leave(e *entity, closed bool) error {
 		// ending is content, not part of the delimiter written here.
 		rw.endingOwed = true
 	}
-	if e.isRoot() && rw.withNotice && !rw.noticed {
-		if err := rw.writeNoticePart(e.boundary); err != nil {
+	if e.isRoot() && rw.withNotice && !rw.noticed && !e.sealed && !rw.armoured {
+		if err := rw.writeNoticePart(e, e.boundary); err != nil {
 			return err
 		}
 	}
@@ -322,43 +372,39 @@ func (rw *rewriter) writeWrapHeader(h textproto.Header) error {
 }
 
 // writeNoticePart appends a text/plain part with the notice to a multipart.
-func (rw *rewriter) writeNoticePart(boundary string) error {
+func (rw *rewriter) writeNoticePart(root *entity, boundary string) error {
 	if err := rw.writeDelimiter(boundary, false); err != nil {
 		return err
 	}
-	if _, err := rw.out.WriteString("Content-Type: text/plain; charset=utf-8\r\n" +
-		"Content-Transfer-Encoding: " + rw.transferEncoding() + "\r\n" +
-		"Content-Disposition: inline\r\n\r\n"); err != nil {
+	head := func(cte string) error {
+		_, err := rw.out.WriteString("Content-Type: text/plain; charset=utf-8\r\n" +
+			"Content-Transfer-Encoding: " + cte + "\r\n" +
+			"Content-Disposition: inline\r\n\r\n")
 		return err
 	}
-	if err := rw.writeQP(rw.notice.PlainText()); err != nil {
+	if err := rw.writeText(rw.bodyEncoder(root, head), rw.notice.PlainText()); err != nil {
 		return err
 	}
 	rw.noticed, rw.endingOwed = true, true
 	return nil
 }
 
-func (rw *rewriter) writeQP(text string) error {
-	qp := rw.textEncoder()
-	if _, err := io.WriteString(qp, text); err != nil {
+func (rw *rewriter) writeText(enc *bodyEncoder, text string) error {
+	if _, err := io.WriteString(enc, text); err != nil {
 		return err
 	}
-	return qp.Close()
+	return enc.Close()
 }
 
-// plainSeparator goes between a text body and the notice: a blank line and
-// the signature separator, so replies can leave the notice out.
-const plainSeparator = "\n-- \n"
-
-// writeNoticeBody decodes a body text, appends the notice and writes it as
-// UTF-8 quoted-printable. It streams: only the HTML head and tail are held.
-func (rw *rewriter) writeNoticeBody(e *entity, raw io.Reader) error {
+// writeNoticeBody decodes a body text, adds the notice and writes it as
+// UTF-8 through qp. It streams: only the HTML head and tail, or a plain
+// text's signature, are held.
+func (rw *rewriter) writeNoticeBody(e *entity, raw io.Reader, qp *bodyEncoder) error {
 	decoded := transferDecoder(transferEncoding(e.part.Header.Get("Content-Transfer-Encoding")), raw)
 	text, ok := textDecoder(e.part.Params["charset"], decoded)
 	if !ok {
 		return fmt.Errorf("charset %q cannot be decoded", e.part.Params["charset"])
 	}
-	qp := rw.textEncoder()
 	if e.part.MediaType == "text/html" {
 		hw := newHTMLNoticeWriter(qp, rw.notice.HTML())
 		if _, err := io.Copy(hw, text); err != nil {
@@ -369,39 +415,147 @@ func (rw *rewriter) writeNoticeBody(e *entity, raw io.Reader) error {
 		}
 		return qp.Close()
 	}
-	tail := &tailWriter{w: qp}
-	if _, err := io.Copy(tail, text); err != nil {
+	sw := &signatureWriter{w: qp, bol: true}
+	if _, err := io.Copy(sw, text); err != nil {
 		return err
 	}
-	var sep string
-	if tail.n > 0 {
-		if tail.last != '\n' {
-			sep = "\n"
-		}
-		sep += plainSeparator
-	} else {
-		sep = plainSeparator[1:]
-	}
-	if _, err := io.WriteString(qp, sep+rw.notice.PlainText()); err != nil {
+	if err := sw.Close(rw.notice.PlainText()); err != nil {
 		return err
 	}
 	return qp.Close()
 }
 
-// tailWriter counts bytes and remembers the last one.
-type tailWriter struct {
-	w    io.Writer
-	n    int64
-	last byte
+// maxSignature bounds what is held as a signature: text after a "-- "
+// line that runs longer is not a signature, and the notice goes last.
+const maxSignature = 16 << 10
+
+// signatureWriter passes plain text through and puts the notice before the
+// signature (the text from the last "-- " line on, RFC 3676 4.3), so mail
+// clients show it as part of the message, or after the text when it has no
+// signature. Only the signature is held.
+type signatureWriter struct {
+	w       io.Writer
+	bol     bool   // at the start of a line
+	pend    []byte // start of a line that may still become "-- "
+	holding bool
+	hold    []byte // from the signature separator on
+	n       int64  // content bytes seen before the signature
+	last    byte   // last of them
+	lastTwo [2]byte
 }
 
-func (t *tailWriter) Write(p []byte) (int, error) {
-	if len(p) > 0 {
-		t.last = p[len(p)-1]
+var (
+	sigSeparatorLF   = []byte("-- \n")
+	sigSeparatorCRLF = []byte("-- \r\n")
+)
+
+func (s *signatureWriter) Write(p []byte) (int, error) {
+	total := len(p)
+	for len(p) > 0 {
+		if s.bol || len(s.pend) > 0 {
+			s.pend = append(s.pend, p[0])
+			p = p[1:]
+			switch {
+			case bytes.Equal(s.pend, sigSeparatorLF) || bytes.Equal(s.pend, sigSeparatorCRLF):
+				if err := s.startSignature(); err != nil {
+					return 0, err
+				}
+			case bytes.HasPrefix(sigSeparatorLF, s.pend) || bytes.HasPrefix(sigSeparatorCRLF, s.pend):
+				s.bol = false // collecting
+			default:
+				pend := s.pend
+				s.pend = nil
+				if err := s.emit(pend); err != nil {
+					return 0, err
+				}
+			}
+			continue
+		}
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			return total, s.emit(p)
+		}
+		if err := s.emit(p[:i+1]); err != nil {
+			return 0, err
+		}
+		p = p[i+1:]
 	}
-	n, err := t.w.Write(p)
-	t.n += int64(n)
-	return n, err
+	return total, nil
+}
+
+// emit passes content on, or holds it as part of the signature.
+func (s *signatureWriter) emit(b []byte) error {
+	s.bol = b[len(b)-1] == '\n'
+	if s.holding {
+		s.hold = append(s.hold, b...)
+		if len(s.hold) <= maxSignature {
+			return nil
+		}
+		// Too long for a signature: it was text.
+		hold := s.hold
+		s.holding, s.hold = false, nil
+		return s.write(hold)
+	}
+	return s.write(b)
+}
+
+func (s *signatureWriter) write(b []byte) error {
+	s.n += int64(len(b))
+	for _, c := range b[max(0, len(b)-2):] {
+		s.lastTwo[0], s.lastTwo[1] = s.lastTwo[1], c
+	}
+	s.last = b[len(b)-1]
+	_, err := s.w.Write(b)
+	return err
+}
+
+// startSignature begins holding at a separator line; a signature held
+// before it was not the last, so it is text.
+func (s *signatureWriter) startSignature() error {
+	sep := s.pend
+	s.pend, s.bol = nil, true
+	if s.holding {
+		if err := s.write(s.hold); err != nil {
+			return err
+		}
+	}
+	s.holding, s.hold = true, append([]byte(nil), sep...)
+	return nil
+}
+
+// Close writes the notice, set off by blank lines, and the signature.
+func (s *signatureWriter) Close(notice string) error {
+	if len(s.pend) > 0 {
+		pend := s.pend
+		s.pend = nil
+		if err := s.emit(pend); err != nil {
+			return err
+		}
+	}
+	var sep string
+	switch {
+	case s.n == 0:
+	case s.last != '\n':
+		sep = "\n\n"
+	case !s.endsWithBlankLine():
+		sep = "\n"
+	}
+	text := sep + notice
+	if s.holding {
+		text += "\n"
+	}
+	if _, err := io.WriteString(s.w, text); err != nil {
+		return err
+	}
+	if s.holding {
+		_, err := s.w.Write(s.hold)
+		return err
+	}
+	return nil
+}
+
+func (s *signatureWriter) endsWithBlankLine() bool {
+	return s.n >= 2 && s.lastTwo[1] == '\n' && (s.lastTwo[0] == '\n' || s.lastTwo[0] == '\r' && s.n >= 3)
 }
 
 // noticeContentType is the Content-Type of a body re-encoded as UTF-8: the
@@ -443,69 +597,4 @@ func newBoundary() string {
 	var b [15]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail
 	return "attachgate-" + hex.EncodeToString(b[:])
-}
-
-// transferEncoding names the encoding textEncoder writes.
-func (rw *rewriter) transferEncoding() string {
-	if rw.notice.EightBit {
-		return "8bit"
-	}
-	return "quoted-printable"
-}
-
-// textEncoder encodes rewritten UTF-8 text for the wire.
-func (rw *rewriter) textEncoder() io.WriteCloser {
-	if rw.notice.EightBit {
-		return &eightBitWriter{w: rw.out}
-	}
-	return quotedprintable.NewWriter(rw.out)
-}
-
-// maxLine is RFC 5321's limit on a line, CRLF excluded.
-const maxLine = 998
-
-// eightBitWriter writes text as 8bit MIME: every line ending becomes CRLF
-// and lines longer than SMTP allows are broken.
-type eightBitWriter struct {
-	w       io.Writer
-	lineLen int
-	cr      bool // the last byte was a CR not yet followed by LF
-	buf     []byte
-}
-
-func (e *eightBitWriter) Write(p []byte) (int, error) {
-	e.buf = e.buf[:0]
-	for _, c := range p {
-		switch {
-		case c == '\n':
-			e.buf = append(e.buf, '\r', '\n')
-			e.cr, e.lineLen = false, 0
-			continue
-		case e.cr:
-			// A bare CR ends a line too.
-			e.buf = append(e.buf, '\r', '\n')
-			e.cr, e.lineLen = false, 0
-		}
-		if c == '\r' {
-			e.cr = true
-			continue
-		}
-		if e.lineLen == maxLine {
-			e.buf = append(e.buf, '\r', '\n')
-			e.lineLen = 0
-		}
-		e.buf = append(e.buf, c)
-		e.lineLen++
-	}
-	if _, err := e.w.Write(e.buf); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// Close ends the text. A pending CR is dropped: the MIME delimiter that
-// follows brings the line break.
-func (e *eightBitWriter) Close() error {
-	e.cr, e.lineLen = false, 0
-	return nil
 }

@@ -2,6 +2,7 @@ package mailpart
 
 import (
 	"bytes"
+	"encoding/base64"
 	"io"
 	"regexp"
 	"strings"
@@ -56,7 +57,7 @@ func TestRewriteAlternativeRelatedAttachment(t *testing.T) {
 		t.Fatalf("parts after rewrite: %+v", parts)
 	}
 	url := n.Files[0].URL
-	if !strings.HasPrefix(plain.Text, "Hello, the report is attached. Café at 10?\r\n\r\n-- \r\n"+introEN) {
+	if !strings.HasPrefix(plain.Text, "Hello, the report is attached. Café at 10?\r\n\r\n"+introEN) {
 		t.Errorf("plain body = %q", plain.Text)
 	}
 	if strings.Count(plain.Text, url) != 1 {
@@ -132,7 +133,7 @@ JVBERi0xLjQK
 	if body.MediaType != "text/plain" || body.Params["charset"] != "utf-8" {
 		t.Errorf("content type %s %v", body.MediaType, body.Params)
 	}
-	wantPrefix := text + "\r\n-- \r\n" + introJA
+	wantPrefix := text + "\r\n" + introJA
 	if !strings.HasPrefix(body.Text, wantPrefix) {
 		t.Errorf("body = %q, want prefix %q", body.Text, wantPrefix)
 	}
@@ -301,7 +302,7 @@ func TestRewriteRepairsMissingCloseDelimiter(t *testing.T) {
 		t.Errorf("no close delimiter:\n%q", out)
 	}
 	parts := parseWithGoMessage(t, out)
-	if len(parts) != 1 || !strings.HasPrefix(parts[0].Text, "hello\r\n\r\n-- \r\n") {
+	if len(parts) != 1 || !strings.HasPrefix(parts[0].Text, "hello\r\n\r\n"+introEN) {
 		t.Errorf("parts %+v", parts)
 	}
 }
@@ -310,12 +311,14 @@ func TestHTMLNoticeWriter(t *testing.T) {
 	tests := []struct {
 		name, in, want string
 	}{
-		{"before last body end", "<html><body>a</body></html>", "<html><body>a\nNOTE</body></html>"},
-		{"case and attributes", "<BODY>x</Body >\r\n", "<BODY>x\nNOTE</Body >\r\n"},
-		{"no body end", "<p>fragment</p>", "<p>fragment</p>\nNOTE"},
-		{"two body ends", "<body>a</body>b</body>c", "<body>a</body>b\nNOTE</body>c"},
-		{"meta charset", `<meta charset="iso-2022-jp"><body>x</body>`, `<meta charset="utf-8"><body>x` + "\nNOTE</body>"},
+		{"top of body", "<html><body>a</body></html>", "<html><body>\nNOTEa</body></html>"},
+		{"case and attributes", "<BODY class=\"x\">x</Body >\r\n", "<BODY class=\"x\">\nNOTEx</Body >\r\n"},
+		{"not a body tag", "<bodyguard>x</bodyguard><body>y</body>", "<bodyguard>x</bodyguard><body>\nNOTEy</body>"},
+		{"no body tag: before body end", "<p>a</p></body>", "<p>a</p>\nNOTE</body>"},
+		{"no body tag", "<p>fragment</p>", "<p>fragment</p>\nNOTE"},
+		{"meta charset", `<meta charset="iso-2022-jp"><body>x</body>`, `<meta charset="utf-8"><body>` + "\nNOTEx</body>"},
 		{"meta content", `<META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=euc-jp"><body></body>`, `<META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=utf-8"><body>` + "\nNOTE</body>"},
+		{"meta after body untouched", `<body><p>charset=x</p><meta charset="x"></body>`, `<body>` + "\nNOTE" + `<p>charset=x</p><meta charset="x"></body>`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -343,7 +346,7 @@ func TestHTMLNoticeWriter(t *testing.T) {
 func TestEightBitKeepsLinksWhole(t *testing.T) {
 	long := "https://files.example.com/some/deep/path/for/a/long/base/url/d/" + strings.Repeat("A", 43)
 	msg := "From: a@example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" +
-		"--b\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCaf=E9 " + strings.Repeat("x", 1200) + "\r\n" +
+		"--b\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCaf=E9 " + strings.Repeat("x", 900) + "\r\n" +
 		"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\n%PDF\r\n--b--\r\n"
 	var out bytes.Buffer
 	n := Notice{Files: []NoticeFile{{Name: "a.pdf", Size: 4, SHA256: strings.Repeat("0", 64), Expires: time.Unix(0, 0).UTC(), URL: long}}, EightBit: true}
@@ -354,15 +357,141 @@ func TestEightBitKeepsLinksWhole(t *testing.T) {
 	if strings.Count(raw, long) != 1 {
 		t.Fatalf("the link is not whole on one raw line:\n%s", raw)
 	}
-	if !strings.Contains(raw, "Content-Transfer-Encoding: 8bit") || !strings.Contains(raw, "Café ") {
+	if !strings.Contains(raw, "Content-Transfer-Encoding: 8bit") || !strings.Contains(raw, "Café "+strings.Repeat("x", 900)+"\r\n") {
 		t.Fatalf("text part not re-encoded as 8bit UTF-8:\n%s", raw)
 	}
 	for _, line := range strings.Split(raw, "\r\n") {
-		if len(line) > 998 {
-			t.Fatalf("line of %d bytes exceeds RFC 5321's 998", len(line))
-		}
 		if strings.ContainsAny(line, "\r\n") {
 			t.Fatalf("bare CR or LF in %q", line)
 		}
+	}
+}
+
+// Issue 9.20: a rewritten text with a line over 998 bytes goes out
+// quoted-printable, so the text arrives unchanged (8bit would have to cut
+// it); so do a bare CR and a line that looks like a boundary.
+func TestEightBitFallsBackToQuotedPrintable(t *testing.T) {
+	longLine := "Caf\u00e9 " + strings.Repeat("word ", 400) + "end"
+	tests := []struct{ name, text string }{
+		{"line over 998 bytes", "first\n" + longLine + "\nlast\n"},
+		{"bare CR", "one\rtwo\n"},
+		{"boundary-like line", "a\n--b\n--b--\nz\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := "From: a@example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" +
+				"--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+				base64.StdEncoding.EncodeToString([]byte(tc.text)) + "\r\n" +
+				"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\n%PDF\r\n--b--\r\n"
+			n := testNotice("a.pdf")
+			n.Language = "en"
+			n.EightBit = true
+			out := rewriteString(t, msg, map[string]bool{"1.2": true}, n)
+			if !strings.Contains(out, "Content-Transfer-Encoding: quoted-printable") {
+				t.Fatalf("not quoted-printable:\n%s", out)
+			}
+			for _, line := range strings.Split(out, "\r\n") {
+				if len(line) > 76 {
+					t.Fatalf("line of %d bytes: %q", len(line), line)
+				}
+				if strings.HasPrefix(line, "--b") && line != "--b" && line != "--b--" {
+					t.Fatalf("boundary-like line %q in output", line)
+				}
+			}
+			gm := parseWithGoMessage(t, out)
+			if len(gm) != 1 {
+				t.Fatalf("go-message reads %d parts", len(gm))
+			}
+			want := strings.ReplaceAll(tc.text, "\n", "\r\n")
+			if !strings.HasPrefix(gm[0].Text, want) {
+				t.Errorf("text changed:\n got %q\nwant %q", gm[0].Text[:min(len(gm[0].Text), len(want))], want)
+			}
+		})
+	}
+}
+
+// Issue 14.3: the notice goes before an existing signature, where mail
+// clients show it as part of the message, not folded away with the
+// signature; without a signature, after the text.
+func TestSignatureWriter(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"no signature", "Hello\n", "Hello\n\nNOTE\n"},
+		{"no final newline", "Hello", "Hello\n\nNOTE\n"},
+		{"blank line at end", "Hello\n\n", "Hello\n\nNOTE\n"},
+		{"empty", "", "NOTE\n"},
+		{"signature", "Hello\n-- \nAlice\nACME\n", "Hello\n\nNOTE\n\n-- \nAlice\nACME\n"},
+		{"signature CRLF", "Hello\r\n\r\n-- \r\nAlice\r\n", "Hello\r\n\r\nNOTE\n\n-- \r\nAlice\r\n"},
+		{"last separator counts", "a\n-- \nb\n-- \nsig", "a\n-- \nb\n\nNOTE\n\n-- \nsig"},
+		{"dashes without space are text", "a\n--\nb\n", "a\n--\nb\n\nNOTE\n"},
+		{"separator inside a line is text", "x-- \n", "x-- \n\nNOTE\n"},
+		{"separator only", "-- \n", "NOTE\n\n-- \n"},
+		{"too long for a signature", "a\n-- \n" + strings.Repeat("s", maxSignature+1) + "\n", "a\n-- \n" + strings.Repeat("s", maxSignature+1) + "\n\nNOTE\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, chunk := range []int{1, 2, 5, 1 << 20} {
+				var out bytes.Buffer
+				sw := &signatureWriter{w: &out, bol: true}
+				for in := tc.in; len(in) > 0; {
+					n := min(chunk, len(in))
+					if _, err := io.WriteString(sw, in[:n]); err != nil {
+						t.Fatal(err)
+					}
+					in = in[n:]
+				}
+				if err := sw.Close("NOTE\n"); err != nil {
+					t.Fatal(err)
+				}
+				if out.String() != tc.want {
+					t.Errorf("chunk %d: got %q, want %q", chunk, out.String(), tc.want)
+				}
+			}
+		})
+	}
+}
+
+func TestRewriteNoticeBeforeSignatureAndAtTopOfHTML(t *testing.T) {
+	msg := crlfText(`From: a@example.com
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary=m
+
+--m
+Content-Type: multipart/alternative; boundary=a
+
+--a
+Content-Type: text/plain; charset=utf-8
+
+Please see the report.
+
+-- 
+Alice Example
+ACME Corp.
+--a
+Content-Type: text/html; charset=utf-8
+
+<html><head><title>x</title></head><body style="x"><p>Please see the report.</p><div>-- <br>Alice</div></body></html>
+--a--
+--m
+Content-Type: application/pdf
+Content-Disposition: attachment; filename=report.pdf
+
+%PDF
+--m--
+`)
+	n := testNotice("report.pdf")
+	n.Language = "en"
+	parts := parseWithGoMessage(t, rewriteString(t, msg, map[string]bool{"1.2": true}, n))
+	if len(parts) != 2 {
+		t.Fatalf("%d parts", len(parts))
+	}
+	plain := parts[0].Text
+	if !strings.HasPrefix(plain, "Please see the report.\r\n\r\n"+introEN) ||
+		!strings.HasSuffix(plain, "tokenA\r\n\r\n-- \r\nAlice Example\r\nACME Corp.") ||
+		strings.Count(plain, "-- \r\n") != 1 {
+		t.Errorf("plain text:\n%s", plain)
+	}
+	html := parts[1].Text
+	if !strings.HasPrefix(html, `<html><head><title>x</title></head><body style="x">`+"\r\n"+`<div class="attachgate-notice"`) {
+		t.Errorf("html: notice not at the top of the body:\n%q", html)
 	}
 }

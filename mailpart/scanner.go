@@ -34,8 +34,9 @@ type scanner struct {
 	stopLevel int // index into bounds for stopDelimiter and stopClose
 }
 
+// newScanner reads r with every bare CR taken as a space (lineends.go).
 func newScanner(r io.Reader) *scanner {
-	return &scanner{br: bufio.NewReaderSize(r, ioBufferSize)}
+	return &scanner{br: bufio.NewReaderSize(newBareCRReader(r), ioBufferSize)}
 }
 
 func (s *scanner) push(boundary string) { s.bounds = append(s.bounds, []byte("--"+boundary)) }
@@ -43,7 +44,11 @@ func (s *scanner) pop()                 { s.bounds = s.bounds[:len(s.bounds)-1] 
 
 // matchDelimiter reports whether line (with its ending) is a delimiter or
 // close delimiter of an open multipart, innermost first. Trailing white
-// space is allowed after the boundary (RFC 2046 5.1.1).
+// space is allowed after the boundary (RFC 2046 5.1.1). A close delimiter
+// followed by other text ("--b-->") closes the multipart too, as it does in
+// mail clients and the common MIME libraries; Rewrite writes it back clean
+// and keeps the epilogue after it. Exact matches win over such a close, so
+// an outer boundary "b--x" is not taken for the close of an inner "b".
 func (s *scanner) matchDelimiter(line []byte) (stopKind, int, bool) {
 	if len(line) < 3 || line[0] != '-' || line[1] != '-' || len(line) > 1024 {
 		return 0, 0, false
@@ -59,6 +64,11 @@ func (s *scanner) matchDelimiter(line []byte) (stopKind, int, bool) {
 		case len(rest) == 0:
 			return stopDelimiter, i, true
 		case len(rest) == 2 && rest[0] == '-' && rest[1] == '-':
+			return stopClose, i, true
+		}
+	}
+	for i := len(s.bounds) - 1; i >= 0; i-- {
+		if rest, ok := bytes.CutPrefix(line, s.bounds[i]); ok && bytes.HasPrefix(rest, []byte("--")) {
 			return stopClose, i, true
 		}
 	}

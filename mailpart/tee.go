@@ -12,26 +12,48 @@ import (
 // (headers, boundaries, every other part byte for byte): Rewrite of that
 // copy gives the same output as Rewrite of the whole message when the cut
 // parts are removed. So the pipeline reads attachment bytes once, from
-// the wire, and spools only what stays in the message. r is read to its
-// end when WalkTee returns nil.
-func WalkTee(r io.Reader, lim Limits, w io.Writer, elide func(p *Part) bool, fn func(p *Part, body io.Reader) error) (Summary, error) {
-	t := &tee{r: r, w: w, dropFrom: -1, pend: make([]byte, 0, 2*ioBufferSize)}
+// the wire, and spools only what stays in the message.
+//
+// The cut bytes go to side (when not nil), and the returned cuts say where
+// they belong: Spliced puts them back. A message may turn out to need
+// relaying untouched (Summary.PassThrough) only after an attachment was
+// cut; side keeps that case exact. r is read to its end when WalkTee
+// returns nil.
+func WalkTee(r io.Reader, lim Limits, w, side io.Writer, elide func(p *Part) bool, fn func(p *Part, body io.Reader) error) (Summary, []Cut, error) {
+	t := &tee{r: r, w: w, side: side, dropFrom: -1, pend: make([]byte, 0, 2*ioBufferSize)}
 	wv := &walkVisitor{fn: fn, elide: elide}
 	wk := newWalker(t, lim, wv, false)
 	t.sc = wk.sc
 	wk.sc.tee = t
 	wv.w = wk
 	if err := wk.run(); err != nil {
-		return wv.summary, err
+		return wv.finish(), t.cuts, err
 	}
 	// Whatever follows the last part (an epilogue the walk did not need).
 	if _, err := io.Copy(io.Discard, wk.sc.br); err != nil {
-		return wv.summary, fmt.Errorf("read message: %w", err)
+		return wv.finish(), t.cuts, fmt.Errorf("read message: %w", err)
 	}
 	if err := t.settle(t.off); err != nil {
-		return wv.summary, err
+		return wv.finish(), t.cuts, err
 	}
-	return wv.summary, nil
+	return wv.finish(), t.cuts, nil
+}
+
+// Cut is a body WalkTee left out of its copy: Len bytes of side belong at
+// offset At of the copy.
+type Cut struct {
+	At, Len int64
+}
+
+// Spliced reads the whole message back from WalkTee's copy and side.
+func Spliced(copy, side io.Reader, cuts []Cut) io.Reader {
+	var parts []io.Reader
+	var pos int64
+	for _, c := range cuts {
+		parts = append(parts, io.LimitReader(copy, c.At-pos), io.LimitReader(side, c.Len))
+		pos = c.At
+	}
+	return io.MultiReader(append(parts, copy)...)
 }
 
 // pos is the offset in the input of the next byte the scanner will parse.
@@ -41,9 +63,13 @@ func (s *scanner) pos() int64 { return s.tee.off - int64(s.br.Buffered()) }
 // read ahead are pending until the scanner parsed past them; then they are
 // written or, inside an elided body, dropped.
 type tee struct {
-	r  io.Reader
-	w  io.Writer
-	sc *scanner
+	r    io.Reader
+	w    io.Writer
+	side io.Writer // where cut bytes go; nil: dropped
+	sc   *scanner
+
+	written int64 // bytes written to w
+	cuts    []Cut
 
 	off      int64  // bytes read from r
 	base     int64  // input offset of pend[0]
@@ -85,6 +111,14 @@ func (t *tee) settle(upto int64) error {
 			t.err = fmt.Errorf("copy message: %w", err)
 			return t.err
 		}
+		t.written += int64(keep)
+	}
+	if cut := t.pend[keep:n]; len(cut) > 0 && t.side != nil {
+		if _, err := t.side.Write(cut); err != nil {
+			t.err = fmt.Errorf("copy message: %w", err)
+			return t.err
+		}
+		t.cuts[len(t.cuts)-1].Len += int64(len(cut))
 	}
 	rest := copy(t.pend, t.pend[n:])
 	t.pend = t.pend[:rest]
@@ -98,6 +132,7 @@ func (t *tee) startElision(at int64) error {
 		return err
 	}
 	t.dropFrom = at
+	t.cuts = append(t.cuts, Cut{At: t.written})
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -57,7 +58,7 @@ func TestWalkTeeSeeds(t *testing.T) {
 // smaller by at least the attachments' bodies, and rewriting the copy
 // (attachments removed) gives exactly the rewrite of the whole message.
 func checkWalkTee(t *testing.T, msg []byte) {
-	before, _, err := leafDigests(t, msg)
+	before, walkSum, err := leafDigests(t, msg)
 	if err != nil {
 		if !errors.Is(err, ErrTooComplex) {
 			t.Fatalf("Walk: %v", err)
@@ -66,11 +67,15 @@ func checkWalkTee(t *testing.T, msg []byte) {
 	}
 	var whole bytes.Buffer
 	var seen []string
-	if _, err := WalkTee(bytes.NewReader(msg), fuzzLimits, &whole, nil, func(p *Part, body io.Reader) error {
+	teeSum, _, err := WalkTee(bytes.NewReader(msg), fuzzLimits, &whole, nil, nil, func(p *Part, body io.Reader) error {
 		seen = append(seen, p.Path)
 		return nil
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatalf("WalkTee: %v", err)
+	}
+	if !reflect.DeepEqual(teeSum, walkSum) {
+		t.Fatalf("WalkTee's summary %+v differs from Walk's %+v", teeSum, walkSum)
 	}
 	if !bytes.Equal(whole.Bytes(), msg) {
 		t.Fatalf("copy without elision differs from the input:\n%q\n%q", whole.Bytes(), msg)
@@ -82,8 +87,8 @@ func checkWalkTee(t *testing.T, msg []byte) {
 	remove := map[string]bool{}
 	n := Notice{Language: "en"}
 	var bodies int64
-	var skeleton bytes.Buffer
-	if _, err := WalkTee(bytes.NewReader(msg), fuzzLimits, &skeleton, func(p *Part) bool { return true }, func(p *Part, body io.Reader) error {
+	var skeleton, side bytes.Buffer
+	_, cuts, err := WalkTee(bytes.NewReader(msg), fuzzLimits, &skeleton, &side, func(p *Part) bool { return true }, func(p *Part, body io.Reader) error {
 		if p.Attachment {
 			remove[p.Path] = true
 			n.Files = append(n.Files, NoticeFile{Name: "f", URL: "https://x.example/d/" + p.Path})
@@ -92,8 +97,15 @@ func checkWalkTee(t *testing.T, msg []byte) {
 			return err
 		}
 		return nil
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatalf("WalkTee with elision: %v", err)
+	}
+	// The cut bodies put back give the message byte for byte (for mail
+	// that must pass through untouched).
+	back, err := io.ReadAll(Spliced(bytes.NewReader(skeleton.Bytes()), bytes.NewReader(side.Bytes()), cuts))
+	if err != nil || !bytes.Equal(back, msg) {
+		t.Fatalf("spliced copy differs from the input (%v):\n%q\n%q", err, back, msg)
 	}
 	var fromWhole, fromSkeleton bytes.Buffer
 	errWhole := Rewrite(bytes.NewReader(msg), &fromWhole, fuzzLimits, remove, n)

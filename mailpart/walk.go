@@ -20,6 +20,7 @@ type entity struct {
 	verdict  classification
 	named    bool // the header gave a file name (not a fallback)
 	children int
+	sealed   bool // signed, encrypted or automatic content: passes untouched (sealed.go)
 }
 
 func (e *entity) isRoot() bool      { return e.parent == nil }
@@ -47,6 +48,7 @@ type walker struct {
 	v         visitor
 	normalize bool // sections emit CRLF line endings
 	entities  int
+	seal      sealing
 }
 
 func newWalker(r io.Reader, lim Limits, v visitor, normalize bool) *walker {
@@ -83,9 +85,16 @@ func (w *walker) entity(parent *entity, path string, depth int) error {
 	if strings.HasPrefix(e.part.MediaType, "multipart/") {
 		e.boundary = e.part.Params["boundary"]
 	}
+	w.seal.sealEntity(e)
 	if !e.isMultipart() {
 		e.named = e.part.Filename != ""
-		e.verdict = w.cls.classify(&e.part, e.pos)
+		if e.sealed {
+			// Part of signed, encrypted or automatic content: neither a
+			// file to link nor a body to take the notice.
+			e.part.Attachment = false
+		} else {
+			e.verdict = w.cls.classify(&e.part, e.pos)
+		}
 		return w.leafEntity(e)
 	}
 	if depth+1 > w.lim.MaxDepth {
@@ -172,7 +181,15 @@ func Walk(r io.Reader, lim Limits, fn func(p *Part, body io.Reader) error) (Summ
 	w := newWalker(r, lim, wv, false)
 	wv.w = w
 	err := w.run()
-	return wv.summary, err
+	return wv.finish(), err
+}
+
+// finish completes the summary with what the walker learnt on the way.
+func (v *walkVisitor) finish() Summary {
+	w := v.w
+	v.summary.Signed, v.summary.Encrypted = w.seal.signed, w.seal.encrypted
+	v.summary.Report, v.summary.AutoSubmitted = w.seal.report, w.seal.autoSubmitted
+	return v.summary
 }
 
 type walkVisitor struct {
@@ -207,6 +224,9 @@ func (v *walkVisitor) leaf(e *entity, raw *section) error {
 	}
 	if e.verdict.body && e.part.MediaType == "text/html" {
 		body = &cidScanner{r: body, c: &v.w.cls}
+	}
+	if !e.part.Attachment && strings.HasPrefix(e.part.MediaType, "text/") {
+		body = &armourScanner{r: body, s: &v.w.seal}
 	}
 	part := e.part // fn gets its own copy
 	t := v.w.sc.tee

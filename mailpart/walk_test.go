@@ -103,7 +103,9 @@ func TestWalkTransferEncodings(t *testing.T) {
 		name, cte, body, want string
 	}{
 		{"base64 with junk and spaces", "base64", " aGVs\r\n bG8g\r\n!!d29y\r\nbGQ=\r\n", "hello world"},
-		{"base64 glued chunks", "base64", "aGk=\r\nIHRoZXJl\r\n", "hi there"},
+		{"base64 stops at padding", "base64", "aGk=\r\nIHRoZXJl\r\n", "hi"},
+		{"base64 junk after padding", "base64", "JVBERg==\r\n\r\n-- \r\nSent from my gateway\r\n", "%PDF"},
+		{"base64 single padding", "base64", "aGk/\r\naGk=AAAA\r\n", "hi?hi"},
 		{"base64 missing padding", "BASE64", "aGk\r\n", "hi"},
 		{"quoted-printable soft breaks", "quoted-printable", "long=\r\nline=20\r\nnext  \r\n", "longline \r\nnext\r\n"},
 		{"quoted-printable invalid escape kept", "Quoted-Printable;", "100%=zz=3D\r\n", "100%=zz=\r\n"},

@@ -30,6 +30,9 @@ var errRefusedByPolicy = errors.New("refused by policy")
 type decider interface {
 	Early(env policies.Envelope, p policies.Part) (policies.Decision, bool)
 	Decide(env policies.Envelope, p policies.Part) policies.Decision
+	// Message decides a message that passes through untouched (signed,
+	// encrypted): its own rules may still refuse or hold it.
+	Message(env policies.Envelope, m policies.Message) policies.Decision
 }
 
 type smtpDecider struct{ e *policies.Engine }
@@ -40,6 +43,10 @@ func (d smtpDecider) Early(env policies.Envelope, p policies.Part) (policies.Dec
 
 func (d smtpDecider) Decide(env policies.Envelope, p policies.Part) policies.Decision {
 	return d.e.Decide(env, p)
+}
+
+func (d smtpDecider) Message(env policies.Envelope, m policies.Message) policies.Decision {
+	return d.e.DecideMessage(env, m)
 }
 
 // releaseDecider links a part whose rule held the message: the message was
@@ -53,6 +60,10 @@ func (d releaseDecider) Early(env policies.Envelope, p policies.Part) (policies.
 
 func (d releaseDecider) Decide(env policies.Envelope, p policies.Part) policies.Decision {
 	return released(d.e.Decide(env, p))
+}
+
+func (d releaseDecider) Message(env policies.Envelope, m policies.Message) policies.Decision {
+	return released(d.e.DecideMessage(env, m))
 }
 
 func released(d policies.Decision) policies.Decision {

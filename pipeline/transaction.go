@@ -60,6 +60,7 @@ type Transaction struct {
 	outcomes bool
 
 	spool   *vault.Spool
+	side    *lazySpool // cut attachment bodies (one pass)
 	src     Source
 	size    int64
 	stopKA  func() error // keep-alive of the idle next hop
@@ -134,12 +135,22 @@ func (t *Transaction) Body(ctx context.Context, r io.Reader) error {
 		return t.run(ctx, sp, size, nil)
 	}
 	cr := &countingReader{r: r}
+	side := &lazySpool{dir: t.p.SpoolDir}
+	t.side = side
 	err = t.run(ctx, sp, 0, func(fn func(*mailpart.Part, io.Reader) error) (mailpart.Summary, error) {
-		sum, err := mailpart.WalkTee(cr, t.p.Limits, sp, t.elide, fn)
+		sum, cuts, err := mailpart.WalkTee(cr, t.p.Limits, sp, side, t.elide, fn)
 		if err == nil {
 			err = sp.Close()
 		}
+		if err == nil {
+			err = side.close()
+		}
 		t.size = cr.n
+		if err == nil && len(cuts) > 0 && (sum.PassThrough(t.env.From == "") != "" || t.verdict.MessageLevel()) {
+			// Goes on (or is held) untouched after all: with the cut
+			// bodies put back.
+			t.src = splicedSource{copy: sp, side: side.sp, cuts: cuts}
+		}
 		return sum, err
 	})
 	if cr.err == nil {
@@ -149,6 +160,73 @@ func (t *Transaction) Body(ctx context.Context, r io.Reader) error {
 		t.size += n
 	}
 	return err
+}
+
+// lazySpool is the spool of the attachment bodies the one-pass walk cuts
+// out of the message: created on the first cut, read back only when the
+// message must go on untouched (mailpart.Summary.PassThrough), removed
+// with the transaction.
+type lazySpool struct {
+	dir string
+	sp  *vault.Spool
+}
+
+func (l *lazySpool) Write(p []byte) (int, error) {
+	if l.sp == nil {
+		sp, err := vault.NewSpool(l.dir)
+		if err != nil {
+			return 0, err
+		}
+		l.sp = sp
+	}
+	return l.sp.Write(p)
+}
+
+func (l *lazySpool) close() error {
+	if l.sp == nil {
+		return nil
+	}
+	return l.sp.Close()
+}
+
+func (l *lazySpool) remove() error {
+	if l.sp == nil {
+		return nil
+	}
+	return l.sp.Remove()
+}
+
+// splicedSource reads the whole message back from the one-pass copy and
+// the cut bodies.
+type splicedSource struct {
+	copy, side *vault.Spool
+	cuts       []mailpart.Cut
+}
+
+func (s splicedSource) Open() (io.ReadCloser, error) {
+	c, err := s.copy.Open()
+	if err != nil {
+		return nil, err
+	}
+	sd, err := s.side.Open()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return splicedReader{Reader: mailpart.Spliced(c, sd, s.cuts), closers: []io.Closer{c, sd}}, nil
+}
+
+type splicedReader struct {
+	io.Reader
+	closers []io.Closer
+}
+
+func (r splicedReader) Close() error {
+	var errs []error
+	for _, c := range r.closers {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // countingReader counts the message's bytes and keeps the read error.
@@ -171,7 +249,8 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // spool: those the policies link without looking at their size (exactly
 // the ones decideAttachment puts into the vault before reading them).
 func (t *Transaction) elide(part *mailpart.Part) bool {
-	if t.verdict.MessageLevel() {
+	if t.verdict.MessageLevel() || t.env.From == "" {
+		// A bounce goes on untouched (mailpart.PassNullSender).
 		return false
 	}
 	d, final := t.decide.Early(policies.Envelope{From: t.env.From, To: t.env.To}, policies.PartOf(part))
@@ -185,7 +264,7 @@ type walkFunc func(fn func(*mailpart.Part, io.Reader) error) (mailpart.Summary, 
 // it stays) can be reread; walk, when not nil, reads the body itself,
 // filling src on the way.
 func (t *Transaction) run(ctx context.Context, src Source, size int64, walk walkFunc) error {
-	t.src, t.size = src, size
+	t.src, t.size = src, size // walk may replace src
 	if t.stopKA == nil {
 		t.stopKA = t.p.keepAlive(t.hop, t.log)
 	}
@@ -243,6 +322,18 @@ func (t *Transaction) store(ctx context.Context, walk walkFunc) error {
 	}
 	if err != nil {
 		return err
+	}
+	// Signed or encrypted mail, reports, automatic replies and bounces are
+	// relayed untouched (mailpart.Summary.PassThrough): nothing is linked.
+	// Their own rules may still refuse or hold them; the attachment rules'
+	// reject, quarantine and hold above stand.
+	if sum.PassThrough(t.env.From == "") != "" {
+		if d := t.decide.Message(penv, policies.MessageOf(sum)); d.Action.MessageLevel() {
+			t.verdict.Add(d)
+		}
+		t.p.deleteBlobs(t.files, t.log)
+		t.files, t.links, t.notice.Files = nil, nil, nil
+		clear(t.remove)
 	}
 	if t.verdict.MessageLevel() {
 		// Neither relayed nor linked now: whatever was stored goes.
@@ -393,7 +484,9 @@ func (t *Transaction) deliver(ctx context.Context) error {
 		return &relay.Error{Op: "DATA", Err: err}
 	}
 	if len(t.files) == 0 {
-		_, err = io.CopyBuffer(bw, rd, make([]byte, copyBufferSize))
+		// Nothing linked: the message goes on unchanged, its line ends
+		// made CRLF (mailpart: a bare CR becomes a space).
+		_, err = mailpart.CopyPassThrough(bw, rd)
 	} else {
 		t.notice.EightBit = t.hop.EightBitMIME()
 		err = mailpart.Rewrite(rd, bw, t.p.Limits, t.remove, t.notice)
@@ -518,6 +611,11 @@ func (t *Transaction) recordOutcome(err error) {
 func (t *Transaction) removeSpool() {
 	if t.spool != nil {
 		if err := t.spool.Remove(); err != nil {
+			t.log.Warn("remove spool", "err", err)
+		}
+	}
+	if t.side != nil {
+		if err := t.side.remove(); err != nil {
 			t.log.Warn("remove spool", "err", err)
 		}
 	}

@@ -28,6 +28,15 @@ type DryRunPart struct {
 type DryRun struct {
 	Parts   []DryRunPart
 	Verdict Verdict
+	// PassThrough is why the message is relayed untouched (signed,
+	// encrypted, report, auto-submitted, null sender; see
+	// mailpart.Summary.PassThrough), "" when it is not.
+	PassThrough string
+}
+
+// MessageOf is the message rules' view of a walked message.
+func MessageOf(sum mailpart.Summary) Message {
+	return Message{Signed: sum.Signed, Encrypted: sum.Encrypted}
 }
 
 // Test walks the message in r the way the gateway does and decides every
@@ -35,7 +44,7 @@ type DryRun struct {
 func (e *Engine) Test(r io.Reader, lim mailpart.Limits, env Envelope) (DryRun, error) {
 	var out DryRun
 	out.Verdict.Action = Link
-	_, err := mailpart.Walk(r, lim, func(p *mailpart.Part, body io.Reader) error {
+	sum, err := mailpart.Walk(r, lim, func(p *mailpart.Part, body io.Reader) error {
 		n, err := io.Copy(io.Discard, body)
 		if err != nil {
 			return err
@@ -53,6 +62,12 @@ func (e *Engine) Test(r io.Reader, lim mailpart.Limits, env Envelope) (DryRun, e
 	if err != nil {
 		return DryRun{}, err
 	}
+	if out.PassThrough = sum.PassThrough(env.From == ""); out.PassThrough != "" {
+		// Nothing of it is linked or rewritten; a message rule may
+		// still refuse or hold a signed or encrypted message, and the
+		// attachment rules' reject, quarantine and hold still apply.
+		out.Verdict.Add(e.DecideMessage(env, MessageOf(sum)))
+	}
 	return out, nil
 }
 
@@ -67,10 +82,16 @@ func (d DryRun) Write(w io.Writer, holdFor string) error {
 			name = "-"
 		}
 		action, rule := "-", "(not an attachment)"
+		if d.PassThrough != "" {
+			rule = "(" + d.PassThrough + " mail, untouched)"
+		}
 		if p.Attachment {
 			action, rule = string(p.Decision.Action), p.Decision.Rule
 			if rule == "" {
 				rule = "(default)"
+			}
+			if d.PassThrough != "" && !p.Decision.Action.MessageLevel() {
+				action, rule = string(Keep), "("+d.PassThrough+" mail, untouched)"
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", p.Path, sanitize(name), p.ContentType, p.Size, action, rule)
@@ -86,6 +107,12 @@ func (d DryRun) Write(w io.Writer, holdFor string) error {
 		verdict = fmt.Sprintf("quarantine by rule %s: held until an admin releases or deletes it", d.Verdict.Rule)
 	case Hold:
 		verdict = fmt.Sprintf("hold by rule %s: held, released after %s unless an admin deletes it", d.Verdict.Rule, holdFor)
+	case Link:
+		if d.PassThrough != "" {
+			verdict = fmt.Sprintf("relay untouched (%s mail: nothing linked, no notice)", d.PassThrough)
+			break
+		}
+		fallthrough
 	default:
 		linked, kept := 0, 0
 		for _, p := range d.Parts {

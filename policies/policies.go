@@ -1,6 +1,10 @@
 // Package policies owns attachgate's attachment policies: rule model,
 // matching, decisions and dry runs.
 //
+// Rules with signed or encrypted are message rules: signed and encrypted
+// mail passes through untouched, and such a rule can reject or quarantine
+// it as a whole (DecideMessage); attachment rules never see its parts.
+//
 // A policy is an ordered list of rules. Every attachment of a message is
 // matched against the rules in order and the first rule that matches
 // decides its action; when none matches the attachment is linked. Actions
@@ -111,6 +115,14 @@ type Match struct {
 	// FilenameGlob is a glob over the decoded file name ("*.docm",
 	// "invoice-*"), without case.
 	FilenameGlob string `yaml:"filename_glob"`
+	// Signed and Encrypted make the rule a message rule: it matches a
+	// signed (or encrypted) message as a whole, never an attachment.
+	// Signed and encrypted mail passes through untouched by default; such
+	// a rule can only reject or quarantine it (a rewrite would break the
+	// signature or lose the ciphertext). Only the envelope fields combine
+	// with them.
+	Signed    bool `yaml:"signed"`
+	Encrypted bool `yaml:"encrypted"`
 }
 
 // Envelope is what the SMTP conversation says about a message.
@@ -153,7 +165,11 @@ type compiled struct {
 	maxSize   int64 // -1: none
 	glob      string
 	needsSize bool
+	// message rules (signed, encrypted) match whole messages only
+	signed, encrypted bool
 }
+
+func (c *compiled) messageRule() bool { return c.signed || c.encrypted }
 
 // New validates rules and returns an Engine. Errors name the key, as in
 // "policies[1].match.content_types: ...", and are joined.
@@ -235,6 +251,19 @@ func New(rules []Rule) (*Engine, error) {
 				bad("match.filename_glob", "%q: %v", m.FilenameGlob, err)
 			}
 		}
+		if m.Signed || m.Encrypted {
+			c.signed, c.encrypted = m.Signed, m.Encrypted
+			field := "match.signed"
+			if !m.Signed {
+				field = "match.encrypted"
+			}
+			if r.Action != Reject && r.Action != Quarantine {
+				bad("action", "%q cannot apply to %s mail (%s): it passes through untouched unless a rule rejects or quarantines it; want reject or quarantine", r.Action, strings.TrimPrefix(field, "match."), field)
+			}
+			if len(m.ContentTypes) > 0 || len(m.Extensions) > 0 || m.MinSize != nil || m.MaxSize != nil || m.FilenameGlob != "" {
+				bad(field, "matches the whole message and combines only with sender_domains, recipient_domains and recipient_domains_not, not with attachment fields (content_types, extensions, min_size, max_size, filename_glob)")
+			}
+		}
 		e.rules = append(e.rules, c)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -301,7 +330,7 @@ func (e *Engine) Decide(env Envelope, p Part) Decision {
 	if e != nil {
 		for i := range e.rules {
 			r := &e.rules[i]
-			if r.matchesWithoutSize(env, p) && r.matchesSize(p.Size) {
+			if !r.messageRule() && r.matchesWithoutSize(env, p) && r.matchesSize(p.Size) {
 				return Decision{Rule: r.name, Action: r.action}
 			}
 		}
@@ -317,7 +346,7 @@ func (e *Engine) Early(env Envelope, p Part) (d Decision, ok bool) {
 	if e != nil {
 		for i := range e.rules {
 			r := &e.rules[i]
-			if !r.matchesWithoutSize(env, p) {
+			if r.messageRule() || !r.matchesWithoutSize(env, p) {
 				continue
 			}
 			if r.needsSize {
@@ -327,6 +356,30 @@ func (e *Engine) Early(env Envelope, p Part) (d Decision, ok bool) {
 		}
 	}
 	return Decision{Action: Link}, true
+}
+
+// Message is what message rules look at.
+type Message struct {
+	Signed    bool // multipart/signed, S/MIME signed-data, inline PGP signed
+	Encrypted bool // multipart/encrypted, S/MIME enveloped-data, inline PGP message
+}
+
+// DecideMessage returns the decision of the first message rule (signed,
+// encrypted) that matches m, or Link (pass through, untouched) when none
+// does. Attachment rules never match here.
+func (e *Engine) DecideMessage(env Envelope, m Message) Decision {
+	if e != nil && (m.Signed || m.Encrypted) {
+		for i := range e.rules {
+			r := &e.rules[i]
+			if !r.messageRule() || (r.signed && !m.Signed) || (r.encrypted && !m.Encrypted) {
+				continue
+			}
+			if r.matchesWithoutSize(env, Part{}) {
+				return Decision{Rule: r.name, Action: r.action}
+			}
+		}
+	}
+	return Decision{Action: Link}
 }
 
 func (r *compiled) matchesSize(size int64) bool {

@@ -17,7 +17,10 @@ import (
 var (
 	replyRelayDenied       = smtpreply.RelayDenied
 	replyNeedUTF8          = smtpreply.NeedUTF8
+	replyBadSender         = smtpreply.BadSender
+	replyBadRecipient      = smtpreply.BadRecipient
 	replyTooManyRecipients = smtpreply.TooManyRecipients
+	replyLineTooLong       = smtpreply.LineTooLong
 	replyNoMail            = smtpreply.NoMail
 )
 

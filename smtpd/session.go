@@ -1,9 +1,11 @@
 package smtpd
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
@@ -23,7 +25,10 @@ type session struct {
 	// trustedBy is the trusted network that let this client relay.
 	trustedBy netip.Prefix
 	authUser  string
-	log       *slog.Logger
+	// onAuth runs once the client authenticated (the connection limiter
+	// moves it into the reserved capacity).
+	onAuth func()
+	log    *slog.Logger
 
 	hop   relay.Session
 	inTx  bool // the next hop has a MAIL open
@@ -44,6 +49,12 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	utf8Mail := opts != nil && opts.UTF8
 	if !utf8Mail && !isASCII(from) {
 		return replyNeedUTF8
+	}
+	if from != "" {
+		if err := checkAddress(from, utf8Mail); err != nil {
+			s.log.Warn("sender refused", "from", from, "reason", err)
+			return replyBadSender
+		}
 	}
 	if s.hop == nil {
 		h, err := s.srv.opts.Hop.Open(s.srv.ctx)
@@ -74,6 +85,14 @@ func (s *session) rcpt(to string, opts *smtp.RcptOptions) error {
 	if !s.utf8 && !isASCII(to) {
 		return replyNeedUTF8
 	}
+	// <Postmaster> without a domain is the one mailbox RFC 5321 lets a
+	// recipient be (4.1.1.3); go-smtp passes it as "postmaster".
+	if !strings.EqualFold(to, "postmaster") {
+		if err := checkAddress(to, s.utf8); err != nil {
+			s.log.Warn("recipient refused", "to", to, "reason", err)
+			return replyBadRecipient
+		}
+	}
 	if err := s.hop.Rcpt(to, opts); err != nil {
 		return s.hopFailed("RCPT", err)
 	}
@@ -98,7 +117,7 @@ func (s *session) Data(r io.Reader) error {
 		env.TrustedNetwork = s.trustedBy.String()
 	}
 	tx := &txHop{Session: s.hop}
-	reply, err := s.srv.opts.Pipeline.Process(s.srv.ctx, env, r, tx)
+	reply, err := s.srv.opts.Pipeline.Process(s.srv.ctx, env, dataLimits{r}, tx)
 	// Whatever happened, the next hop's transaction is over.
 	s.inTx = false
 	if relay.IsTransport(err) {
@@ -174,4 +193,18 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// dataLimits turns the DATA reader's over-long line into our permanent
+// reply, as go-smtp does for the size limit (552 5.3.4): retrying cannot
+// help. go-smtp reads on to the end of DATA before that one reply is sent,
+// so the session stays usable.
+type dataLimits struct{ r io.Reader }
+
+func (d dataLimits) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if errors.Is(err, smtp.ErrTooLongLine) {
+		err = replyLineTooLong
+	}
+	return n, err
 }

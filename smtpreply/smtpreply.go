@@ -19,6 +19,8 @@ import (
 const (
 	C250Completed        = 250
 	C421ServiceUnavail   = 421
+	C500SyntaxError      = 500
+	C501BadParams        = 501
 	C451LocalError       = 451
 	C452StorageFull      = 452 // also: too many recipients (RFC 5321 4.5.3.1.10)
 	C454TempAuthFail     = 454
@@ -39,7 +41,10 @@ var (
 	E442BadConnection   = smtp.EnhancedCode{4, 4, 2}
 	E453TooManyRcpts    = smtp.EnhancedCode{4, 5, 3}
 	E470SecurityOther   = smtp.EnhancedCode{4, 7, 0}
+	E513BadRcptSyntax   = smtp.EnhancedCode{5, 1, 3}
+	E517BadSenderSyntax = smtp.EnhancedCode{5, 1, 7}
 	E534MsgTooBig       = smtp.EnhancedCode{5, 3, 4}
+	E540NetworkOther    = smtp.EnhancedCode{5, 4, 0}
 	E551BadCommand      = smtp.EnhancedCode{5, 5, 1}
 	E560MediaOther      = smtp.EnhancedCode{5, 6, 0}
 	E567NoUTF8          = smtp.EnhancedCode{5, 6, 7}
@@ -65,6 +70,12 @@ var (
 		Message: "Connection to next hop lost, try again later"}
 	OutboxFailed = &smtp.SMTPError{Code: C451LocalError, EnhancedCode: E430Other,
 		Message: "Outbox write failed"}
+	BadSender = &smtp.SMTPError{Code: C501BadParams, EnhancedCode: E517BadSenderSyntax,
+		Message: "Bad sender address syntax"}
+	BadRecipient = &smtp.SMTPError{Code: C553BadMailbox, EnhancedCode: E513BadRcptSyntax,
+		Message: "Bad recipient address syntax"}
+	LineTooLong = &smtp.SMTPError{Code: C500SyntaxError, EnhancedCode: E540NetworkOther,
+		Message: "Message has a line longer than the limit"}
 	NoMail = &smtp.SMTPError{Code: C503BadSequence, EnhancedCode: E551BadCommand,
 		Message: "Send MAIL first"}
 )

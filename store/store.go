@@ -91,6 +91,17 @@ type Store interface {
 	// this was its last file (its addresses are personal data, kept only as
 	// long as its files). An unknown file gives ErrNotFound.
 	DeleteFile(ctx context.Context, id string) error
+	// BuryLinks writes a tombstone for every link of a file, kept until
+	// keepUntil, before the file is deleted. Writing again replaces them.
+	// An unknown file gives ErrNotFound.
+	BuryLinks(ctx context.Context, fileID string, keepUntil time.Time) (int, error)
+	// TombstoneByTokenHash finds the tombstone of a purged link;
+	// ErrNotFound when there is none or it is past its KeepUntil at now.
+	TombstoneByTokenHash(ctx context.Context, hash []byte, now time.Time) (Tombstone, error)
+	// PurgeTombstones removes tombstones whose KeepUntil is before now and
+	// returns how many it removed (backends that expire them on their own
+	// may return 0).
+	PurgeTombstones(ctx context.Context, now time.Time) (int, error)
 	// Close releases the backend.
 	Close() error
 }

@@ -93,32 +93,54 @@ func (l *lockedBuffer) String() string {
 // appended under the top level) and starts the binary.
 func startDaemon(t *testing.T, nextHop string, extra string) *daemon {
 	t.Helper()
+	return startDaemonLinks(t, nextHop, "", "", extra)
+}
+
+// startDaemonLinks is startDaemon with links.base_url (default: the
+// listener's http URL) and more keys under links: (indented lines).
+func startDaemonLinks(t *testing.T, nextHop, baseURL, linksExtra, extra string) *daemon {
+	t.Helper()
 	dir := t.TempDir()
 	smtpAddr, linkAddr := freeAddr(t), freeAddr(t)
+	if baseURL == "" {
+		baseURL = "http://" + linkAddr
+	}
 	cfg := fmt.Sprintf(`smtp:
   listen: %q
   hostname: "gw.test"
   max_message_bytes: 157286400
   trusted_networks: ["127.0.0.0/8"]
 next_hop:
-  address: %q
-  timeout: "20s"
+  address: %q%s
 links:
   listen: %q
-  base_url: "http://%s"
+  base_url: %q
   default_expiry: "1h"
   time_zone: "Asia/Tokyo"
-storage:
+%sstorage:
   dir: %q
-%s`, smtpAddr, nextHop, linkAddr, linkAddr, filepath.Join(dir, "data"), extra)
+%s`, smtpAddr, nextHop, hopTimeout(nextHop), linkAddr, baseURL, linksExtra, filepath.Join(dir, "data"), extra)
 	cfgPath := filepath.Join(dir, "attachgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, dir: dir, config: cfgPath, smtpAddr: smtpAddr, linkURL: "http://" + linkAddr,
+	scheme := "http://"
+	if strings.Contains(linksExtra, "cert_file") {
+		scheme = "https://" // links.tls: the listener itself speaks TLS
+	}
+	d := &daemon{t: t, dir: dir, config: cfgPath, smtpAddr: smtpAddr, linkURL: scheme + linkAddr,
 		log: &lockedBuffer{}, exited: make(chan error, 1)}
 	d.start()
 	return d
+}
+
+// hopTimeout is the next_hop.timeout line for an SMTP next hop; an
+// outbox: next hop has no timeout, and config refuses one there.
+func hopTimeout(nextHop string) string {
+	if strings.HasPrefix(nextHop, "outbox:") {
+		return ""
+	}
+	return "\n  timeout: \"20s\""
 }
 
 func (d *daemon) start() {
@@ -141,7 +163,7 @@ func (d *daemon) start() {
 	})
 	// Ready when both listeners answer.
 	deadline := time.Now().Add(30 * time.Second)
-	for _, addr := range []string{d.smtpAddr, strings.TrimPrefix(d.linkURL, "http://")} {
+	for _, addr := range []string{d.smtpAddr, strings.TrimPrefix(strings.TrimPrefix(d.linkURL, "http://"), "https://")} {
 		for {
 			c, err := net.Dial("tcp", addr)
 			if err == nil {

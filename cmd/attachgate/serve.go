@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/attachgate/attachgate/certs"
 	"github.com/attachgate/attachgate/config"
 	"github.com/attachgate/attachgate/expiry"
 	"github.com/attachgate/attachgate/linkserver"
@@ -185,21 +186,26 @@ func serve(c *config.Config, log *slog.Logger) error {
 		Logger:                  log,
 	})
 	links, err := linkserver.New(linkserver.Options{
-		Store:    b.store,
-		Blobs:    b.blobs,
-		MACKey:   b.ring.MACKey(),
-		Audit:    b.audit,
-		Logger:   log.With("component", "linkserver"),
-		Location: c.Links.Location(),
+		Store:          b.store,
+		Blobs:          b.blobs,
+		MACKey:         b.ring.MACKey(),
+		Audit:          b.audit,
+		Logger:         log.With("component", "linkserver"),
+		Location:       c.Links.Location(),
+		TrustedProxies: c.Links.Proxies(),
+		HTTPS:          c.Links.HTTPS(),
 	})
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{
-		Handler:           links.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+	defer links.Close()
+	var linkCert *certs.Reloader
+	if c.Links.TLS.Enabled() {
+		if linkCert, err = certs.Load(c.Links.TLS.CertFile, c.Links.TLS.KeyFile); err != nil {
+			return fmt.Errorf("links.tls: %w", err)
+		}
 	}
+	httpSrv := links.HTTPServer(linkCert.ServerConfig())
 	adminAPI, err := startAdminAPI(c, b, adminQuarantine(held), log)
 	if err != nil {
 		return err
@@ -208,14 +214,16 @@ func serve(c *config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	janitor := &expiry.Janitor{Store: b.store, Blobs: b.blobs, Audit: b.audit, Logger: log.With("component", "expiry")}
+	janitor := &expiry.Janitor{Store: b.store, Blobs: b.blobs, Audit: b.audit, Logger: log.With("component", "expiry"),
+		// A purged link's tombstone lives as long as the audit events about it.
+		TombstoneTTL: time.Duration(c.Audit.RetentionDays) * 24 * time.Hour}
 	go janitor.Run(ctx, time.Minute)
 	if held != nil {
 		go held.Run(ctx) // timed release of action hold
 	}
 	go b.audit.RunRetention(ctx, 24*time.Hour)
 
-	go reloadOnHangup(ctx, log, cert, userDB, b.ring)
+	go reloadOnHangup(ctx, log, cert, userDB, b.ring, linkCert)
 
 	errc := make(chan error, 3)
 	go func() { errc <- smtpSrv.Serve(smtpLn) }()
@@ -223,7 +231,11 @@ func serve(c *config.Config, log *slog.Logger) error {
 		go func() { errc <- smtpSrv.ServeTLS(tlsLn) }()
 	}
 	go func() {
-		if err := httpSrv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+		serveHTTP := func() error { return httpSrv.Serve(httpLn) }
+		if linkCert != nil {
+			serveHTTP = func() error { return httpSrv.ServeTLS(httpLn, "", "") }
+		}
+		if err := serveHTTP(); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 			return
 		}

@@ -51,10 +51,10 @@ func nextHopTLS(c *config.Config) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// reloadOnHangup reloads the certificate, the users file and the key
-// ring's current key on SIGHUP; a failed reload keeps what was loaded
+// reloadOnHangup reloads the SMTP and link server certificates, the users
+// file and the key ring's current key on SIGHUP; a failed reload keeps what was loaded
 // before.
-func reloadOnHangup(ctx context.Context, log *slog.Logger, r *certs.Reloader, db *users.DB, ring *vault.KeyRing) {
+func reloadOnHangup(ctx context.Context, log *slog.Logger, r *certs.Reloader, db *users.DB, ring *vault.KeyRing, links *certs.Reloader) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -69,6 +69,13 @@ func reloadOnHangup(ctx context.Context, log *slog.Logger, r *certs.Reloader, db
 				log.Error("SIGHUP: certificate not reloaded", "err", err)
 			} else {
 				log.Info("SIGHUP: certificate reloaded")
+			}
+		}
+		if links != nil {
+			if err := links.Reload(); err != nil {
+				log.Error("SIGHUP: link server certificate not reloaded", "err", err)
+			} else {
+				log.Info("SIGHUP: link server certificate reloaded")
 			}
 		}
 		if err := ring.Reload(); err != nil {

@@ -58,8 +58,7 @@ func startRedisInstance(t *testing.T, nextHop, storageDir, redisURL string) (*da
   max_message_bytes: 157286400
   trusted_networks: ["127.0.0.0/8"]
 next_hop:
-  address: %q
-  timeout: "20s"
+  address: %q%s
 links:
   listen: %q
   base_url: "http://%s"
@@ -80,7 +79,7 @@ admin:
       sha256: %q
       role: admin
       networks: ["127.0.0.0/8"]
-`, smtpAddr, nextHop, linkAddr, linkAddr, storageDir, redisURL, sharedKeyPrefix, adminAddr, hex.EncodeToString(tokenSum[:]))
+`, smtpAddr, nextHop, hopTimeout(nextHop), linkAddr, linkAddr, storageDir, redisURL, sharedKeyPrefix, adminAddr, hex.EncodeToString(tokenSum[:]))
 	cfgPath := filepath.Join(dir, "attachgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentDownloadLimit", testConcurrentDownloadLimit},
 		{"DeleteMessage", testDeleteMessage},
 		{"ExpiredFilesAndDeleteFile", testExpiredFilesAndDeleteFile},
+		{"Tombstones", testTombstones},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

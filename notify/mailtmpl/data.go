@@ -1,0 +1,44 @@
+package mailtmpl
+
+import "time"
+
+// CodeData fills the "code" mail: a one-time code that proves a visitor of
+// a message's page is one of its recipients.
+type CodeData struct {
+	Code    string    // the digits
+	Expires time.Time // when the code stops working
+	Sender  string    // envelope sender of the message the code unlocks
+	Subject string    // that message's subject, decoded ("" when unknown)
+}
+
+// DSNData fills the human-readable part of a delivery status notification.
+type DSNData struct {
+	Subject      string    // the original message's subject, decoded ("" when unknown)
+	ArrivalDate  time.Time // when the gateway received the message
+	Reason       string    // why, in words ("rejected by approver boss@corp.example")
+	ReportingMTA string    // this gateway's host name
+	Failed       []DSNRecipient
+	Delayed      []DSNRecipient
+	RetryUntil   time.Time // for delayed recipients: when the gateway gives up
+}
+
+// DSNRecipient is one recipient in a DSN's human-readable part.
+type DSNRecipient struct {
+	Address    string
+	Status     string // x.y.z
+	Diagnostic string // the next hop's reply, e.g. "550 5.1.1 No such user"
+}
+
+var sampleTime = time.Date(2026, 12, 1, 9, 30, 0, 0, time.UTC)
+
+func sampleCode() CodeData {
+	return CodeData{Code: "12345678", Expires: sampleTime.Add(10 * time.Minute),
+		Sender: "alice@corp.example", Subject: "Quarterly report"}
+}
+
+func sampleDSN() DSNData {
+	r := DSNRecipient{Address: "bob@example.net", Status: "5.1.1", Diagnostic: "550 5.1.1 No such user"}
+	return DSNData{Subject: "Quarterly report", ArrivalDate: sampleTime, Reason: "refused by the next hop",
+		ReportingMTA: "gw.example.com", Failed: []DSNRecipient{r}, Delayed: []DSNRecipient{r},
+		RetryUntil: sampleTime.Add(120 * time.Hour)}
+}

@@ -1,0 +1,164 @@
+package smtpd
+
+import (
+	"errors"
+	"strings"
+	"unicode/utf8"
+)
+
+// Envelope addresses are data, not syntax. go-smtp hands us a path's
+// mailbox with a quoted local part kept as sent (third_party/go-smtp), but
+// checks little else: the domain is whatever follows the local part up to
+// a space or '>', and control characters and '@' pass. checkAddress accepts
+// only what RFC 5321 section 4.1.2 allows (plus UTF-8 with SMTPUTF8,
+// RFC 6531), so that what reaches the next hop, a header, a policy match
+// or the audit log is the mailbox the client meant, and the domain after
+// the last '@' is its domain.
+
+var (
+	errAddrControl = errors.New("control character in address")
+	errAddrSyntax  = errors.New("malformed address")
+)
+
+// checkAddress validates a mailbox ("" and "postmaster" are the caller's
+// business). utf8OK allows non-ASCII (SMTPUTF8 was given).
+func checkAddress(addr string, utf8OK bool) error {
+	for i := 0; i < len(addr); i++ {
+		if c := addr[i]; c < 0x20 || c == 0x7f {
+			return errAddrControl
+		}
+	}
+	if !utf8.ValidString(addr) {
+		return errAddrSyntax
+	}
+	local, domain, err := splitMailbox(addr)
+	if err != nil {
+		return err
+	}
+	if !validLocal(local, utf8OK) || !validDomain(domain, utf8OK) {
+		return errAddrSyntax
+	}
+	return nil
+}
+
+// splitMailbox splits at the '@' after the local part: the closing quote
+// of a quoted-string, else the first '@'.
+func splitMailbox(addr string) (local, domain string, err error) {
+	end := 0
+	if strings.HasPrefix(addr, `"`) {
+		end = -1
+		for i := 1; i < len(addr); i++ {
+			if addr[i] == '\\' {
+				i++
+				continue
+			}
+			if addr[i] == '"' {
+				end = i + 1
+				break
+			}
+		}
+		if end < 0 {
+			return "", "", errAddrSyntax
+		}
+	}
+	at := strings.IndexByte(addr[end:], '@')
+	if at < 0 {
+		return "", "", errAddrSyntax
+	}
+	return addr[:end+at], addr[end+at+1:], nil
+}
+
+// validLocal: Dot-string or Quoted-string (RFC 5321 4.1.2). Dots are not
+// checked for position: real mailboxes such as "a..b" exist, and they
+// carry no syntax of their own.
+func validLocal(local string, utf8OK bool) bool {
+	if local == "" {
+		return false
+	}
+	if q, ok := strings.CutPrefix(local, `"`); ok {
+		q, ok = strings.CutSuffix(q, `"`)
+		if !ok {
+			return false
+		}
+		for i := 0; i < len(q); i++ {
+			c := q[i]
+			switch {
+			case c == '\\':
+				// quoted-pairSMTP = %d92 %d32-126
+				if i++; i >= len(q) || q[i] < 32 || q[i] > 126 {
+					return false
+				}
+			case c == '"':
+				return false
+			case c >= 0x80:
+				if !utf8OK {
+					return false
+				}
+			case c < 32 || c > 126:
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(local); i++ {
+		c := local[i]
+		if c >= 0x80 {
+			if !utf8OK {
+				return false
+			}
+			continue
+		}
+		if !isAtext(c) && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// isAtext is RFC 5322's atext.
+func isAtext(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0
+}
+
+// validDomain: a host name (letters, digits, '-', '_' as seen in the wild,
+// U-labels with SMTPUTF8) or an address literal in brackets.
+func validDomain(d string, utf8OK bool) bool {
+	if d == "" || len(d) > 255 {
+		return false
+	}
+	if lit, ok := strings.CutPrefix(d, "["); ok {
+		lit, ok = strings.CutSuffix(lit, "]")
+		if !ok || lit == "" {
+			return false
+		}
+		for i := 0; i < len(lit); i++ {
+			// dcontent = %d33-90 / %d94-126
+			if c := lit[i]; c < 33 || c > 126 || c == '[' || c == '\\' || c == ']' {
+				return false
+			}
+		}
+		return true
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(d, "."), ".") {
+		if label == "" || len(label) > 63 && !utf8OK {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			switch {
+			case c >= 0x80:
+				if !utf8OK {
+					return false
+				}
+			case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}

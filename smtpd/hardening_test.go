@@ -1,0 +1,218 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/attachgate/attachgate/smtptest"
+)
+
+// rawConn is a client on a plain socket that reads one whole reply per
+// command, so an unsolicited or missing reply shows as a mismatch.
+type rawConn struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func dialRaw(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	return dialRawFrom(t, addr, "")
+}
+
+// dialRawFrom dials from a given loopback address ("" = any), so tests can
+// play clients outside the trusted network (127.0.0.2 and up all reach lo).
+func dialRawFrom(t *testing.T, addr, local string) *rawConn {
+	t.Helper()
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := &rawConn{t: t, conn: conn, r: bufio.NewReader(conn)}
+	return c
+}
+
+// reply reads one (possibly multi-line) reply; "" when the connection ended.
+func (c *rawConn) reply() string {
+	c.t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var out strings.Builder
+	for {
+		line, err := c.r.ReadString('\n')
+		out.WriteString(line)
+		if err != nil {
+			return out.String()
+		}
+		if len(line) < 4 || line[3] != '-' {
+			return out.String()
+		}
+	}
+}
+
+func (c *rawConn) send(s string) {
+	c.t.Helper()
+	c.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.conn.Write([]byte(s)); err != nil {
+		c.t.Fatalf("write %q: %v", s, err)
+	}
+}
+
+// cmd sends one command line and returns its reply.
+func (c *rawConn) cmd(line string) string {
+	c.t.Helper()
+	c.send(line + "\r\n")
+	return c.reply()
+}
+
+// expect sends a command and fails unless the reply starts with want.
+func (c *rawConn) expect(line, want string) string {
+	c.t.Helper()
+	got := c.cmd(line)
+	if !strings.HasPrefix(got, want) {
+		c.t.Fatalf("%.60q: got %q, want %q", line, got, want)
+	}
+	return got
+}
+
+// TestOverlongDataLineOneReply: a line over smtp.max_line_length inside
+// DATA is answered once, permanently, after the end of DATA, and the
+// session takes the next command and the next message (issue 9 item 2).
+func TestOverlongDataLineOneReply(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	gw := startGateway(t, hop.Addr, withOptions(func(o *Options) { o.MaxLineLength = 1000 }))
+	c := dialRaw(t, gw.smtpAddr)
+	if g := c.reply(); !strings.HasPrefix(g, "220 ") {
+		t.Fatalf("greeting %q", g)
+	}
+	c.expect("EHLO client.test", "250")
+	c.expect("MAIL FROM:<a@example.com>", "250")
+	c.expect("RCPT TO:<b@example.net>", "250")
+	c.expect("DATA", "354")
+	// The over-long line, the rest of the message, its end and a
+	// pipelined NOOP all in one write.
+	c.send("Subject: long\r\n\r\n" + strings.Repeat("x", 5000) + "\r\nmore\r\n.\r\nNOOP\r\n")
+	if got := c.reply(); !strings.HasPrefix(got, "500 5.4.0 ") {
+		t.Fatalf("end of DATA: got %q, want one permanent 500 5.4.0", got)
+	}
+	if got := c.reply(); !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("NOOP after the refused message: got %q, want 250 (one reply per command)", got)
+	}
+	// The same session relays the next message.
+	c.expect("MAIL FROM:<a@example.com>", "250")
+	c.expect("RCPT TO:<b@example.net>", "250")
+	c.expect("DATA", "354")
+	c.send("Subject: short\r\n\r\nfine\r\n.\r\n")
+	if got := c.reply(); !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("next message: %q", got)
+	}
+	c.expect("QUIT", "221")
+	msgs := hop.Messages()
+	if len(msgs) != 1 || !strings.Contains(string(msgs[0].Data), "fine") {
+		t.Fatalf("next hop got %d messages, want only the second", len(msgs))
+	}
+}
+
+// transcript is a next hop's wire log (go-smtp's Server.Debug), safe for
+// the server's goroutines to write while the test reads.
+type transcript struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (t *transcript) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.buf.Write(p)
+}
+
+func (t *transcript) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.buf.String()
+}
+
+// recordingHop is a real next hop whose every command line is kept.
+func recordingHop(t *testing.T, opts ...smtptest.Option) (*smtptest.Server, *transcript) {
+	tr := &transcript{}
+	opts = append(opts, func(s *smtp.Server) { s.Debug = tr })
+	return smtptest.NewServer(t, smtptest.Behaviour{}, opts...), tr
+}
+
+// TestQuotedLocalPartKeepsEnvelope: a quoted local part holding '@', '>'
+// and a parameter reaches the next hop as the one mailbox the client sent,
+// never as another address plus parameters (issue 9 item 1).
+func TestQuotedLocalPartKeepsEnvelope(t *testing.T) {
+	hop, tr := recordingHop(t)
+	gw := startGateway(t, hop.Addr)
+	c := dialRaw(t, gw.smtpAddr)
+	c.reply()
+	c.expect("EHLO client.test", "250")
+	from := `"x> RET=FULL ENVID=injected"@corp.test`
+	to := `"victim@partner.test> ORCPT=rfc822;x"@corp.test`
+	c.expect("MAIL FROM:<"+from+">", "250")
+	c.expect("RCPT TO:<"+to+">", "250")
+	c.expect("DATA", "354")
+	c.send("Subject: q\r\n\r\nhi\r\n.\r\n")
+	if got := c.reply(); !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("end of DATA: %q", got)
+	}
+	wire := tr.String()
+	if !strings.Contains(wire, "\nMAIL FROM:<"+from+">") || !strings.Contains(wire, "\nRCPT TO:<"+to+">\r\n") {
+		t.Errorf("next hop did not get the mailboxes as sent; it got:\n%s", wire)
+	}
+	if strings.Contains(wire, "RCPT TO:<victim@") || strings.Contains(wire, "MAIL FROM:<x>") {
+		t.Errorf("next hop got a rewritten envelope:\n%s", wire)
+	}
+	msgs := hop.Messages()
+	if len(msgs) != 1 || msgs[0].From != from || len(msgs[0].To) != 1 || msgs[0].To[0] != to {
+		t.Fatalf("next hop envelope = %+v, want from %q to %q", msgs, from, to)
+	}
+	// The Received header and the audit log carry the same mailbox.
+	if !bytes.Contains(msgs[0].Data, []byte("Received: ")) {
+		t.Fatalf("no Received header:\n%s", msgs[0].Data)
+	}
+}
+
+// TestBadAddressesRefusedPermanently: control characters and addresses
+// that only parse by guessing are a permanent 501 5.1.7 (MAIL) or 553
+// 5.1.3 (RCPT), never a 451, and nothing reaches the next hop.
+func TestBadAddressesRefusedPermanently(t *testing.T) {
+	hop, tr := recordingHop(t)
+	gw := startGateway(t, hop.Addr)
+	mail := []string{
+		"a\x00b@corp.test",
+		"\"a\x00b\"@corp.test",
+		"a\rb@corp.test",
+		"\"a\rb\"@corp.test",
+		"a@b@corp.test",
+		"a@corp.test\"x",
+	}
+	for _, addr := range mail {
+		c := dialRaw(t, gw.smtpAddr)
+		c.reply()
+		c.expect("EHLO client.test", "250")
+		if got := c.cmd("MAIL FROM:<" + addr + ">"); !strings.HasPrefix(got, "501 5.1.7 ") {
+			t.Errorf("MAIL FROM:<%q>: got %q, want 501 5.1.7", addr, got)
+		}
+		c.expect("MAIL FROM:<a@corp.test>", "250")
+		if got := c.cmd("RCPT TO:<" + addr + ">"); !strings.HasPrefix(got, "553 5.1.3 ") {
+			t.Errorf("RCPT TO:<%q>: got %q, want 553 5.1.3", addr, got)
+		}
+		c.expect("QUIT", "221")
+	}
+	if strings.Contains(tr.String(), "\x00") || strings.Contains(tr.String(), "corp.test\"x") {
+		t.Fatalf("a refused address reached the next hop:\n%q", tr.String())
+	}
+}
