@@ -146,9 +146,9 @@ func (t *Transaction) Body(ctx context.Context, r io.Reader) error {
 			err = side.close()
 		}
 		t.size = cr.n
-		if err == nil && len(cuts) > 0 && (sum.PassThrough(t.env.From == "") != "" || t.verdict.MessageLevel()) {
+		if err == nil && side.sp != nil && (sum.PassThrough(t.env.From == "") != "" || t.verdict.MessageLevel()) {
 			// Goes on (or is held) untouched after all: with the cut
-			// bodies put back.
+			// bodies put back (none: cuts of empty bodies only).
 			t.src = splicedSource{copy: sp, side: side.sp, cuts: cuts}
 		}
 		return sum, err

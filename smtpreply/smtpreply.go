@@ -76,6 +76,12 @@ var (
 		Message: "Bad recipient address syntax"}
 	LineTooLong = &smtp.SMTPError{Code: C500SyntaxError, EnhancedCode: E540NetworkOther,
 		Message: "Message has a line longer than the limit"}
+	AuthFailed = &smtp.SMTPError{Code: C535AuthBadCreds, EnhancedCode: E578AuthCredentials,
+		Message: "Authentication credentials invalid"}
+	AuthLocked = &smtp.SMTPError{Code: C454TempAuthFail, EnhancedCode: E470SecurityOther,
+		Message: "Too many failed authentication attempts, try again later"}
+	AuthTwice = &smtp.SMTPError{Code: C503BadSequence, EnhancedCode: E551BadCommand,
+		Message: "Already authenticated"}
 	NoMail = &smtp.SMTPError{Code: C503BadSequence, EnhancedCode: E551BadCommand,
 		Message: "Send MAIL first"}
 )
