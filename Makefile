@@ -48,11 +48,25 @@ bench: bench-deps build
 bench-deps:
 	@bench/deps.sh
 
+# fuzz runs every fuzz target for FUZZTIME on one worker (each release
+# candidate: FUZZTIME=30m) and copies the inputs the run found interesting
+# from Go's fuzz cache into the package's testdata/fuzz/, to be committed;
+# `go test` replays them as regression tests from then on.
+FUZZ_TARGETS ?= mailpart:FuzzWalk mailpart:FuzzRewrite mailpart:FuzzTextEncoding \
+	mailpart:FuzzFilename mailpart:FuzzTNEF smtpd:FuzzSession smtpd:FuzzAuthSession \
+	third_party/go-smtp:FuzzDataReader linkserver:FuzzDownloadRequest
 fuzz:
-	$(GO) test ./mailpart -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./mailpart -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./smtpd -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME)
-	cd third_party/go-smtp && $(GO) test -run '^$$' -fuzz '^FuzzDataReader$$' -fuzztime $(FUZZTIME) .
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "== $$pkg $$name for $(FUZZTIME)"; \
+		(cd $$pkg && $(GO) test . -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel 1); \
+		mod=$$(cd $$pkg && $(GO) list -f '{{.ImportPath}}' .); \
+		cache="$$($(GO) env GOCACHE)/fuzz/$$mod/$$name"; \
+		if [ -d "$$cache" ]; then \
+			mkdir -p "$$pkg/testdata/fuzz/$$name"; cp "$$cache"/* "$$pkg/testdata/fuzz/$$name/"; \
+			echo "   corpus: $$(ls "$$pkg/testdata/fuzz/$$name" | wc -l) inputs in $$pkg/testdata/fuzz/$$name"; \
+		fi; \
+	done
 
 lint:
 	$(GO) vet ./...

@@ -143,12 +143,29 @@ type SMTP struct {
 	// MaxConnections bounds sessions in total and per client address.
 	MaxConnections          int `yaml:"max_connections"`
 	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
+	// ReservedConnections of MaxConnections are kept for clients in
+	// TrustedNetworks and clients that authenticated: other clients get
+	// at most MaxConnections-ReservedConnections. Unset: a quarter of
+	// MaxConnections (see Reserved).
+	ReservedConnections *int `yaml:"reserved_connections"`
+	// UntrustedIdleTimeout replaces ReadTimeout for a client that is
+	// neither in TrustedNetworks nor authenticated.
+	UntrustedIdleTimeout Duration `yaml:"untrusted_idle_timeout"`
 	// TLSListen is an optional implicit-TLS listener (submissions, :465).
 	TLSListen string   `yaml:"tls_listen"`
 	TLS       TLS      `yaml:"tls"`
 	Auth      SMTPAuth `yaml:"auth"`
 
 	trusted []netip.Prefix
+}
+
+// Reserved is smtp.reserved_connections, by default a quarter of
+// smtp.max_connections.
+func (s *SMTP) Reserved() int {
+	if s.ReservedConnections != nil {
+		return *s.ReservedConnections
+	}
+	return s.MaxConnections / 4
 }
 
 // TLS names the certificate for STARTTLS and the implicit-TLS listener.
@@ -172,6 +189,9 @@ type SMTPAuth struct {
 	// lock that address out of AUTH until the window passes.
 	MaxFailures   int      `yaml:"max_failures"`
 	FailureWindow Duration `yaml:"failure_window"`
+	// MaxConcurrent bounds password checks in progress (an argon2id hash
+	// takes 64 MiB); beyond it AUTH is answered 454 4.7.0.
+	MaxConcurrent int `yaml:"max_concurrent"`
 }
 
 // NextHop configures where relayed mail goes.
@@ -270,7 +290,8 @@ func Defaults() Config {
 			MaxMIMEParts:            2000,
 			MaxConnections:          200,
 			MaxConnectionsPerClient: 50,
-			Auth:                    SMTPAuth{MaxFailures: 5, FailureWindow: Duration(15 * time.Minute)},
+			UntrustedIdleTimeout:    Duration(30 * time.Second),
+			Auth:                    SMTPAuth{MaxFailures: 5, FailureWindow: Duration(15 * time.Minute), MaxConcurrent: 2},
 		},
 		NextHop: NextHop{
 			Address: "127.0.0.1:10026",
@@ -412,13 +433,20 @@ func (c *Config) validate() error {
 		"smtp.max_header_bytes": c.SMTP.MaxHeaderBytes, "smtp.max_mime_depth": c.SMTP.MaxMIMEDepth,
 		"smtp.max_mime_parts": c.SMTP.MaxMIMEParts, "smtp.max_connections": c.SMTP.MaxConnections,
 		"smtp.max_connections_per_client": c.SMTP.MaxConnectionsPerClient,
-		"smtp.auth.max_failures":          c.SMTP.Auth.MaxFailures} {
+		"smtp.auth.max_failures":          c.SMTP.Auth.MaxFailures,
+		"smtp.auth.max_concurrent":        c.SMTP.Auth.MaxConcurrent} {
 		if v <= 0 {
 			bad(key, "must be positive, got %d", v)
 		}
 	}
 	if c.SMTP.MaxLineLength > 0 && c.SMTP.MaxLineLength < 1000 {
 		bad("smtp.max_line_length", "must be at least 1000 (RFC 5321), got %d", c.SMTP.MaxLineLength)
+	}
+	if r := c.SMTP.Reserved(); r < 0 || r >= c.SMTP.MaxConnections {
+		bad("smtp.reserved_connections", "must be at least 0 and less than smtp.max_connections (%d), got %d", c.SMTP.MaxConnections, r)
+	}
+	if c.SMTP.UntrustedIdleTimeout <= 0 {
+		bad("smtp.untrusted_idle_timeout", "must be a positive duration")
 	}
 	if c.SMTP.Auth.FailureWindow <= 0 {
 		bad("smtp.auth.failure_window", "must be a positive duration")

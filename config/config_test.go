@@ -22,6 +22,10 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"bad size", "smtp:\n  max_message_bytes: 0\n", "smtp.max_message_bytes: must be positive"},
 		{"empty outbox", "next_hop:\n  address: \"outbox:\"\n", "next_hop.address: outbox: needs a directory"},
 		{"bad hop", "next_hop:\n  address: \"mx.example.com\"\n", "next_hop.address: want host:port"},
+		{"reserve not below total", "smtp:\n  max_connections: 20\n  reserved_connections: 20\n", "smtp.reserved_connections: must be at least 0 and less than smtp.max_connections (20)"},
+		{"negative reserve", "smtp:\n  reserved_connections: -1\n", "smtp.reserved_connections: must be at least 0"},
+		{"zero idle timeout", "smtp:\n  untrusted_idle_timeout: 0s\n", "smtp.untrusted_idle_timeout: must be a positive duration"},
+		{"no password checks", "smtp:\n  auth:\n    max_concurrent: 0\n", "smtp.auth.max_concurrent: must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,5 +94,26 @@ func TestDemoConfigLoads(t *testing.T) {
 	}
 	if c.NextHop.OutboxDir() != "./data/outbox" {
 		t.Errorf("demo outbox = %q", c.NextHop.OutboxDir())
+	}
+}
+
+func TestReservedConnectionsDefault(t *testing.T) {
+	tests := []struct {
+		yaml string
+		want int
+	}{
+		{"smtp:\n  listen: \"127.0.0.1:2525\"\n", 50},
+		{"smtp:\n  max_connections: 40\n", 10},
+		{"smtp:\n  max_connections: 40\n  reserved_connections: 0\n", 0},
+		{"smtp:\n  max_connections: 40\n  reserved_connections: 39\n", 39},
+	}
+	for _, tt := range tests {
+		c, err := Parse(strings.NewReader(tt.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tt.yaml, err)
+		}
+		if got := c.SMTP.Reserved(); got != tt.want {
+			t.Errorf("%q: reserved %d, want %d", tt.yaml, got, tt.want)
+		}
 	}
 }

@@ -37,6 +37,7 @@ func TestSweepPurgesExpiredFilesOnly(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
+	hashes := map[string][]byte{}
 	put := func(name string, expires time.Time) store.File {
 		id := store.NewID()
 		info, err := blobs.Put(id, strings.NewReader("content of "+name))
@@ -44,6 +45,7 @@ func TestSweepPurgesExpiredFilesOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, hash, _ := store.NewToken()
+		hashes[name] = hash
 		f := store.File{ID: id, MessageID: store.NewID(), Name: name, Size: info.Size, SHA256: info.SHA256,
 			KeyID: info.KeyID, CreatedAt: now.Add(-time.Hour), ExpiresAt: expires}
 		m := store.Message{ID: f.MessageID, Sender: "a@example.com", Recipients: []string{"b@example.net"}, CreatedAt: f.CreatedAt}
@@ -72,6 +74,16 @@ func TestSweepPurgesExpiredFilesOnly(t *testing.T) {
 	}
 	if files, _ := st.ExpiredFiles(ctx, now.Add(time.Hour), 0); len(files) != 1 || files[0].ID != fresh.ID {
 		t.Errorf("metadata left: %v", files)
+	}
+	// The purged link left a tombstone (state and date only); the live one
+	// has none.
+	tomb, err := st.TombstoneByTokenHash(ctx, hashes["old.pdf"], now)
+	if err != nil || tomb.State != store.TombstoneExpired || !tomb.At.Equal(old.ExpiresAt) ||
+		!tomb.KeepUntil.Equal(now.Add(DefaultTombstoneTTL)) {
+		t.Errorf("tombstone of the purged link = %+v, %v; want expired at %v, kept %v", tomb, err, old.ExpiresAt, DefaultTombstoneTTL)
+	}
+	if _, err := st.TombstoneByTokenHash(ctx, hashes["fresh.pdf"], now); err == nil {
+		t.Error("a live link has a tombstone")
 	}
 	// A second sweep (say, another instance's) finds nothing to do.
 	if n, err := j.Sweep(ctx); err != nil || n != 0 {

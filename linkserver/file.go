@@ -101,7 +101,8 @@ func (s *Server) handleFile(w http.ResponseWriter, r *http.Request) {
 		// Nothing left to read: a download may outlive ReadTimeout.
 		clearReadDeadline(w)
 	}
-	sw := &auditedStream{ResponseWriter: w, server: s, request: r, event: ok, view: view}
+	sw := &auditedStream{ResponseWriter: w, server: s, request: r, event: ok, view: view,
+		rc: http.NewResponseController(w)}
 	http.ServeContent(sw, r, "", view.File.CreatedAt, blob)
 }
 
@@ -131,6 +132,9 @@ type auditedStream struct {
 	streaming   bool
 	sent        int64
 	lastCheck   time.Time
+	// rc moves the write deadline; nil once the writer turned out not to
+	// support deadlines.
+	rc *http.ResponseController
 }
 
 // revokeCheckInterval is how often a running download looks for a revoke.
@@ -196,7 +200,13 @@ func (a *auditedStream) revoked() (time.Time, bool) {
 // beforeChunk extends the write deadline and, every revokeCheckInterval,
 // cuts the download if its link was revoked meanwhile.
 func (a *auditedStream) beforeChunk() error {
-	a.server.extendWriteDeadline(a.ResponseWriter)
+	if a.rc != nil {
+		// Another StallTimeout for this chunk: a download has no overall
+		// limit, a client that stops reading is cut.
+		if err := a.rc.SetWriteDeadline(time.Now().Add(a.server.stallTimeout)); err != nil {
+			a.rc = nil // a writer without deadlines (tests); nothing to extend
+		}
+	}
 	if !a.streaming || time.Since(a.lastCheck) < revokeCheckInterval {
 		return nil
 	}

@@ -27,13 +27,20 @@ func (h *harness) dial() net.Conn {
 	return c
 }
 
-// waitClosed waits (generously) for the server to close a connection.
-func (h *harness) waitClosed() {
+// waitClosed waits (generously) for the server to close the connection
+// c is the client end of.
+func (h *harness) waitClosed(c net.Conn) {
 	h.t.Helper()
-	select {
-	case <-h.closed:
-	case <-time.After(60 * time.Second):
-		h.t.Fatal("the server kept the connection open")
+	deadline := time.After(60 * time.Second)
+	for {
+		select {
+		case addr := <-h.closed:
+			if addr == c.LocalAddr().String() {
+				return
+			}
+		case <-deadline:
+			h.t.Fatal("the server kept the connection open")
+		}
 	}
 }
 
@@ -56,7 +63,7 @@ func TestSlowBodyIsCut(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	h.waitClosed()
+	h.waitClosed(c)
 	<-done
 	if n := h.downloads(l.id); n != 0 {
 		t.Errorf("downloads = %d after a cut request", n)
@@ -74,7 +81,7 @@ func TestIdleConnectionIsClosed(t *testing.T) {
 	}
 	resp.Body.Close()
 	mustStatus(t, resp, http.StatusOK)
-	h.waitClosed()
+	h.waitClosed(c)
 }
 
 // Headers are capped: 64 KiB of them get 431, not a parsed request.
@@ -111,16 +118,19 @@ func TestBodyCap(t *testing.T) {
 // StallTimeout.
 func TestLongDownloadIsNotCutButStalledOneIs(t *testing.T) {
 	const size = 24 << 20
-	h := newHarness(t, func(o *Options) {
-		o.ReadTimeout = 500 * time.Millisecond
-		o.StallTimeout = 2 * time.Second
-		o.SignedURLTTL = time.Hour
-	})
 	content := testContent(size)
-	l := h.addLink(linkSpec{name: "big.bin", content: content})
-	loc := h.signedURL(l.token)
 
 	t.Run("slow reader gets every byte", func(t *testing.T) {
+		// Pages must be written within ReadTimeout (500 ms here); the
+		// download takes several times that. The stall limit is generous,
+		// for a loaded test machine.
+		h := newHarness(t, func(o *Options) {
+			o.ReadTimeout = 500 * time.Millisecond
+			o.StallTimeout = 30 * time.Second
+			o.SignedURLTTL = time.Hour
+		})
+		l := h.addLink(linkSpec{name: "big.bin", content: content})
+		loc := h.signedURL(l.token)
 		resp, err := http.Get(h.http.URL + loc)
 		if err != nil {
 			t.Fatal(err)
@@ -147,14 +157,17 @@ func TestLongDownloadIsNotCutButStalledOneIs(t *testing.T) {
 	})
 
 	t.Run("stalled reader is cut", func(t *testing.T) {
-		for len(h.closed) > 0 {
-			<-h.closed
-		}
+		h := newHarness(t, func(o *Options) {
+			o.StallTimeout = time.Second
+			o.SignedURLTTL = time.Hour
+		})
+		l := h.addLink(linkSpec{name: "big.bin", content: content})
+		loc := h.signedURL(l.token)
 		c := h.dial()
 		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", loc)
 		// Read nothing: the socket buffers fill and the server's write
 		// blocks until StallTimeout cuts it.
-		h.waitClosed()
+		h.waitClosed(c)
 		n, _ := io.Copy(io.Discard, c)
 		if n >= size {
 			t.Fatalf("stalled client still received the whole file (%d bytes)", n)
@@ -216,6 +229,17 @@ func TestRangeAmplification(t *testing.T) {
 			t.Fatalf("%d bytes, want the whole file once", len(body))
 		}
 	})
+	t.Run("a Range that does not parse is ignored", func(t *testing.T) {
+		// Found by FuzzDownloadRequest: ServeContent answered a plain-text
+		// 416 under Content-Disposition: attachment.
+		for _, rng := range []string{"0", "bytes=5-1", "items=0-1"} {
+			resp, body := rangeRequest(t, h, loc, rng)
+			mustStatus(t, resp, http.StatusOK)
+			if !bytes.Equal(body, content) {
+				t.Fatalf("Range %q: %d bytes, want the whole file", rng, len(body))
+			}
+		}
+	})
 	t.Run("a few disjoint ranges still work", func(t *testing.T) {
 		resp, body := rangeRequest(t, h, loc, "bytes=0-9,100-109,-10")
 		mustStatus(t, resp, http.StatusPartialContent)
@@ -241,8 +265,12 @@ func TestRangesAcceptable(t *testing.T) {
 		{"bytes=-600,500-509", false}, // the suffix covers 400-999
 		{"bytes=2000-3000,0-9", true},
 		{"bytes=" + strings.Repeat("0-0,", maxRanges) + "0-0", false},
-		{"bytes=garbage", true}, // left to ServeContent's 416
-		{"items=0-1", true},
+		{"bytes=garbage", false}, // ignored: the whole file
+		{"items=0-1", false},
+		{"0", false},
+		{"bytes=5-1", false},
+		{"bytes=5000-", true}, // unsatisfiable: ServeContent's 416
+		{"bytes=", true},
 	}
 	for _, tt := range tests {
 		if got := rangesAcceptable(tt.header, 1000); got != tt.want {

@@ -126,7 +126,7 @@ type harness struct {
 	logs   *lockedBuffer
 	server *Server
 	http   *httptest.Server
-	closed chan struct{} // a value per connection the server closed
+	closed chan string // the client address of each connection the server closed
 }
 
 func newHarness(t testing.TB, configure ...func(*Options)) *harness {
@@ -196,11 +196,11 @@ func newHarnessOn(t testing.TB, backend string, configure ...func(*Options)) *ha
 	}
 	h.http = httptest.NewUnstartedServer(nil)
 	h.http.Config = h.server.HTTPServer(nil)
-	h.closed = make(chan struct{}, 1024)
-	h.http.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+	h.closed = make(chan string, 1024)
+	h.http.Config.ConnState = func(c net.Conn, state http.ConnState) {
 		if state == http.StateClosed {
 			select {
-			case h.closed <- struct{}{}:
+			case h.closed <- c.RemoteAddr().String():
 			default:
 			}
 		}

@@ -11,7 +11,7 @@ import (
 // ReadTimeout (headers within ReadHeaderTimeout), so a client sending a
 // byte a second cannot hold a connection open; headers are capped at
 // maxHeaderBytes and every body at maxFormBytes (only the landing form
-// has one). Pages must be written within pageWriteTimeout; a download
+// has one). Pages must be written within ReadTimeout too; a download
 // instead gets a fresh write deadline of StallTimeout before every chunk,
 // so it can run for hours while it makes progress, and a client that
 // stops reading is cut after StallTimeout.
@@ -20,7 +20,6 @@ const (
 	defaultIdleTimeout  = 60 * time.Second
 	defaultStallTimeout = 60 * time.Second
 	readHeaderTimeout   = 10 * time.Second
-	pageWriteTimeout    = 30 * time.Second
 	maxHeaderBytes      = 16 << 10
 	// hstsHeader tells browsers to use https for a year once they saw the
 	// link server over https.
@@ -63,13 +62,6 @@ func (s *Server) limitBodies(next http.Handler) http.Handler {
 // or the request came over TLS, directly or via a trusted proxy.
 func (s *Server) secure(r *http.Request) bool {
 	return s.https || s.isHTTPS(r)
-}
-
-// extendWriteDeadline gives a download another StallTimeout to write its
-// next chunk. A ResponseWriter without deadlines (a test recorder) is
-// left alone.
-func (s *Server) extendWriteDeadline(w http.ResponseWriter) {
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.stallTimeout))
 }
 
 // clearReadDeadline lets a download outlive ReadTimeout: once the request

@@ -15,12 +15,15 @@ const maxRanges = 32
 // rangesAcceptable reports whether the Range header of a file of size
 // bytes may be served as asked. A request with more than maxRanges
 // ranges, or with ranges that overlap, is answered as nginx answers one it
-// declines: the whole file, once, with 200. A header that does not parse
-// is left to http.ServeContent (416), as before.
+// declines: the whole file, once, with 200. So is a header that does not
+// parse or names another unit (RFC 9110, section 14.2: ignore it);
+// http.ServeContent would answer those with a plain-text 416 whose body a
+// browser could save as the file. Ranges that all lie past the end stay
+// acceptable here and get ServeContent's 416 with Content-Range.
 func rangesAcceptable(header string, size int64) bool {
 	spec, ok := strings.CutPrefix(header, "bytes=")
 	if !ok {
-		return true // ServeContent ignores other units
+		return false
 	}
 	type span struct{ start, end int64 } // inclusive
 	var spans []span
@@ -36,14 +39,14 @@ func rangesAcceptable(header string, size int64) bool {
 		}
 		first, last, ok := strings.Cut(part, "-")
 		if !ok {
-			return true
+			return false
 		}
 		first, last = strings.TrimSpace(first), strings.TrimSpace(last)
 		var sp span
 		if first == "" {
 			n, err := strconv.ParseInt(last, 10, 64)
 			if err != nil || n < 0 {
-				return true
+				return false
 			}
 			if n == 0 {
 				continue // unsatisfiable; ServeContent decides
@@ -52,12 +55,12 @@ func rangesAcceptable(header string, size int64) bool {
 		} else {
 			start, err := strconv.ParseInt(first, 10, 64)
 			if err != nil || start < 0 {
-				return true
+				return false
 			}
 			end := size - 1
 			if last != "" {
 				if end, err = strconv.ParseInt(last, 10, 64); err != nil || end < start {
-					return true
+					return false
 				}
 				end = min(end, size-1)
 			}

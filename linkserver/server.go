@@ -1,5 +1,9 @@
 // Package linkserver serves what a recipient's browser sees: landing pages,
-// downloads, health. The admin API will come later, on a separate listener.
+// downloads, health, and the pages of expired, withdrawn and purged links
+// (from the store's tombstones). It owns the link listener's limits
+// (timeouts, header and body caps, Range cap) and the per-client limit and
+// aggregation of refused requests. The admin API lives in package admin,
+// on its own listener.
 //
 // A download takes three requests, so that mail scanners which pre-fetch
 // links never use one up:
@@ -134,7 +138,7 @@ func New(o Options) (*Server, error) {
 		idleTimeout:    cmp.Or(o.IdleTimeout, defaultIdleTimeout),
 		stallTimeout:   cmp.Or(o.StallTimeout, defaultStallTimeout),
 	}
-	s.pageWriteTimeout = max(pageWriteTimeout, s.readTimeout)
+	s.pageWriteTimeout = s.readTimeout
 	if s.log == nil {
 		s.log = slog.Default()
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -119,7 +120,87 @@ func checkRewrite(t *testing.T, msg []byte) {
 			t.Fatalf("go-message reads the input but not the output: %v\n%q", err, out.String())
 		}
 	}
+	checkSameStructure(t, same.Bytes())
+	checkSameStructure(t, out.Bytes())
 }
+
+// checkSameStructure: go-message reads a rewritten message with the parts
+// Walk reads in it (number and media types), so the recipient's parser sees
+// the structure the policies checked. Expected unless the output still
+// carries what the input had and RFC 2046 forbids: a content line that
+// starts with a boundary without being one (go-message stops there), or a
+// multipart without a boundary (one leaf to Walk, an error to go-message).
+func checkSameStructure(t *testing.T, out []byte) {
+	if ambiguousBoundaryLine(out) {
+		return
+	}
+	digests, _, err := leafDigests(t, out)
+	if err != nil {
+		return // limits
+	}
+	for _, d := range digests {
+		if fields := strings.Fields(d); len(fields) > 1 && strings.HasPrefix(fields[1], "multipart/") {
+			return // a multipart without boundary: a leaf to Walk, an error to go-message
+		}
+	}
+	gm, err := goMessageLeaves(string(out), false)
+	if err != nil && strings.Contains(err.Error(), "boundary is empty") {
+		return // a multipart type without a boundary: one leaf to Walk
+	}
+	if err != nil {
+		t.Fatalf("go-message cannot read the output: %v\n%q", err, out)
+	}
+	for _, p := range gm {
+		if strings.HasPrefix(strings.ToLower(p.MediaType), "multipart/") {
+			// go-message could not parse a multipart's Content-Type that
+			// Walk could (a boundary with control characters, which
+			// Rewrite cannot write in a form both read the same).
+			return
+		}
+	}
+	same := len(gm) == len(digests)
+	for i := 0; same && i < len(gm); i++ {
+		// An invalid type is text/plain to Walk (RFC 2045 5.2), raw to
+		// go-message; the structure is what counts.
+		fields := strings.Fields(digests[i])
+		same = !validMediaType(gm[i].MediaType) || (len(fields) > 1 && fields[1] == gm[i].MediaType)
+	}
+	if !same {
+		var types []string
+		for _, p := range gm {
+			types = append(types, p.MediaType)
+		}
+		t.Fatalf("go-message reads other parts:\nwalk %q\ngo-message %q\n%q", digests, types, out)
+	}
+}
+
+// ambiguousBoundaryLine reports whether some line of msg starts with
+// "--" + a boundary declared in msg but is neither that delimiter nor its
+// close delimiter.
+func ambiguousBoundaryLine(msg []byte) bool {
+	var bounds []string
+	for _, m := range boundaryParam.FindAllSubmatch(msg, -1) {
+		b := string(m[1])
+		if b == "" {
+			b = string(m[2])
+		}
+		bounds = append(bounds, b)
+	}
+	for _, line := range strings.Split(string(msg), "\r\n") {
+		if !strings.HasPrefix(line, "--") {
+			continue
+		}
+		for _, b := range bounds {
+			rest, ok := strings.CutPrefix(line, "--"+b)
+			if ok && strings.TrimRight(rest, " \t") != "" && strings.TrimRight(rest, " \t") != "--" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+var boundaryParam = regexp.MustCompile(`(?i)boundary\s*=\s*(?:"([^"]*)"|([^\s;"]+))`)
 
 // sameMediaTypes reports whether go-message's leaves match Walk's digests
 // (path, media type, ...) in number and media type.

@@ -58,6 +58,15 @@ type Part struct {
 	ContentID   string // without <>
 	Attachment  bool   // true: this part is to be taken out and linked
 	Depth       int
+
+	// Container is the path of the TNEF part (winmail.dat) a file was
+	// found in ("" for a MIME part); such a file's Path is Container +
+	// ".tN". Rewrite removes the container when any file in it is removed.
+	Container string
+	// Provisional is true while Filename and MediaType may still change:
+	// a file inside TNEF gets its final name only when its body has been
+	// read to the end (tnef.go). Decide on such a part after reading it.
+	Provisional bool
 }
 
 // Summary describes the whole message after Walk.

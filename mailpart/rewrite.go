@@ -15,8 +15,10 @@ import (
 )
 
 // Rewrite copies the message from r to w in one streaming pass, dropping the
-// leaf parts whose Path is in remove and adding the notice to every body
-// text part (text/plain and text/html that are not attachments).
+// leaf parts whose Path is in remove (and a TNEF part when a file in it is
+// removed) and adding the notice to every body text part (text/plain and
+// text/html that are not attachments). Mail whose Summary.PassThrough is
+// set is not for Rewrite: relay it with CopyPassThrough.
 //
 // Untouched entities are copied byte for byte: their header lines as read,
 // their bodies raw, with the original boundaries, preamble and epilogue.
@@ -27,7 +29,13 @@ import (
 // single part that is removed has its body replaced by the notice.
 func Rewrite(r io.Reader, w io.Writer, lim Limits, remove map[string]bool, n Notice) error {
 	out := &trackingWriter{w: bufio.NewWriterSize(w, ioBufferSize)}
-	rw := &rewriter{out: out, remove: remove, notice: n, withNotice: len(n.Files) > 0}
+	rw := &rewriter{out: out, remove: remove, notice: n, withNotice: len(n.Files) > 0, containers: map[string]bool{}}
+	for path := range remove {
+		// A file inside TNEF ("1.2.t1") takes its container ("1.2") out.
+		if i := strings.Index(path, ".t"); i > 0 {
+			rw.containers[path[:i]] = true
+		}
+	}
 	if err := newWalker(r, lim, rw, true).run(); err != nil {
 		return err
 	}
@@ -80,6 +88,7 @@ const (
 type rewriter struct {
 	out        *trackingWriter
 	remove     map[string]bool
+	containers map[string]bool // TNEF parts a removed file was found in
 	notice     Notice
 	withNotice bool
 
@@ -168,7 +177,7 @@ func (rw *rewriter) enter(e *entity) error {
 }
 
 func (rw *rewriter) decide(e *entity) leafAction {
-	removed := rw.remove[e.part.Path]
+	removed := rw.remove[e.part.Path] || rw.containers[e.part.Path]
 	switch {
 	case e.sealed || rw.armoured:
 		return actionKeep // signed, encrypted or automatic content stays as it is

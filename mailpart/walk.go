@@ -211,10 +211,17 @@ func (v *walkVisitor) enter(e *entity) error {
 
 func (v *walkVisitor) leaf(e *entity, raw *section) error {
 	v.summary.Parts++
+	body := transferDecoder(transferEncoding(e.part.Header.Get("Content-Transfer-Encoding")), raw)
+	if e.part.Attachment && isTNEF(&e.part) {
+		t, br, ok := openTNEF(body)
+		if ok {
+			return v.tnefFiles(e, t)
+		}
+		body = br // not TNEF after all: an ordinary attachment
+	}
 	if e.part.Attachment {
 		v.summary.Attachments++
 	}
-	body := transferDecoder(transferEncoding(e.part.Header.Get("Content-Transfer-Encoding")), raw)
 	if e.part.Attachment && strings.HasPrefix(e.part.MediaType, "message/") && !e.named {
 		br := bufio.NewReaderSize(body, 16<<10)
 		if subject := peekSubject(br); subject != "" {
@@ -249,6 +256,41 @@ func (v *walkVisitor) leaf(e *entity, raw *section) error {
 		}
 	}
 	return nil
+}
+
+// tnefFiles hands each file inside a TNEF part to fn instead of the part
+// itself: policies see the files, and they are linked under their names.
+// A TNEF part without files (only a rich-text body) is left in the mail.
+func (v *walkVisitor) tnefFiles(e *entity, t *tnefReader) error {
+	for i := 1; ; i++ {
+		f, err := t.next()
+		if err != nil {
+			return nil // io.EOF: no more files
+		}
+		v.summary.Parts++
+		v.summary.Attachments++
+		part := Part{
+			Path: e.part.Path + ".t" + strconv.Itoa(i), Header: e.part.Header,
+			MediaType: f.MediaType, Disposition: "attachment", Filename: f.Name,
+			Attachment: true, Depth: e.part.Depth + 1, Container: e.part.Path, Provisional: true,
+		}
+		final := func(f *tnefFile) {
+			part.Filename, part.MediaType, part.Provisional = f.Name, f.MediaType, false
+			if part.Filename == "" {
+				part.Filename = fallbackFilename(i, part.MediaType)
+			}
+		}
+		if part.Filename == "" {
+			part.Filename = fallbackFilename(i, part.MediaType)
+		}
+		f.data.onFinal = final
+		if err := v.fn(&part, f.data); err != nil {
+			return fmt.Errorf("walk part %s: %w", part.Path, err)
+		}
+		if _, err := io.Copy(io.Discard, f.data); err != nil {
+			return fmt.Errorf("walk part %s: %w", part.Path, err)
+		}
+	}
 }
 
 func (v *walkVisitor) preamble(*entity, *section) error { return nil }

@@ -10,8 +10,16 @@ import (
 )
 
 // PartOf is the policy view of a part mailpart's walk found, size unknown.
+// It follows p: a file inside TNEF whose name is final only once its body
+// is read is decided with that name (Early defers, Decide looks again).
 func PartOf(p *mailpart.Part) Part {
-	return Part{Filename: p.Filename, ContentType: p.MediaType, Size: SizeUnknown}
+	return Part{Filename: p.Filename, ContentType: p.MediaType, Size: SizeUnknown,
+		InContainer: p.Container != "",
+		live: &livePart{
+			name:        func() string { return p.Filename },
+			contentType: func() string { return p.MediaType },
+			provisional: func() bool { return p.Provisional },
+		}}
 }
 
 // DryRunPart is one leaf part of a dry run.

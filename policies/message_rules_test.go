@@ -115,3 +115,35 @@ func TestDryRunSignedMail(t *testing.T) {
 		t.Errorf("dry run %+v:\n%s", d, out.String())
 	}
 }
+
+// Issue 9.18: a file inside winmail.dat is decided by the name it gets
+// once read, and keep links it (winmail.dat leaves the mail whole).
+func TestTNEFFilesDecidedByFinalName(t *testing.T) {
+	e := mustEngine(t, parseRules(t, `
+- name: no-xlsx
+  match: {extensions: [".xlsx"]}
+  action: reject
+- name: keep-text
+  match: {content_types: ["text/*"]}
+  action: keep
+`))
+	env := Envelope{From: "a@example.com", To: []string{"b@example.net"}}
+	mp := &mailpart.Part{Filename: "BUDGET~1.XLS", MediaType: "application/vnd.ms-excel", Container: "1.2", Provisional: true}
+	pp := PartOf(mp)
+	if _, ok := e.Early(env, pp); ok {
+		t.Fatal("Early decided on a provisional name")
+	}
+	mp.Filename, mp.MediaType, mp.Provisional = "budget.xlsx", "application/octet-stream", false
+	pp.Size = 10
+	if d := e.Decide(env, pp); d.Action != Reject || d.Rule != "no-xlsx" {
+		t.Errorf("final name: %+v", d)
+	}
+	txt := PartOf(&mailpart.Part{Filename: "notes.txt", MediaType: "text/plain", Container: "1.2"})
+	if d, ok := e.Early(env, txt); !ok || d.Action != Link || d.Rule != "keep-text" {
+		t.Errorf("keep inside TNEF: %+v %v", d, ok)
+	}
+	plain := PartOf(&mailpart.Part{Filename: "notes.txt", MediaType: "text/plain"})
+	if d, _ := e.Early(env, plain); d.Action != Keep {
+		t.Errorf("keep outside TNEF: %+v", d)
+	}
+}

@@ -136,7 +136,32 @@ type Part struct {
 	Filename    string // decoded UTF-8 file name
 	ContentType string // media type, e.g. "application/pdf"
 	Size        int64  // decoded bytes; SizeUnknown before the body is read
+	// InContainer: the file was found inside a TNEF winmail.dat, which
+	// can only leave the mail whole: keep counts as link for it.
+	InContainer bool
+
+	// live is the walk's part, whose name may become final only once its
+	// body is read (PartOf); Decide looks at it.
+	live *livePart
 }
+
+// livePart gives the current name and type of a part whose name is
+// provisional until its body is read (files inside TNEF).
+type livePart struct {
+	name, contentType func() string
+	provisional       func() bool
+}
+
+// current is p with the name and type the walk knows now.
+func (p Part) current() Part {
+	if p.live != nil {
+		p.Filename, p.ContentType = p.live.name(), p.live.contentType()
+	}
+	return p
+}
+
+// provisional reports whether p's name may still change.
+func (p Part) provisional() bool { return p.live != nil && p.live.provisional() }
 
 // SizeUnknown is Part.Size before the attachment has been read.
 const SizeUnknown = -1
@@ -327,11 +352,12 @@ func (e *Engine) HasAction(a Action) bool {
 // matching rule's action, or Link. With p.Size < 0 size conditions never
 // hold; use Early before the size is known.
 func (e *Engine) Decide(env Envelope, p Part) Decision {
+	p = p.current()
 	if e != nil {
 		for i := range e.rules {
 			r := &e.rules[i]
 			if !r.messageRule() && r.matchesWithoutSize(env, p) && r.matchesSize(p.Size) {
-				return Decision{Rule: r.name, Action: r.action}
+				return Decision{Rule: r.name, Action: p.effective(r.action)}
 			}
 		}
 	}
@@ -343,6 +369,10 @@ func (e *Engine) Decide(env Envelope, p Part) Decision {
 // must read the part and call Decide with its size. When ok is true the
 // decision is final and equals Decide's for any size.
 func (e *Engine) Early(env Envelope, p Part) (d Decision, ok bool) {
+	if p.provisional() && e.Rules() > 0 {
+		return Decision{}, false // the name is known once the body is read
+	}
+	p = p.current()
 	if e != nil {
 		for i := range e.rules {
 			r := &e.rules[i]
@@ -352,7 +382,7 @@ func (e *Engine) Early(env Envelope, p Part) (d Decision, ok bool) {
 			if r.needsSize {
 				return Decision{}, false
 			}
-			return Decision{Rule: r.name, Action: r.action}, true
+			return Decision{Rule: r.name, Action: p.effective(r.action)}, true
 		}
 	}
 	return Decision{Action: Link}, true
@@ -380,6 +410,16 @@ func (e *Engine) DecideMessage(env Envelope, m Message) Decision {
 		}
 	}
 	return Decision{Action: Link}
+}
+
+// effective is a rule's action for p: a file inside TNEF cannot be kept
+// alone (its container leaves the mail when any file in it is linked), so
+// keep links it.
+func (p Part) effective(a Action) Action {
+	if a == Keep && p.InContainer {
+		return Link
+	}
+	return a
 }
 
 func (r *compiled) matchesSize(size int64) bool {

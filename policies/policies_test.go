@@ -58,18 +58,18 @@ func TestDecideExampleRules(t *testing.T) {
 		part Part
 		want Decision
 	}{
-		{"small image kept", internal, Part{"photo.png", "image/png", 1000}, Decision{"keep-small-images", Keep}},
-		{"image at the limit kept", internal, Part{"photo.png", "image/png", 1048576}, Decision{"keep-small-images", Keep}},
-		{"large image linked", internal, Part{"photo.png", "image/png", 1048577}, Decision{"", Link}},
-		{"pdf linked", internal, Part{"report.pdf", "application/pdf", 10}, Decision{"", Link}},
-		{"exe rejected", internal, Part{"setup.exe", "application/octet-stream", 10}, Decision{"block-executables", Reject}},
-		{"extension without case", internal, Part{"SETUP.EXE", "application/octet-stream", 10}, Decision{"block-executables", Reject}},
-		{"trailing dot and space ignored", internal, Part{"setup.exe. ", "application/octet-stream", 10}, Decision{"block-executables", Reject}},
-		{"js but not json", internal, Part{"data.json", "application/json", 10}, Decision{"", Link}},
-		{"first match wins: small image named .js", internal, Part{"x.js", "image/gif", 10}, Decision{"keep-small-images", Keep}},
-		{"external finance held", finance, Part{"q3.xlsx", "application/vnd.ms-excel", 10}, Decision{"hold-external-finance", Hold}},
-		{"internal finance linked", financeInternal, Part{"q3.xlsx", "application/vnd.ms-excel", 10}, Decision{"", Link}},
-		{"finance exe still rejected first", finance, Part{"a.scr", "application/octet-stream", 10}, Decision{"block-executables", Reject}},
+		{"small image kept", internal, Part{Filename: "photo.png", ContentType: "image/png", Size: 1000}, Decision{"keep-small-images", Keep}},
+		{"image at the limit kept", internal, Part{Filename: "photo.png", ContentType: "image/png", Size: 1048576}, Decision{"keep-small-images", Keep}},
+		{"large image linked", internal, Part{Filename: "photo.png", ContentType: "image/png", Size: 1048577}, Decision{"", Link}},
+		{"pdf linked", internal, Part{Filename: "report.pdf", ContentType: "application/pdf", Size: 10}, Decision{"", Link}},
+		{"exe rejected", internal, Part{Filename: "setup.exe", ContentType: "application/octet-stream", Size: 10}, Decision{"block-executables", Reject}},
+		{"extension without case", internal, Part{Filename: "SETUP.EXE", ContentType: "application/octet-stream", Size: 10}, Decision{"block-executables", Reject}},
+		{"trailing dot and space ignored", internal, Part{Filename: "setup.exe. ", ContentType: "application/octet-stream", Size: 10}, Decision{"block-executables", Reject}},
+		{"js but not json", internal, Part{Filename: "data.json", ContentType: "application/json", Size: 10}, Decision{"", Link}},
+		{"first match wins: small image named .js", internal, Part{Filename: "x.js", ContentType: "image/gif", Size: 10}, Decision{"keep-small-images", Keep}},
+		{"external finance held", finance, Part{Filename: "q3.xlsx", ContentType: "application/vnd.ms-excel", Size: 10}, Decision{"hold-external-finance", Hold}},
+		{"internal finance linked", financeInternal, Part{Filename: "q3.xlsx", ContentType: "application/vnd.ms-excel", Size: 10}, Decision{"", Link}},
+		{"finance exe still rejected first", finance, Part{Filename: "a.scr", ContentType: "application/octet-stream", Size: 10}, Decision{"block-executables", Reject}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -36,7 +36,9 @@ type Session interface {
 	Reset() error
 	// Noop keeps an idle session alive.
 	Noop() error
-	// EightBitMIME tells whether the next hop takes 8bit MIME (RFC 6152).
+	// EightBitMIME tells whether the message of this transaction may be
+	// sent as 8bit: the next hop offers 8BITMIME and MAIL declared
+	// BODY=8BITMIME (RFC 6152).
 	EightBitMIME() bool
 	// Close ends the session (QUIT where possible) and releases the
 	// connection. It is safe to call more than once.
@@ -165,6 +167,8 @@ type smtpSession struct {
 	c      *smtp.Client
 	broken bool // a transport error happened: QUIT would only wait
 	closed bool
+	// eightBit: the open transaction declared BODY=8BITMIME.
+	eightBit bool
 }
 
 // note remembers transport failures; replies from the hop leave it usable.
@@ -176,12 +180,23 @@ func (s *smtpSession) note(err error) error {
 	return err
 }
 
+// Mail passes MAIL with the client's parameters: SIZE, SMTPUTF8, and the
+// DSN parameters RET and ENVID when the next hop offers DSN (RFC 3461).
+// BODY=8BITMIME goes on only when the client declared it (or SMTPUTF8,
+// whose headers are 8-bit), or opts is nil (a body of unknown content).
 func (s *smtpSession) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil && opts.UTF8 {
 		if ok, _ := s.c.Extension("SMTPUTF8"); !ok {
 			return smtpreply.NextHopNoUTF8
 		}
+		if opts.Body == "" {
+			o := *opts
+			o.Body = smtp.Body8BitMIME
+			opts = &o
+		}
 	}
+	ext, _ := s.c.Extension("8BITMIME")
+	s.eightBit = ext && (opts == nil || opts.Body == smtp.Body8BitMIME)
 	return s.note(s.c.Mail(from, opts))
 }
 
@@ -219,10 +234,7 @@ func (s *smtpSession) Reset() error { return s.note(s.c.Reset()) }
 
 func (s *smtpSession) Noop() error { return s.note(s.c.Noop()) }
 
-func (s *smtpSession) EightBitMIME() bool {
-	ok, _ := s.c.Extension("8BITMIME")
-	return ok
-}
+func (s *smtpSession) EightBitMIME() bool { return s.eightBit }
 
 func (s *smtpSession) Close() error {
 	if s.closed {

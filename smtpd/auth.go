@@ -14,6 +14,7 @@ import (
 var (
 	replyAuthFailed = smtpreply.AuthFailed
 	replyAuthLocked = smtpreply.AuthLocked
+	replyAuthBusy   = smtpreply.AuthBusy
 	replyAuthTwice  = smtpreply.AuthTwice
 )
 
@@ -46,7 +47,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, username, password string) error {
 			if identity != "" && identity != username {
-				return s.authFailed(username, "authorization identity differs")
+				return s.authFailed(username, "authorization identity differs", false)
 			}
 			return s.checkPassword(username, password)
 		}), nil
@@ -58,18 +59,45 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	return nil, smtp.ErrAuthUnknownMechanism
 }
 
+// checkPassword hashes at most Options.AuthConcurrency passwords at a time
+// across all sessions (an argon2id hash takes 64 MiB): beyond that the
+// client gets 454 4.7.0 and nothing is counted. The attempt is counted
+// before the hash, so parallel guesses from one address cannot pass the
+// lockout.
 func (s *session) checkPassword(username, password string) error {
-	if err := s.srv.opts.Users.Verify(username, password); err != nil {
-		return s.authFailed(username, "bad credentials")
+	select {
+	case s.srv.hashSlots <- struct{}{}:
+		defer func() { <-s.srv.hashSlots }()
+	default:
+		s.log.Warn("authentication refused: password checks busy", "user", username)
+		return replyAuthBusy
 	}
+	succeeded, ok := s.srv.authFailures.attempt(s.client)
+	if !ok {
+		s.recordAuthFailure(username, "locked out")
+		return replyAuthLocked
+	}
+	if err := s.srv.opts.Users.Verify(username, password); err != nil {
+		return s.authFailed(username, "bad credentials", true)
+	}
+	succeeded()
+	s.mu.Lock()
 	s.authUser = username
 	s.log = s.log.With("user", username)
+	s.mu.Unlock()
 	s.log.Info("authenticated")
+	if s.onAuth != nil {
+		s.onAuth()
+	}
 	return nil
 }
 
-func (s *session) authFailed(username, reason string) error {
-	s.srv.authFailures.fail(s.client)
+// authFailed records a failure; counted tells that checkPassword already
+// counted the attempt.
+func (s *session) authFailed(username, reason string, counted bool) error {
+	if !counted {
+		s.srv.authFailures.fail(s.client)
+	}
 	s.log.Warn("authentication failed", "user", username, "reason", reason)
 	s.recordAuthFailure(username, reason)
 	return replyAuthFailed

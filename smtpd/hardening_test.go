@@ -3,12 +3,15 @@ package smtpd
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/smtptest"
@@ -214,5 +217,203 @@ func TestBadAddressesRefusedPermanently(t *testing.T) {
 	}
 	if strings.Contains(tr.String(), "\x00") || strings.Contains(tr.String(), "corp.test\"x") {
 		t.Fatalf("a refused address reached the next hop:\n%q", tr.String())
+	}
+}
+
+// TestParallelAuthGuessesHitLockout: 30 clients guessing at the same moment
+// get at most smtp.auth.max_failures password checks between them; the
+// rest are answered 454 4.7.0 without a hash (issue 9 item 4). The unknown
+// user is checked against the argon2id dummy hash, 64 MiB each.
+func TestParallelAuthGuessesHitLockout(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	const maxFailures, clients = 5, 30
+	gw, cert := authGateway(t, hop.Addr, false, withOptions(func(o *Options) {
+		o.AuthMaxFailures, o.AuthConcurrency = maxFailures, 2
+	}))
+	cs := make([]*smtp.Client, clients)
+	for i := range cs {
+		cs[i] = dialStartTLS(t, gw.smtpAddr, cert)
+		if err := cs[i].Hello("guesser.test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := make(chan struct{})
+	errs := make([]error, clients)
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = c.Auth(sasl.NewPlainClient("", "mallory", fmt.Sprintf("guess-%d", i)))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	checked := 0
+	for i, err := range errs {
+		var se *smtp.SMTPError
+		switch {
+		case errors.As(err, &se) && se.Code == 535:
+			checked++
+		case errors.As(err, &se) && se.Code == 454 && se.EnhancedCode == smtp.EnhancedCode{4, 7, 0}:
+		default:
+			t.Errorf("guess %d: %v, want 535 5.7.8 or 454 4.7.0", i, err)
+		}
+	}
+	if checked > maxFailures {
+		t.Fatalf("%d of %d parallel guesses had their password checked; the lockout allows %d", checked, clients, maxFailures)
+	}
+	// Guesses answered "busy" were not checked and not counted; one at a
+	// time, the rest of the allowance is used up, and not one more.
+	for i := 0; ; i++ {
+		c := dialStartTLS(t, gw.smtpAddr, cert)
+		err := c.Auth(sasl.NewPlainClient("", "mallory", fmt.Sprintf("again-%d", i)))
+		var se *smtp.SMTPError
+		if errors.As(err, &se) && se.Code == 454 {
+			break
+		}
+		wantCode(t, "sequential guess", err, 535, smtp.EnhancedCode{5, 7, 8})
+		if checked++; checked > maxFailures {
+			t.Fatalf("%d guesses checked; the lockout allows %d", checked, maxFailures)
+		}
+	}
+	if checked != maxFailures {
+		t.Fatalf("locked out after %d checked guesses, want %d", checked, maxFailures)
+	}
+	// The address is locked now, even with the right password.
+	c := dialStartTLS(t, gw.smtpAddr, cert)
+	wantCode(t, "after the guesses", c.Auth(sasl.NewPlainClient("", "alice", "correct horse battery")), 454, smtp.EnhancedCode{4, 7, 0})
+}
+
+// TestAuthSuccessDoesNotCount: right passwords do not use up attempts.
+func TestAuthSuccessDoesNotCount(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	gw, cert := authGateway(t, hop.Addr, false, withOptions(func(o *Options) { o.AuthMaxFailures = 2 }))
+	for i := 0; i < 5; i++ {
+		c := dialStartTLS(t, gw.smtpAddr, cert)
+		if err := c.Auth(sasl.NewPlainClient("", "alice", "correct horse battery")); err != nil {
+			t.Fatalf("login %d: %v", i, err)
+		}
+		c.Quit()
+	}
+}
+
+// TestReservedConnectionsForTrusted: idle clients from other addresses
+// cannot take the slots reserved for the trusted network (issue 9 item 5).
+func TestReservedConnectionsForTrusted(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	gw := startGateway(t, hop.Addr, withTrusted("127.0.0.1/32"), withOptions(func(o *Options) {
+		o.MaxConnections, o.ReservedConnections, o.MaxConnectionsPerClient = 10, 3, 0
+	}))
+	admitted := 0
+	for i := 0; i < 10; i++ {
+		c := dialRawFrom(t, gw.smtpAddr, fmt.Sprintf("127.0.0.%d", 2+i))
+		switch g := c.reply(); {
+		case strings.HasPrefix(g, "220 "):
+			admitted++
+		case !strings.HasPrefix(g, "421 4.7.0"):
+			t.Fatalf("untrusted client %d: %q", i, g)
+		}
+	}
+	if admitted != 7 {
+		t.Fatalf("%d idle untrusted clients admitted, want 10-3 = 7", admitted)
+	}
+	// The trusted network still gets in, three times over, and relays.
+	for i := 0; i < 3; i++ {
+		c := dialRawFrom(t, gw.smtpAddr, "127.0.0.1")
+		if g := c.reply(); !strings.HasPrefix(g, "220 ") {
+			t.Fatalf("trusted client %d: %q", i, g)
+		}
+		if i == 2 {
+			c.expect("EHLO trusted.test", "250")
+			c.expect("MAIL FROM:<a@example.com>", "250")
+			c.expect("RCPT TO:<b@example.net>", "250")
+			c.expect("DATA", "354")
+			c.send("Subject: reserved\r\n\r\nthrough\r\n.\r\n")
+			if g := c.reply(); !strings.HasPrefix(g, "250 ") {
+				t.Fatalf("trusted relay: %q", g)
+			}
+		}
+	}
+}
+
+// TestAuthenticatedClientLeavesUntrustedShare: once a client
+// authenticated, its slot is in the reserve, so another unauthenticated
+// client fits in the untrusted share.
+func TestAuthenticatedClientLeavesUntrustedShare(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	gw, cert := authGateway(t, hop.Addr, false, withOptions(func(o *Options) {
+		o.MaxConnections, o.ReservedConnections, o.MaxConnectionsPerClient = 3, 2, 0
+	}))
+	c := dialStartTLS(t, gw.smtpAddr, cert)
+	if err := c.Auth(sasl.NewPlainClient("", "alice", "correct horse battery")); err != nil {
+		t.Fatal(err)
+	}
+	idle := dialRawFrom(t, gw.smtpAddr, "127.0.0.2")
+	if g := idle.reply(); !strings.HasPrefix(g, "220 ") {
+		t.Fatalf("after the authenticated client moved to the reserve: %q", g)
+	}
+	full := dialRawFrom(t, gw.smtpAddr, "127.0.0.3")
+	if g := full.reply(); !strings.HasPrefix(g, "421 4.7.0") {
+		t.Fatalf("second unauthenticated client: %q, want 421 4.7.0 (share of 1 in use)", g)
+	}
+	if err := c.Noop(); err != nil {
+		t.Fatalf("authenticated session: %v", err)
+	}
+}
+
+// TestUntrustedIdleClientDisconnectedSooner: an idle client outside the
+// trusted network is dropped after smtp.untrusted_idle_timeout, a trusted
+// one idle as long stays.
+func TestUntrustedIdleClientDisconnectedSooner(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	gw := startGateway(t, hop.Addr, withTrusted("127.0.0.1/32"), withOptions(func(o *Options) {
+		o.ReadTimeout, o.UntrustedIdleTimeout = 5*time.Minute, 300*time.Millisecond
+	}))
+	trusted := dialRawFrom(t, gw.smtpAddr, "127.0.0.1")
+	trusted.reply()
+	trusted.expect("EHLO trusted.test", "250")
+	untrusted := dialRawFrom(t, gw.smtpAddr, "127.0.0.2")
+	untrusted.reply()
+	untrusted.expect("EHLO stranger.test", "250")
+	if g := untrusted.reply(); !strings.HasPrefix(g, "421 ") {
+		t.Fatalf("idle untrusted client got %q, want 421 and a closed connection", g)
+	}
+	// The trusted client, idle at least as long, is still served.
+	trusted.expect("NOOP", "250")
+}
+
+// TestBDATAbortWhileDataRuns: go-smtp runs Data in its own goroutine for
+// BDAT and calls Reset/Logout when the client abandons the chunks; the
+// session must not race with itself (found by FuzzAuthSession under
+// -race), and the next transaction on the connection relays.
+func TestBDATAbortWhileDataRuns(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	gw := startGateway(t, hop.Addr)
+	for _, abort := range []string{"RSET", "QUIT"} {
+		c := dialRaw(t, gw.smtpAddr)
+		c.reply()
+		c.expect("EHLO client.test", "250")
+		c.expect("MAIL FROM:<a@example.com>", "250")
+		c.expect("RCPT TO:<b@example.net>", "250")
+		c.send("BDAT 10\r\nSubject: x")
+		if g := c.reply(); !strings.HasPrefix(g, "250 ") {
+			t.Fatalf("first chunk: %q", g)
+		}
+		if abort == "QUIT" {
+			c.expect("QUIT", "221")
+			continue
+		}
+		c.expect("RSET", "250")
+		c.expect("MAIL FROM:<a@example.com>", "250")
+		c.expect("RCPT TO:<b@example.net>", "250")
+		c.send("BDAT 19 LAST\r\nSubject: y\r\n\r\nbody\r\n")
+		if g := c.reply(); !strings.HasPrefix(g, "250 ") {
+			t.Fatalf("after RSET: %q", g)
+		}
+	}
+	if n := len(hop.Messages()); n != 1 {
+		t.Fatalf("next hop got %d messages, want the one completed", n)
 	}
 }

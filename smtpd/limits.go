@@ -10,17 +10,25 @@ import (
 // connLimiter counts the sessions of all our listeners and turns away
 // connections beyond the total and per-client-address limits with a 421,
 // before go-smtp sees them, so a flood from one address cannot starve
-// everyone else.
+// everyone else. Of the total, reserved slots are kept for privileged
+// clients (in a trusted network, or authenticated): other clients share
+// total-reserved, and a client that authenticates leaves their share.
 type connLimiter struct {
-	total, perClient int
+	total, perClient, reserved int
+	// privileged tells whether a client address is in a trusted network.
+	privileged func(netip.Addr) bool
+	// idle is the read timeout of unprivileged connections (0: no cap).
+	idle time.Duration
 
-	mu     sync.Mutex
-	open   int
-	byAddr map[netip.Addr]int
+	mu            sync.Mutex
+	open          int
+	openUntrusted int
+	byAddr        map[netip.Addr]int
 }
 
-func newConnLimiter(total, perClient int) *connLimiter {
-	return &connLimiter{total: total, perClient: perClient, byAddr: map[netip.Addr]int{}}
+func newConnLimiter(total, perClient, reserved int, privileged func(netip.Addr) bool, idle time.Duration) *connLimiter {
+	return &connLimiter{total: total, perClient: perClient, reserved: reserved, privileged: privileged,
+		idle: idle, byAddr: map[netip.Addr]int{}}
 }
 
 // limitedListener is one listener counted by a shared connLimiter.
@@ -41,18 +49,23 @@ func (ll *limitedListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		addr := addrOf(c.RemoteAddr())
+		privileged := l.privileged != nil && l.privileged(addr)
 		l.mu.Lock()
-		ok := (l.total <= 0 || l.open < l.total) && (l.perClient <= 0 || l.byAddr[addr] < l.perClient)
+		ok := (l.total <= 0 || l.open < l.total) && (l.perClient <= 0 || l.byAddr[addr] < l.perClient) &&
+			(privileged || l.total <= 0 || l.openUntrusted < l.total-l.reserved)
 		if ok {
 			l.open++
 			l.byAddr[addr]++
+			if !privileged {
+				l.openUntrusted++
+			}
 		}
 		l.mu.Unlock()
 		if !ok {
 			go refuse(c)
 			continue
 		}
-		return &countedConn{Conn: c, release: func() { l.release(addr) }}, nil
+		return &countedConn{Conn: c, l: l, addr: addr, untrusted: !privileged}, nil
 	}
 }
 
@@ -62,19 +75,55 @@ func refuse(c net.Conn) {
 	c.Close()
 }
 
-func (l *connLimiter) release(addr netip.Addr) {
-	l.mu.Lock()
-	l.open--
-	if l.byAddr[addr]--; l.byAddr[addr] <= 0 {
-		delete(l.byAddr, addr)
-	}
-	l.mu.Unlock()
-}
-
+// countedConn holds one slot of its connLimiter until closed.
 type countedConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	l    *connLimiter
+	addr netip.Addr
+	once sync.Once
+
+	// untrusted: counted in the unprivileged share (guarded by l.mu).
+	untrusted bool
+}
+
+// promote moves an authenticated client out of the unprivileged share,
+// and out from under the shorter idle timeout.
+func (c *countedConn) promote() {
+	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	if c.untrusted {
+		c.untrusted = false
+		c.l.openUntrusted--
+	}
+}
+
+func (c *countedConn) isUntrusted() bool {
+	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	return c.untrusted
+}
+
+// capDeadline bounds the read deadlines go-smtp sets (per command line)
+// by the idle timeout of unprivileged clients.
+func (c *countedConn) capDeadline(t time.Time) time.Time {
+	if c.l.idle <= 0 || t.IsZero() || !c.isUntrusted() {
+		return t
+	}
+	if limit := time.Now().Add(c.l.idle); t.After(limit) {
+		return limit
+	}
+	return t
+}
+
+func (c *countedConn) SetReadDeadline(t time.Time) error {
+	return c.Conn.SetReadDeadline(c.capDeadline(t))
+}
+
+func (c *countedConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetReadDeadline(c.capDeadline(t))
 }
 
 func (c *countedConn) Close() error {
@@ -83,19 +132,41 @@ func (c *countedConn) Close() error {
 	return err
 }
 
-// failureLimiter counts failed AUTH attempts per client address in a
-// sliding window.
+func (c *countedConn) release() {
+	l := c.l
+	l.mu.Lock()
+	l.open--
+	if c.untrusted {
+		c.untrusted = false
+		l.openUntrusted--
+	}
+	if l.byAddr[c.addr]--; l.byAddr[c.addr] <= 0 {
+		delete(l.byAddr, c.addr)
+	}
+	l.mu.Unlock()
+}
+
+// failureLimiter counts AUTH attempts per client address in a sliding
+// window. An attempt counts from the moment it is made, before its
+// password is hashed, so parallel guesses cannot all be checked against
+// one stale count; a successful attempt is taken back.
 type failureLimiter struct {
 	max    int
 	window time.Duration
 	now    func() time.Time
+	// maxAddrs bounds the addresses tracked, so memory stays bounded
+	// however many clients guess.
+	maxAddrs int
 
 	mu       sync.Mutex
 	failures map[netip.Addr][]time.Time
 }
 
+const defaultMaxTrackedAddrs = 100000
+
 func newFailureLimiter(max int, window time.Duration) *failureLimiter {
-	return &failureLimiter{max: max, window: window, now: time.Now, failures: map[netip.Addr][]time.Time{}}
+	return &failureLimiter{max: max, window: window, now: time.Now, maxAddrs: defaultMaxTrackedAddrs,
+		failures: map[netip.Addr][]time.Time{}}
 }
 
 // blocked tells whether addr has used up its attempts.
@@ -105,10 +176,58 @@ func (f *failureLimiter) blocked(addr netip.Addr) bool {
 	return len(f.recent(addr)) >= f.max
 }
 
+// attempt counts one attempt of addr and returns a function that takes it
+// back (call it when the attempt succeeded); ok is false, and nothing is
+// counted, when addr has used up its attempts or the table is full.
+func (f *failureLimiter) attempt(addr netip.Addr) (succeeded func(), ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ts := f.recent(addr)
+	if len(ts) >= f.max {
+		return nil, false
+	}
+	if ts == nil && len(f.failures) >= f.maxAddrs {
+		f.prune()
+		if len(f.failures) >= f.maxAddrs {
+			return nil, false
+		}
+	}
+	at := f.now()
+	f.failures[addr] = append(ts, at)
+	return func() { f.takeBack(addr, at) }, true
+}
+
+func (f *failureLimiter) takeBack(addr netip.Addr, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ts := f.failures[addr]
+	for i := len(ts) - 1; i >= 0; i-- {
+		if ts[i].Equal(at) {
+			ts = append(ts[:i:i], ts[i+1:]...)
+			break
+		}
+	}
+	if len(ts) == 0 {
+		delete(f.failures, addr)
+		return
+	}
+	f.failures[addr] = ts
+}
+
+// fail counts a failure that needed no password check.
 func (f *failureLimiter) fail(addr netip.Addr) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.failures[addr] = append(f.recent(addr), f.now())
+	if ts := f.recent(addr); len(ts) < f.max {
+		f.failures[addr] = append(ts, f.now())
+	}
+}
+
+// prune drops every expired entry; callers hold mu.
+func (f *failureLimiter) prune() {
+	for addr := range f.failures {
+		f.recent(addr)
+	}
 }
 
 // recent drops expired failures; callers hold mu.

@@ -36,7 +36,7 @@ func wantCode(t *testing.T, what string, err error, code int, enhanced smtp.Enha
 
 // newUsers writes a users file with cheap bcrypt hashes (the format
 // accepts them), so tests do not spend seconds in argon2.
-func newUsers(t *testing.T, pairs ...string) *users.DB {
+func newUsers(t testing.TB, pairs ...string) *users.DB {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "users")
 	var file strings.Builder
@@ -58,7 +58,7 @@ func newUsers(t *testing.T, pairs ...string) *users.DB {
 }
 
 // authGateway trusts no client network: only authenticated senders relay.
-func authGateway(t *testing.T, hopAddr string, allowLogin bool, extra ...gatewayOption) (*gateway, *smtptest.Cert) {
+func authGateway(t testing.TB, hopAddr string, allowLogin bool, extra ...gatewayOption) (*gateway, *smtptest.Cert) {
 	cert := smtptest.NewCert(t, "gw.test")
 	opts := append([]gatewayOption{withTrusted("10.0.0.0/8"), withTLS(cert.ServerConfig()),
 		withUsers(newUsers(t, "alice", "correct horse battery"), allowLogin)}, extra...)

@@ -37,6 +37,12 @@ type Options struct {
 	// beyond them with 421 4.7.0; 0 means no limit.
 	MaxConnections          int
 	MaxConnectionsPerClient int
+	// ReservedConnections of MaxConnections are kept for clients in a
+	// trusted network or authenticated; the others share the rest.
+	ReservedConnections int
+	// UntrustedIdleTimeout caps ReadTimeout for clients neither trusted
+	// nor authenticated; 0: ReadTimeout applies to everyone.
+	UntrustedIdleTimeout time.Duration
 	// TLSConfig enables STARTTLS (and is used by ServeTLS); nil: no TLS.
 	TLSConfig *tls.Config
 	// Users enables AUTH (offered only over TLS); nil: no AUTH.
@@ -46,10 +52,13 @@ type Options struct {
 	// AuthFailureWindow lock the address out of AUTH for the window.
 	AuthMaxFailures   int
 	AuthFailureWindow time.Duration
-	Hop               relay.Hop
-	Pipeline          *pipeline.Pipeline
-	Audit             audit.Recorder
-	Logger            *slog.Logger
+	// AuthConcurrency bounds the password checks in progress across all
+	// sessions; beyond it AUTH gets 454 4.7.0. 0 means 2.
+	AuthConcurrency int
+	Hop             relay.Hop
+	Pipeline        *pipeline.Pipeline
+	Audit           audit.Recorder
+	Logger          *slog.Logger
 }
 
 // Server is the SMTP listener.
@@ -59,6 +68,7 @@ type Server struct {
 	log  *slog.Logger
 
 	authFailures *failureLimiter
+	hashSlots    chan struct{} // one token per password check in progress
 	conns        *connLimiter
 	// ctx ends when the server shuts down, cancelling next-hop dials.
 	ctx    context.Context
@@ -79,9 +89,14 @@ func New(o Options) *Server {
 	if o.AuthFailureWindow <= 0 {
 		o.AuthFailureWindow = 15 * time.Minute
 	}
+	if o.AuthConcurrency <= 0 {
+		o.AuthConcurrency = 2
+	}
 	s := &Server{opts: o, log: o.Logger.With("component", "smtpd"),
 		authFailures: newFailureLimiter(o.AuthMaxFailures, o.AuthFailureWindow),
-		conns:        newConnLimiter(o.MaxConnections, o.MaxConnectionsPerClient)}
+		hashSlots:    make(chan struct{}, o.AuthConcurrency)}
+	s.conns = newConnLimiter(o.MaxConnections, o.MaxConnectionsPerClient, o.ReservedConnections,
+		func(a netip.Addr) bool { _, ok := s.trustedNetwork(a); return ok }, o.UntrustedIdleTimeout)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = o.Hostname
@@ -90,6 +105,8 @@ func New(o Options) *Server {
 	srv.ReadTimeout = o.ReadTimeout
 	srv.WriteTimeout = o.WriteTimeout
 	srv.EnableSMTPUTF8 = true
+	// DSN parameters go to the next hop as given (relay.Session.Mail/Rcpt).
+	srv.EnableDSN = true
 	if o.MaxLineLength > 0 {
 		srv.MaxLineLength = o.MaxLineLength
 	}
@@ -141,6 +158,9 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 		log:    s.log.With("client", remote.String()),
 	}
 	sess.trustedBy, sess.trusted = s.trustedNetwork(remote)
+	if cc := countedConnOf(c.Conn()); cc != nil {
+		sess.onAuth = cc.promote
+	}
 	return sess, nil
 }
 
@@ -153,6 +173,15 @@ func (s *Server) trustedNetwork(a netip.Addr) (netip.Prefix, bool) {
 		}
 	}
 	return netip.Prefix{}, false
+}
+
+// countedConnOf finds our countedConn under an implicit-TLS connection.
+func countedConnOf(c net.Conn) *countedConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	cc, _ := c.(*countedConn)
+	return cc
 }
 
 func addrOf(a net.Addr) netip.Addr {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
@@ -30,6 +31,12 @@ type session struct {
 	onAuth func()
 	log    *slog.Logger
 
+	// mu serialises the Session methods: with BDAT, go-smtp runs Data in
+	// a goroutine of its own and, when the client aborts the chunks (RSET,
+	// a new MAIL, QUIT, a dropped connection), calls Reset or Logout while
+	// Data still winds down with ErrDataReset.
+	mu sync.Mutex
+
 	hop   relay.Session
 	inTx  bool // the next hop has a MAIL open
 	from  string
@@ -38,6 +45,8 @@ type session struct {
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return toReply(s.log, s.mail(from, opts))
 }
 
@@ -72,6 +81,8 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return toReply(s.log, s.rcpt(to, opts))
 }
 
@@ -101,6 +112,8 @@ func (s *session) rcpt(to string, opts *smtp.RcptOptions) error {
 }
 
 func (s *session) Data(r io.Reader) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.inTx || len(s.rcpts) == 0 {
 		return replyNoMail
 	}
@@ -172,6 +185,8 @@ func (s *session) dropHop() {
 }
 
 func (s *session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.inTx && s.hop != nil {
 		if err := s.hop.Reset(); err != nil {
 			s.dropHop()
@@ -182,6 +197,8 @@ func (s *session) Reset() {
 }
 
 func (s *session) Logout() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.dropHop()
 	return nil
 }

@@ -80,6 +80,8 @@ var (
 		Message: "Authentication credentials invalid"}
 	AuthLocked = &smtp.SMTPError{Code: C454TempAuthFail, EnhancedCode: E470SecurityOther,
 		Message: "Too many failed authentication attempts, try again later"}
+	AuthBusy = &smtp.SMTPError{Code: C454TempAuthFail, EnhancedCode: E470SecurityOther,
+		Message: "Too many authentications in progress, try again later"}
 	AuthTwice = &smtp.SMTPError{Code: C503BadSequence, EnhancedCode: E551BadCommand,
 		Message: "Already authenticated"}
 	NoMail = &smtp.SMTPError{Code: C503BadSequence, EnhancedCode: E551BadCommand,

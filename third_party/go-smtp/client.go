@@ -452,7 +452,10 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 	// A high enough power of 2 than 510+14+26+11+9+9+39+500
 	sb.Grow(2048)
 	fmt.Fprintf(&sb, "MAIL FROM:<%s>", from)
-	if _, ok := c.ext["8BITMIME"]; ok {
+	// attachgate: a caller that passes options says what the body is;
+	// BODY=8BITMIME declares 8-bit content (RFC 6152), so it is sent only
+	// for Body8BitMIME (nil options keep upstream's default).
+	if _, ok := c.ext["8BITMIME"]; ok && (opts == nil || opts.Body == Body8BitMIME) {
 		sb.WriteString(" BODY=8BITMIME")
 	}
 	if _, ok := c.ext["SIZE"]; ok && opts != nil && opts.Size != 0 {

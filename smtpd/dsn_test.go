@@ -1,0 +1,81 @@
+package smtpd
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+)
+
+func withDSN(s *smtp.Server) { s.EnableDSN = true }
+
+// TestDSNParametersReachNextHop: DSN is advertised and RET, ENVID, NOTIFY
+// and ORCPT go to the next hop as the client gave them (issue 9 item 19).
+func TestDSNParametersReachNextHop(t *testing.T) {
+	hop, tr := recordingHop(t, withDSN)
+	gw := startGateway(t, hop.Addr)
+	c := dialRaw(t, gw.smtpAddr)
+	c.reply()
+	if ehlo := c.expect("EHLO client.test", "250"); !strings.Contains(ehlo, "250-DSN\r\n") && !strings.Contains(ehlo, "250 DSN\r\n") {
+		t.Fatalf("DSN not advertised:\n%s", ehlo)
+	}
+	mail := "MAIL FROM:<a@example.com> RET=HDRS ENVID=QQ314159+2Bx"
+	rcpt := "RCPT TO:<b@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=RFC822;b+2Bold@example.net"
+	c.expect(mail, "250")
+	c.expect(rcpt, "250")
+	c.expect("RCPT TO:<c@example.net> NOTIFY=NEVER", "250")
+	c.expect("DATA", "354")
+	c.send("Subject: dsn\r\n\r\nhi\r\n.\r\n")
+	if g := c.reply(); !strings.HasPrefix(g, "250 ") {
+		t.Fatalf("end of DATA: %q", g)
+	}
+	wire := tr.String()
+	for _, want := range []string{mail + "\r\n", rcpt + "\r\n", "RCPT TO:<c@example.net> NOTIFY=NEVER\r\n"} {
+		if !strings.Contains(wire, "\n"+want) {
+			t.Errorf("next hop did not get %q; it got:\n%s", want, wire)
+		}
+	}
+}
+
+// TestBody8BitOnlyWhenDeclared: BODY=8BITMIME goes to the next hop only
+// for a message its client declared 8-bit, and a message not declared so
+// leaves the gateway 7-bit, notice included (issue 9 item 19).
+func TestBody8BitOnlyWhenDeclared(t *testing.T) {
+	hop, tr := recordingHop(t)
+	gw := startGateway(t, hop.Addr)
+	msg := mailWithAttachment("seven", "plain ASCII body", "report.pdf", bytes.Repeat([]byte("%PDF"), 100))
+	msg = bytes.ReplaceAll(msg, []byte("Content-Transfer-Encoding: 8bit"), []byte("Content-Transfer-Encoding: 7bit"))
+	for _, tc := range []struct {
+		param    string
+		wantBody bool
+	}{{"", false}, {" BODY=7BIT", false}, {" BODY=8BITMIME", true}} {
+		before := len(hop.Messages())
+		c := dialRaw(t, gw.smtpAddr)
+		c.reply()
+		c.expect("EHLO client.test", "250")
+		c.expect("MAIL FROM:<a@example.com>"+tc.param, "250")
+		c.expect("RCPT TO:<b@example.net>", "250")
+		c.expect("DATA", "354")
+		c.send(string(msg) + ".\r\n")
+		if g := c.reply(); !strings.HasPrefix(g, "250 ") {
+			t.Fatalf("MAIL%s: end of DATA %q", tc.param, g)
+		}
+		c.expect("QUIT", "221")
+		wire := tr.String()
+		last := wire[strings.LastIndex(wire, "MAIL FROM:"):]
+		last = last[:strings.Index(last, "\r\n")]
+		if got := strings.Contains(last, "BODY=8BITMIME"); got != tc.wantBody {
+			t.Errorf("client MAIL%q: next hop got %q", tc.param, last)
+		}
+		relayed := hop.Messages()[before].Data
+		if !tc.wantBody {
+			for i, b := range relayed {
+				if b >= 0x80 {
+					t.Fatalf("client MAIL%q: 8-bit byte at %d of a message relayed without BODY=8BITMIME:\n%s", tc.param, i, truncate(relayed))
+				}
+			}
+		}
+		mustContain(t, relayed, "report.pdf")
+	}
+}
