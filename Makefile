@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN := bin/attachgate
 FUZZTIME ?= 30s
 
-.PHONY: all build run test bench bench-deps fuzz lint deps clean
+.PHONY: all build run test bench bench-deps fuzz lint deps install clean
 
 all: build
 
@@ -19,14 +19,68 @@ run: build
 	./$(BIN) serve -config config/demo.yaml
 
 # deps installs the system packages the tests start for real, only when
-# missing (apt-get update once, first).
+# missing (apt-get update once, first): redis-server, swaks, wget, Postfix
+# (the Postfix recipe test runs a private instance; the package is
+# preseeded to "No configuration" and a temporary policy-rc.d keeps its
+# system service from starting), systemd's systemd-analyze (the unit
+# test), chromium for the browser test and a Japanese font so its
+# screenshots show Japanese pages.
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v swaks >/dev/null || missing="$$missing swaks"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	fc-list :lang=ja 2>/dev/null | grep -q . || missing="$$missing fonts-ipafont-gothic"; \
+	command -v wget >/dev/null || missing="$$missing wget"; \
+	[ -x /usr/sbin/postfix ] || missing="$$missing postfix"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+		added_policy=""; \
+		if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && added_policy=1; \
+		fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		rc=$$?; \
+		[ -n "$$added_policy" ] && rm -f /usr/sbin/policy-rc.d; \
+		exit $$rc; \
+	fi
+
+# install puts the binary, the systemd unit, the system user's sysusers.d
+# entry, an example configuration (never over an existing one) and the
+# README in the usual places; PREFIX and DESTDIR as usual. Without
+# DESTDIR, as root, it also creates the attachgate user and gives
+# /etc/attachgate to it. See README.md, "systemd".
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+DOCDIR ?= $(PREFIX)/share/doc/attachgate
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(SYSCONFDIR)/systemd/system
+SYSUSERSDIR ?= $(SYSCONFDIR)/sysusers.d
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/attachgate
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/local/bin/attachgate|$(BINDIR)/attachgate|g' \
+	    -e 's|/etc/attachgate/|$(SYSCONFDIR)/attachgate/|g' \
+	    -e 's|/usr/local/share/doc/attachgate/|$(DOCDIR)/|g' \
+	    contrib/attachgate.service > $(DESTDIR)$(UNITDIR)/attachgate.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/attachgate.service
+	install -D -m 0644 contrib/attachgate.sysusers $(DESTDIR)$(SYSUSERSDIR)/attachgate.conf
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -d -m 0750 $(DESTDIR)$(SYSCONFDIR)/attachgate
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/attachgate/attachgate.yaml ]; then \
+		echo "kept $(DESTDIR)$(SYSCONFDIR)/attachgate/attachgate.yaml (example: contrib/attachgate.yaml)"; \
+	else \
+		install -m 0640 contrib/attachgate.yaml $(DESTDIR)$(SYSCONFDIR)/attachgate/attachgate.yaml; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
+		if command -v systemd-sysusers >/dev/null; then systemd-sysusers $(SYSUSERSDIR)/attachgate.conf; \
+		else id attachgate >/dev/null 2>&1 || useradd --system --home-dir /var/lib/attachgate --no-create-home --shell /usr/sbin/nologin attachgate; fi; \
+		chown root:attachgate $(SYSCONFDIR)/attachgate $(SYSCONFDIR)/attachgate/attachgate.yaml; \
+		echo "next: edit $(SYSCONFDIR)/attachgate/attachgate.yaml, then systemctl daemon-reload && systemctl enable --now attachgate"; \
 	fi
 
 test: deps

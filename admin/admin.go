@@ -5,6 +5,8 @@
 // server. Routes:
 //
 //	GET  /healthz                    no auth, not audited (load balancers)
+//	GET  /readyz                     no auth, not audited: store and next hop reachable (metrics.go)
+//	GET  /metrics                    metrics networks, or any role: Prometheus (metrics.go)
 //	GET  /admin/audit?from=&to=&format=   admin, auditor: streams the export
 //	GET  /admin/links/{id}           admin, auditor: one link's metadata
 //	POST /admin/links/{id}/revoke    admin: revokes a link
@@ -29,6 +31,8 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/attachgate/attachgate/audit"
@@ -107,11 +111,20 @@ type Options struct {
 	Location *time.Location
 	Logger   *slog.Logger     // nil = slog.Default()
 	Now      func() time.Time // nil = time.Now
+	// Metrics serves GET /metrics; nil leaves the route out.
+	Metrics http.Handler
+	// MetricsNetworks may scrape /metrics without a token.
+	MetricsNetworks []netip.Prefix
+	// Ready are the checks of GET /readyz (all must pass); none: it
+	// answers 200 like /healthz.
+	Ready []ReadyCheck
 }
 
 // Server is the admin API. It is safe for concurrent use.
 type Server struct {
-	tokens         []Token
+	// tokens is replaced whole by SetTokens (SIGHUP); each request uses
+	// the slice it loaded.
+	tokens         atomic.Pointer[[]Token]
 	trustedProxies []netip.Prefix
 	store          store.Store
 	audit          audit.Recorder
@@ -121,6 +134,10 @@ type Server struct {
 	log            *slog.Logger
 	now            func() time.Time
 	handler        http.Handler
+
+	metrics         http.Handler
+	metricsNetworks []netip.Prefix
+	ready           *readiness
 }
 
 // New checks o and builds a Server.
@@ -145,7 +162,6 @@ func New(o Options) (*Server, error) {
 		proxies[i] = p.Masked()
 	}
 	s := &Server{
-		tokens:         tokens,
 		trustedProxies: proxies,
 		store:          o.Store,
 		audit:          o.Audit,
@@ -154,7 +170,20 @@ func New(o Options) (*Server, error) {
 		location:       o.Location,
 		log:            o.Logger,
 		now:            o.Now,
+		metrics:        o.Metrics,
 	}
+	for i, p := range o.MetricsNetworks {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("admin: Options.MetricsNetworks[%d] is not a valid prefix", i)
+		}
+		s.metricsNetworks = append(s.metricsNetworks, p.Masked())
+	}
+	for i, c := range o.Ready {
+		if c.Name == "" || c.Check == nil {
+			return nil, fmt.Errorf("admin: Options.Ready[%d] needs a name and a check", i)
+		}
+	}
+	s.tokens.Store(&tokens)
 	if s.location == nil {
 		s.location = time.Local
 	}
@@ -164,8 +193,21 @@ func New(o Options) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.ready = &readiness{checks: slices.Clone(o.Ready), now: time.Now}
 	s.handler = s.recoverPanics(noStore(s.routes()))
 	return s, nil
+}
+
+// SetTokens replaces the tokens (configuration reload). Requests already
+// authenticated finish; later ones are checked against the new tokens. An
+// invalid list changes nothing.
+func (s *Server) SetTokens(in []Token) error {
+	tokens, err := checkTokens(in)
+	if err != nil {
+		return err
+	}
+	s.tokens.Store(&tokens)
+	return nil
 }
 
 // checkTokens validates and copies the configured tokens.
@@ -226,6 +268,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /admin/links/{id}/revoke", s.guard(adminOnly, s.handleLinkRevoke))
 	mux.HandleFunc("/admin/links/{id}/revoke", s.guard(anyRole, s.methodNotAllowed("POST")))
 	s.mountQuarantine(mux)
+	s.mountMetrics(mux)
 
 	s.mountPprof(mux)
 

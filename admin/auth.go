@@ -133,15 +133,16 @@ func (s *Server) matchToken(secret string) *Token {
 		return nil
 	}
 	sum := sha256.Sum256([]byte(secret))
+	tokens := *s.tokens.Load()
 	match := -1
-	for i := range s.tokens {
-		equal := subtle.ConstantTimeCompare(sum[:], s.tokens[i].SHA256)
+	for i := range tokens {
+		equal := subtle.ConstantTimeCompare(sum[:], tokens[i].SHA256)
 		match = subtle.ConstantTimeSelect(equal, i, match)
 	}
 	if match < 0 {
 		return nil
 	}
-	return &s.tokens[match]
+	return &tokens[match]
 }
 
 // clientAddr returns the address of the client, behind trusted proxies;

@@ -79,7 +79,10 @@ type harness struct {
 }
 
 type harnessOptions struct {
-	trustedProxies []netip.Prefix
+	trustedProxies  []netip.Prefix
+	metrics         http.Handler
+	metricsNetworks []netip.Prefix
+	ready           func(st *store.SQLite) []ReadyCheck
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -95,15 +98,22 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		t.Fatalf("open audit log: %v", err)
 	}
 	rec := &switchableRecorder{next: log}
+	var ready []ReadyCheck
+	if o.ready != nil {
+		ready = o.ready(st)
+	}
 	srv, err := New(Options{
-		Tokens:         testTokens(),
-		TrustedProxies: o.trustedProxies,
-		Store:          st,
-		Audit:          rec,
-		Export:         log,
-		Location:       testZone,
-		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Now:            now,
+		Metrics:         o.metrics,
+		MetricsNetworks: o.metricsNetworks,
+		Ready:           ready,
+		Tokens:          testTokens(),
+		TrustedProxies:  o.trustedProxies,
+		Store:           st,
+		Audit:           rec,
+		Export:          log,
+		Location:        testZone,
+		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Now:             now,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)

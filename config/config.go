@@ -18,6 +18,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/attachgate/attachgate/dkim"
 	"github.com/attachgate/attachgate/notify"
 	"github.com/attachgate/attachgate/notify/mailtmpl"
 	"github.com/attachgate/attachgate/policies"
@@ -37,9 +38,20 @@ type Config struct {
 	// package policies.
 	Policies   []policies.Rule `yaml:"policies"`
 	Quarantine Quarantine      `yaml:"quarantine"`
-	Notify     Notify          `yaml:"notify"`
+	// DKIM lists the signing domains; see package dkim.
+	DKIM   []DKIM `yaml:"dkim"`
+	Notify Notify `yaml:"notify"`
 
-	engine *policies.Engine
+	engine   *policies.Engine
+	dkimKeys *dkim.Keys
+}
+
+// DKIM is one signing domain: mail whose From header is in Domain (or a
+// subdomain) is signed with the key in KeyFile under Selector.
+type DKIM struct {
+	Domain   string `yaml:"domain"`
+	Selector string `yaml:"selector"`
+	KeyFile  string `yaml:"key_file"` // PEM, RSA-2048 or Ed25519
 }
 
 // Notify configures the mail the gateway sends itself (package notify).
@@ -107,8 +119,13 @@ type Admin struct {
 	Listen         string       `yaml:"listen"` // "" disables the admin API
 	TrustedProxies []string     `yaml:"trusted_proxies"`
 	Tokens         []AdminToken `yaml:"tokens"`
+	// MetricsNetworks may scrape GET /metrics without a token (a
+	// Prometheus server has none to send); from anywhere else /metrics
+	// takes a token like every admin call.
+	MetricsNetworks []string `yaml:"metrics_networks"`
 
-	proxies []netip.Prefix
+	proxies         []netip.Prefix
+	metricsNetworks []netip.Prefix
 }
 
 // AdminToken is one bearer token, configured by the SHA-256 of its value.
@@ -394,6 +411,7 @@ var sectionByType = map[string]string{
 	"config.Redis": "store.redis", "config.Audit": "audit", "config.Admin": "admin",
 	"config.AdminToken": "admin.tokens[]", "config.TLS": "smtp.tls", "config.LinksTLS": "links.tls", "config.SMTPAuth": "smtp.auth",
 	"policies.Rule": "policies[]", "policies.Match": "policies[].match", "config.Quarantine": "quarantine",
+	"config.DKIM":   "dkim[]",
 	"config.Notify": "notify",
 }
 
@@ -579,6 +597,15 @@ func (c *Config) validate() error {
 		}
 		c.Admin.proxies = append(c.Admin.proxies, p)
 	}
+	c.Admin.metricsNetworks = nil
+	for _, s := range c.Admin.MetricsNetworks {
+		p, err := parsePrefix(s)
+		if err != nil {
+			bad("admin.metrics_networks", "%q is not a network: %v", s, err)
+			continue
+		}
+		c.Admin.metricsNetworks = append(c.Admin.metricsNetworks, p)
+	}
 	names := map[string]bool{}
 	for i := range c.Admin.Tokens {
 		tok := &c.Admin.Tokens[i]
@@ -625,6 +652,15 @@ func (c *Config) validate() error {
 		bad("quarantine.hold_for", "must be a positive duration")
 	}
 
+	entries := make([]dkim.Entry, len(c.DKIM))
+	for i, d := range c.DKIM {
+		entries[i] = dkim.Entry{Domain: d.Domain, Selector: d.Selector, KeyFile: d.KeyFile}
+	}
+	keys, err := dkim.Load(entries) // errors name dkim[i].key
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.dkimKeys = keys
 	if c.Notify.From == "" && c.SMTP.Hostname != "" {
 		c.Notify.From = "attachgate@" + c.SMTP.Hostname
 	}
@@ -715,9 +751,16 @@ func (a *Audit) Location() *time.Location { return a.location }
 // Proxies returns the parsed admin.trusted_proxies.
 func (a *Admin) Proxies() []netip.Prefix { return a.proxies }
 
+// MetricsNets returns the parsed admin.metrics_networks.
+func (a *Admin) MetricsNets() []netip.Prefix { return a.metricsNetworks }
+
 // PolicyEngine returns the validated policies; it links everything when
 // none are configured.
 func (c *Config) PolicyEngine() *policies.Engine { return c.engine }
+
+// DKIMKeys returns the loaded signing keys of the dkim list (none when the
+// list is empty).
+func (c *Config) DKIMKeys() *dkim.Keys { return c.dkimKeys }
 
 // Nets returns the parsed networks of a token.
 func (t *AdminToken) Nets() []netip.Prefix { return t.networks }

@@ -22,6 +22,8 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"bad size", "smtp:\n  max_message_bytes: 0\n", "smtp.max_message_bytes: must be positive"},
 		{"empty outbox", "next_hop:\n  address: \"outbox:\"\n", "next_hop.address: outbox: needs a directory"},
 		{"bad hop", "next_hop:\n  address: \"mx.example.com\"\n", "next_hop.address: want host:port"},
+		{"bad metrics network", "admin:\n  metrics_networks: [\"prometheus\"]\n", `admin.metrics_networks: "prometheus" is not a network`},
+		{"bad log format", "log:\n  format: logfmt\n", `log.format: want text or json, got "logfmt"`},
 		{"reserve not below total", "smtp:\n  max_connections: 20\n  reserved_connections: 20\n", "smtp.reserved_connections: must be at least 0 and less than smtp.max_connections (20)"},
 		{"negative reserve", "smtp:\n  reserved_connections: -1\n", "smtp.reserved_connections: must be at least 0"},
 		{"zero idle timeout", "smtp:\n  untrusted_idle_timeout: 0s\n", "smtp.untrusted_idle_timeout: must be a positive duration"},
@@ -94,6 +96,17 @@ func TestDemoConfigLoads(t *testing.T) {
 	}
 	if c.NextHop.OutboxDir() != "./data/outbox" {
 		t.Errorf("demo outbox = %q", c.NextHop.OutboxDir())
+	}
+}
+
+func TestMetricsNetworksParsed(t *testing.T) {
+	c, err := Parse(strings.NewReader("admin:\n  metrics_networks: [\"10.1.2.0/24\", \"192.0.2.7\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Admin.MetricsNets()
+	if len(got) != 2 || got[0].String() != "10.1.2.0/24" || got[1].String() != "192.0.2.7/32" {
+		t.Fatalf("MetricsNets() = %v, want [10.1.2.0/24 192.0.2.7/32]", got)
 	}
 }
 

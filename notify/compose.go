@@ -133,7 +133,8 @@ func CheckAddress(addr string) error {
 
 // Mail is one composed message, ready to queue. Its body is written when
 // the Sender queues it; for a DSN that is when the original headers are
-// read.
+// read. The fields describe what was composed (the To header and the
+// marker are built from To): read them, do not change them.
 type Mail struct {
 	ID        string   // queue id (uuid v7)
 	Kind      string   // template kind ("code", "dsn", ...)

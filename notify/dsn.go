@@ -2,6 +2,7 @@ package notify
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -318,28 +319,48 @@ func sevenBitLine(s string) string {
 const maxCopiedHeader = 1 << 20
 
 // copyHeaderSection copies lines from r up to the empty line that ends the
-// header section (or EOF), each line ended by CRLF, without reading the
-// body. The quoted-printable writer below keeps every output line short.
+// header section (or EOF), each line ended by CRLF and bare CRs made
+// spaces, without reading the body. The quoted-printable writer below keeps every output line short.
 func copyHeaderSection(w io.Writer, r io.Reader) error {
 	br := bufio.NewReaderSize(r, 4096)
 	var total int
 	startOfLine := true
+	// pendingCR: the last chunk of an over-long line ended in CR, which is
+	// a line end if LF comes next and a space otherwise.
+	pendingCR := false
+	write := func(b []byte) error {
+		_, err := w.Write(bytes.ReplaceAll(b, []byte("\r"), []byte(" ")))
+		return err
+	}
 	for total < maxCopiedHeader {
 		chunk, err := br.ReadSlice('\n')
 		if len(chunk) > 0 {
+			total += len(chunk)
 			complete := chunk[len(chunk)-1] == '\n'
 			line := chunk
 			if complete {
 				line = line[:len(line)-1]
-				if len(line) > 0 && line[len(line)-1] == '\r' {
+				switch {
+				case len(line) > 0 && line[len(line)-1] == '\r':
 					line = line[:len(line)-1]
+				case len(line) == 0 && pendingCR:
+					pendingCR = false // CR LF split between two reads
 				}
+			}
+			if pendingCR {
+				if werr := write([]byte(" ")); werr != nil {
+					return werr
+				}
+				pendingCR = false
 			}
 			if startOfLine && complete && len(line) == 0 {
 				return nil // end of the header section
 			}
-			total += len(chunk)
-			if _, werr := w.Write(line); werr != nil {
+			if !complete && line[len(line)-1] == '\r' {
+				pendingCR = true
+				line = line[:len(line)-1]
+			}
+			if werr := write(line); werr != nil {
 				return werr
 			}
 			if complete {
@@ -353,6 +374,11 @@ func copyHeaderSection(w io.Writer, r io.Reader) error {
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
 		case errors.Is(err, io.EOF):
+			if pendingCR {
+				if werr := write([]byte(" ")); werr != nil {
+					return werr
+				}
+			}
 			if !startOfLine {
 				_, err = io.WriteString(w, "\r\n")
 				return err

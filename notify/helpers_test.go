@@ -16,7 +16,9 @@ import (
 
 	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/notify/mailtmpl"
+	"github.com/attachgate/attachgate/redistest"
 	"github.com/attachgate/attachgate/store"
+	"github.com/attachgate/attachgate/store/redisstore"
 	"github.com/attachgate/attachgate/vault"
 )
 
@@ -52,7 +54,7 @@ func newComposer(t testing.TB, lang string, ring *vault.KeyRing) *Composer {
 }
 
 // newAudit opens a real SQLite audit log.
-func newAudit(t testing.TB) *audit.SQLiteLog {
+func newAudit(t testing.TB) audit.Log {
 	t.Helper()
 	st, err := store.OpenSQLite(filepath.Join(t.TempDir(), "attachgate.db"))
 	if err != nil {
@@ -79,7 +81,7 @@ type exported struct {
 	Detail     string   `json:"detail"`
 }
 
-func auditEvents(t testing.TB, log *audit.SQLiteLog, types ...string) []exported {
+func auditEvents(t testing.TB, log audit.Log, types ...string) []exported {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := log.Export(context.Background(), audit.Query{Types: types}, &buf, "jsonl", false); err != nil {
@@ -194,4 +196,21 @@ func statusBlocks(t testing.TB, body string) []textproto.Header {
 		}
 		out = append(out, h)
 	}
+}
+
+// newRedisAudit opens the audit log of the Redis backend on a real
+// redis-server started for the test.
+func newRedisAudit(t testing.TB) audit.Log {
+	t.Helper()
+	srv := redistest.Start(t)
+	st, err := redisstore.Open(context.Background(), redisstore.Options{URL: srv.URL(), KeyPrefix: "notifytest:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	log, err := audit.NewRedis(st.Client(), st.KeyPrefix(), audit.Options{Location: tokyo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return log
 }

@@ -74,7 +74,8 @@ func (m *Marker) IsGatewayMail(h HeaderGetter, rcpts []string) bool {
 	if err != nil || params["v"] != "1" {
 		return false
 	}
-	mac, err := base64.RawURLEncoding.DecodeString(params["mac"])
+	// Strict: one MAC has one spelling.
+	mac, err := base64.RawURLEncoding.Strict().DecodeString(params["mac"])
 	if err != nil {
 		return false
 	}

@@ -48,14 +48,20 @@ func TestIsGatewayMail(t *testing.T) {
 		{"marker with another kind", marker, edit(func(h *textproto.Header) {
 			h.Set(HeaderNotice, strings.Replace(h.Get(HeaderNotice), "code;", "dsn;", 1))
 		}), []string{"bob@example.net"}, false},
-		{"mac flipped", marker, edit(func(h *textproto.Header) {
+		{"mac changed", marker, edit(func(h *textproto.Header) {
 			v := h.Get(HeaderNotice)
-			last := v[len(v)-1]
+			i := strings.Index(v, "mac=") + len("mac=")
 			repl := byte('A')
-			if last == 'A' {
+			if v[i] == 'A' {
 				repl = 'B'
 			}
-			h.Set(HeaderNotice, v[:len(v)-1]+string(repl))
+			h.Set(HeaderNotice, v[:i]+string(repl)+v[i+1:])
+		}), []string{"bob@example.net"}, false},
+		{"mac re-spelt in its last character's spare bits", marker, edit(func(h *textproto.Header) {
+			v := h.Get(HeaderNotice)
+			const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+			last := strings.IndexByte(alphabet, v[len(v)-1])
+			h.Set(HeaderNotice, v[:len(v)-1]+string(alphabet[last^1]))
 		}), []string{"bob@example.net"}, false},
 		{"copied onto mail to someone else", marker, edit(func(h *textproto.Header) {
 			h.Set("To", "mallory@attacker.example")

@@ -67,6 +67,12 @@ type Sender struct {
 	wake chan struct{}
 	// mu serialises queue scans of this process.
 	mu sync.Mutex
+	// admit serialises the queue-size check; writing counts the files
+	// being written by this process, not yet in the directory.
+	admit   sync.Mutex
+	writing int
+	// cleaned is when runDue last removed stale temp files.
+	cleaned time.Time
 }
 
 const (
@@ -119,11 +125,13 @@ func NewSender(o SenderOptions) (*Sender, error) {
 		return nil, fmt.Errorf("notify: queue %s: %w", o.Dir, err)
 	}
 	s.cleanTemp()
+	s.cleaned = o.Now()
 	return s, nil
 }
 
-// cleanTemp removes half-written queue files a crash left; recent ones may
-// belong to another instance writing right now.
+// cleanTemp removes half-written queue files a crash left (at start and
+// hourly); files younger than an hour may belong to another instance
+// writing right now.
 func (s *Sender) cleanTemp() {
 	entries, err := os.ReadDir(s.tmp)
 	if err != nil {
@@ -205,20 +213,54 @@ func (s *Sender) Enqueue(ctx context.Context, m *Mail) error {
 	if q.Expires.IsZero() {
 		q.Expires = now.Add(s.o.MaxAge)
 	}
-	if n, err := s.Pending(); err != nil {
+	if err := s.reserve(); err != nil {
+		if errors.Is(err, ErrQueueFull) {
+			s.failed(ctx, q, m.ID, 0, q.To, "queue full", "", nil)
+			return err
+		}
 		s.failed(ctx, q, m.ID, 0, q.To, "queue write failed", "", err)
 		return fmt.Errorf("notify: enqueue: %w", err)
-	} else if n >= s.o.MaxQueue {
-		s.failed(ctx, q, m.ID, 0, q.To, "queue full", "", nil)
-		return ErrQueueFull
 	}
 	e := entry{state: 'q', id: m.ID, at: now}
-	if err := s.writeFile(e, q, func(w io.Writer) error { _, err := m.WriteTo(w); return err }); err != nil {
+	published := false
+	err := s.writeFile(e, q, func(w io.Writer) error { _, err := m.WriteTo(w); return err },
+		func(rename func() error) error {
+			// The file enters the directory as it leaves the count of
+			// files being written: reserve never counts it twice.
+			s.admit.Lock()
+			defer s.admit.Unlock()
+			published = true
+			s.writing--
+			return rename()
+		})
+	if !published {
+		s.admit.Lock()
+		s.writing--
+		s.admit.Unlock()
+	}
+	if err != nil {
 		s.failed(ctx, q, m.ID, 0, q.To, "queue write failed", "", err)
 		return fmt.Errorf("notify: enqueue %s: %w", m.Kind, err)
 	}
 	s.o.Logger.Debug("notice queued", "kind", m.Kind, "id", m.ID, "recipients", len(m.To))
 	s.poke()
+	return nil
+}
+
+// reserve takes a place in the queue for one notice: MaxQueue holds for
+// this process exactly, and across instances sharing the queue up to the
+// notices they are writing at the same moment.
+func (s *Sender) reserve() error {
+	s.admit.Lock()
+	defer s.admit.Unlock()
+	n, err := s.Pending()
+	if err != nil {
+		return err
+	}
+	if n+s.writing >= s.o.MaxQueue {
+		return ErrQueueFull
+	}
+	s.writing++
 	return nil
 }
 
@@ -232,7 +274,8 @@ func (s *Sender) poke() {
 // writeFile writes a queue file: a clear-text line naming the key, then
 // age ciphertext of the JSON envelope line and the message. It appears
 // whole or not at all (temp file, fsync, rename, directory fsync).
-func (s *Sender) writeFile(e entry, q queued, body func(io.Writer) error) (err error) {
+// publish, when set, runs the rename (to hold a lock around it).
+func (s *Sender) writeFile(e entry, q queued, body func(io.Writer) error, publish func(rename func() error) error) (err error) {
 	tmp, err := os.CreateTemp(s.tmp, e.id+".*.tmp")
 	if err != nil {
 		return err
@@ -274,7 +317,13 @@ func (s *Sender) writeFile(e entry, q queued, body func(io.Writer) error) (err e
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), s.path(e)); err != nil {
+	rename := func() error { return os.Rename(tmp.Name(), s.path(e)) }
+	if publish == nil {
+		err = rename()
+	} else {
+		err = publish(rename)
+	}
+	if err != nil {
 		return err
 	}
 	return syncDir(s.o.Dir)
@@ -381,6 +430,11 @@ func (s *Sender) Run(ctx context.Context) {
 func (s *Sender) runDue(ctx context.Context) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if now := s.o.Now(); now.Sub(s.cleaned) > time.Hour {
+		// Another instance may have crashed mid-write since.
+		s.cleanTemp()
+		s.cleaned = now
+	}
 	es, err := s.entries()
 	if err != nil {
 		s.o.Logger.Error("notice queue unreadable", "dir", s.o.Dir, "err", err)
@@ -514,7 +568,7 @@ func (s *Sender) copyFor(from, to entry, q queued) error {
 		return err
 	}
 	defer closer.Close()
-	return s.writeFile(to, q, func(w io.Writer) error { _, err := io.Copy(w, body); return err })
+	return s.writeFile(to, q, func(w io.Writer) error { _, err := io.Copy(w, body); return err }, nil)
 }
 
 func (s *Sender) age(q queued, now time.Time) string {

@@ -25,7 +25,7 @@ import (
 type rig struct {
 	dir  string
 	ring *vault.KeyRing
-	log  *audit.SQLiteLog
+	log  audit.Log
 	c    *Composer
 }
 
@@ -333,30 +333,41 @@ func TestPermanentAndPartialRefusals(t *testing.T) {
 }
 
 // TestPendingNoticeSurvivesRestart: a notice queued while the next hop is
-// down is sent by the next process, which opens the same key ring.
+// down is sent by the next process, which opens the same key ring; with
+// either store backend's audit log.
 func TestPendingNoticeSurvivesRestart(t *testing.T) {
-	r := newRig(t)
-	s1, stop1 := r.sender(t, hopTo(deadAddr(t)), SenderOptions{})
-	m := r.code(t, "bob@example.net")
-	if err := s1.Enqueue(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "a failed attempt", func() bool {
-		es := queueEntries(t, s1)
-		return len(es) == 1 && es[0].attempt >= 1 && es[0].state == 'q'
-	})
-	stop1()
+	for _, backend := range []string{"sqlite", "redis"} {
+		t.Run(backend, func(t *testing.T) {
+			r := newRig(t)
+			if backend == "redis" {
+				r.log = newRedisAudit(t)
+			}
+			s1, stop1 := r.sender(t, hopTo(deadAddr(t)), SenderOptions{})
+			m := r.code(t, "bob@example.net")
+			if err := s1.Enqueue(context.Background(), m); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "a failed attempt", func() bool {
+				es := queueEntries(t, s1)
+				return len(es) == 1 && es[0].attempt >= 1 && es[0].state == 'q'
+			})
+			stop1()
 
-	// A new process: the key ring read from disk again, a live next hop.
-	r.ring = newRing(t, r.dir)
-	hop := smtptest.NewServer(t, smtptest.Behaviour{})
-	r.sender(t, hopTo(hop.Addr), SenderOptions{})
-	waitFor(t, "delivery after restart", func() bool { return len(hop.Messages()) == 1 })
-	h := parse(t, hop.Messages()[0].Data).header
-	if id := h.Get("Message-Id"); id != "<"+m.MessageID+">" {
-		t.Errorf("delivered %s, want <%s>", id, m.MessageID)
+			// A new process: the key ring read from disk again, a live next hop.
+			r.ring = newRing(t, r.dir)
+			hop := smtptest.NewServer(t, smtptest.Behaviour{})
+			r.sender(t, hopTo(hop.Addr), SenderOptions{})
+			waitFor(t, "delivery after restart", func() bool { return len(hop.Messages()) == 1 })
+			h := parse(t, hop.Messages()[0].Data).header
+			if id := h.Get("Message-Id"); id != "<"+m.MessageID+">" {
+				t.Errorf("delivered %s, want <%s>", id, m.MessageID)
+			}
+			waitFor(t, "notice.sent", func() bool { return len(auditEvents(t, r.log, audit.TypeNoticeSent)) == 1 })
+			if e := auditEvents(t, r.log, audit.TypeNoticeSent)[0]; e.HeaderID != m.MessageID || strings.HasSuffix(e.Detail, "attempt=1") {
+				t.Errorf("notice.sent = %+v", e)
+			}
+		})
 	}
-	waitFor(t, "notice.sent", func() bool { return len(auditEvents(t, r.log, audit.TypeNoticeSent)) == 1 })
 }
 
 // TestCrashedClaimIsTakenAgain: a notice claimed by a process that died
@@ -446,6 +457,51 @@ func TestQueueFull(t *testing.T) {
 	}
 }
 
+// TestQueueBoundUnderConcurrency: 30 callers at once against a queue of
+// 10: exactly 10 are queued, the others refused and audited.
+func TestQueueBoundUnderConcurrency(t *testing.T) {
+	r := newRig(t)
+	s, err := NewSender(SenderOptions{Hop: hopTo(deadAddr(t)), Audit: r.log, Ring: r.ring,
+		Dir: filepath.Join(r.dir, "notify"), MaxQueue: 10, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mails := make([]*Mail, 30)
+	for i := range mails {
+		mails[i] = r.code(t, "bob@example.net")
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var ok, full int
+	for _, m := range mails {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.Enqueue(context.Background(), m)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, ErrQueueFull):
+				full++
+			default:
+				t.Errorf("Enqueue: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok != 10 || full != 20 {
+		t.Errorf("queued %d, refused %d; want 10 and 20", ok, full)
+	}
+	if n := len(queueEntries(t, s)); n != 10 {
+		t.Errorf("%d queue files, want 10", n)
+	}
+	if n := len(auditEvents(t, r.log, audit.TypeNoticeFailed)); n != 20 {
+		t.Errorf("%d notice.failed events, want 20: %+v", n, auditEvents(t, r.log, audit.TypeNoticeFailed))
+	}
+}
+
 // TestQueueFileIsEncrypted: a queued code is not readable on disk.
 func TestQueueFileIsEncrypted(t *testing.T) {
 	r := newRig(t)
@@ -480,4 +536,45 @@ func TestQueueFileIsEncrypted(t *testing.T) {
 	if err != nil || dfi.Mode().Perm() != 0o700 {
 		t.Errorf("queue directory mode %v (%v), want 0700", dfi.Mode().Perm(), err)
 	}
+}
+
+// TestStaleTempFilesRemoved: a half-written queue file a crash left is
+// removed once it is an hour old, at start and by a running sender; a
+// fresh one (another instance writing) is left alone.
+func TestStaleTempFilesRemoved(t *testing.T) {
+	r := newRig(t)
+	tmp := filepath.Join(r.dir, "notify", "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(tmp, "crashed.1.tmp")
+	fresh := filepath.Join(tmp, "writing.2.tmp")
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, []byte("half"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hourAgo := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(old, hourAgo, hourAgo); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := r.sender(t, hopTo(deadAddr(t)), SenderOptions{})
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("stale temp file still there at start: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("fresh temp file removed: %v", err)
+	}
+	// Later, while running: the fresh one has aged.
+	if err := os.Chtimes(fresh, hourAgo, hourAgo); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.cleaned = time.Now().Add(-2 * time.Hour)
+	s.mu.Unlock()
+	s.poke()
+	waitFor(t, "the running sender to remove the aged temp file", func() bool {
+		_, err := os.Stat(fresh)
+		return os.IsNotExist(err)
+	})
 }

@@ -21,12 +21,15 @@ import (
 	"mime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-message/charset"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/dkim"
 	"github.com/attachgate/attachgate/mailpart"
+	"github.com/attachgate/attachgate/metrics"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/store"
@@ -66,6 +69,9 @@ type Pipeline struct {
 	// Policies decide per attachment (decide.go); nil links every
 	// attachment.
 	Policies *policies.Engine
+	// DKIM signs the final message for the domain of its From header
+	// (dkim.go); nil signs nothing.
+	DKIM *dkim.Keys
 	// Quarantine keeps the messages a policy holds (quarantine, hold);
 	// nil: such a verdict is a temporary failure.
 	Quarantine Holder
@@ -75,9 +81,32 @@ type Pipeline struct {
 	Now       func() time.Time
 	// Logger is named "component=pipeline" here.
 	Logger *slog.Logger
+	// Metrics counts each message's outcome (summary.go); nil: none.
+	Metrics *metrics.Metrics
+
+	settings atomic.Pointer[Settings] // set by Reload
 
 	logOnce sync.Once
 	log     *slog.Logger
+}
+
+// Settings are what a configuration reload (SIGHUP) changes while mail
+// flows. A transaction uses one snapshot from its first stage to its last.
+type Settings struct {
+	Policies *policies.Engine
+	DKIM     *dkim.Keys
+}
+
+// Reload makes s the settings of the transactions that begin from now on;
+// transactions in flight finish with the ones they began with.
+func (p *Pipeline) Reload(s Settings) { p.settings.Store(&s) }
+
+// current is the last Reload, else the Policies and DKIM fields.
+func (p *Pipeline) current() Settings {
+	if s := p.settings.Load(); s != nil {
+		return *s
+	}
+	return Settings{Policies: p.Policies, DKIM: p.DKIM}
 }
 
 // Holder keeps messages a policy holds; quarantine.Manager.Holder is one.

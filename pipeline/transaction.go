@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/dkim"
 	"github.com/attachgate/attachgate/mailpart"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/relay"
@@ -52,9 +53,17 @@ type Transaction struct {
 	actor string
 	// decide applies the policies to one attachment.
 	decide decider
+	// dkim signs the final message (dkim.go); settings snapshot at Begin.
+	dkim *dkim.Keys
+	// fromDomain is the domain of the From header, the DKIM signing
+	// domain ("" unless exactly one From field names one domain).
+	fromDomain string
 	// arrival is recorded with the files and links (mail.received); nil
 	// when the message's arrival is on record already (a release).
 	arrival *audit.Event
+	// mayHold: the policies of this message can hold it (quarantine,
+	// hold rules), so it is spooled whole before the walk.
+	mayHold bool
 	// outcomes: Abort records mail.rejected or mail.deferred. A release
 	// leaves that to its caller, which keeps the message held.
 	outcomes bool
@@ -76,22 +85,31 @@ type Transaction struct {
 	reply   string // the final reply text after 250
 	relayed bool   // the next hop accepted the message
 	ended   bool
+
+	// Observability hook (summary.go).
+	began       time.Time // monotonic start, for the duration
+	attachments int       // attachment parts the walk saw
+	atHop       bool      // DATA went to the next hop: its reply is the verdict
 }
 
 // Begin starts the transaction of a message received over SMTP.
 func (p *Pipeline) Begin(ctx context.Context, env Envelope, hop relay.Session) *Transaction {
 	now := p.now()
+	set := p.current() // policies and DKIM keys, fixed for this message
 	t := &Transaction{p: p, id: store.NewID(), env: env, hop: hop, start: now, receivedAt: now,
-		actor: "smtp", decide: smtpDecider{p.Policies}, outcomes: true, remove: map[string]bool{}}
+		actor: "smtp", decide: smtpDecider{set.Policies}, dkim: set.DKIM, outcomes: true, remove: map[string]bool{},
+		mayHold: set.Policies.HasAction(policies.Quarantine) || set.Policies.HasAction(policies.Hold)}
 	t.log = p.logger().With("msg", t.id, "from", env.From)
+	t.began = time.Now() // observability hook
 	t.arrival = &audit.Event{Type: audit.TypeMailReceived, Actor: "smtp", ClientAddr: env.ClientAddr,
 		Helo: env.Helo, AuthUser: env.AuthUser, MessageID: t.id, Sender: env.From, Recipients: env.To}
 	return t
 }
 
 func (p *Pipeline) beginRelease(ctx context.Context, m Released, hop relay.Session) *Transaction {
+	set := p.current()
 	t := &Transaction{p: p, id: m.ID, env: m.Env, hop: hop, start: p.now(), receivedAt: m.ReceivedAt.Local(),
-		actor: m.Actor, decide: releaseDecider{p.Policies}, remove: map[string]bool{}}
+		actor: m.Actor, decide: releaseDecider{set.Policies}, dkim: set.DKIM, remove: map[string]bool{}}
 	t.log = p.logger().With("msg", m.ID, "from", m.Env.From, "release", m.Actor)
 	return t
 }
@@ -122,7 +140,7 @@ func (t *Transaction) Body(ctx context.Context, r io.Reader) error {
 	// Postfix drops an idle client after 300 s: keep the next hop from
 	// timing out on large mail over slow links.
 	t.stopKA = t.p.keepAlive(t.hop, t.log)
-	if t.p.Policies.HasAction(policies.Quarantine) || t.p.Policies.HasAction(policies.Hold) {
+	if t.mayHold {
 		size, err := io.CopyBuffer(sp, r, make([]byte, copyBufferSize))
 		if err != nil {
 			// go-smtp's size limit error is an *smtp.SMTPError (552
@@ -342,6 +360,10 @@ func (t *Transaction) store(ctx context.Context, walk walkFunc) error {
 		clear(t.remove)
 	}
 	t.header = strings.TrimSpace(sum.MessageID)
+	t.attachments = sum.Attachments // observability hook
+	if froms := sum.Header.Values("From"); len(froms) == 1 {
+		t.fromDomain = dkim.FromDomain(froms[0])
+	}
 	if t.p.LogSubjects {
 		raw := sum.Header.Get("Subject")
 		if dec, err := subjectDecoder.DecodeHeader(raw); err == nil {
@@ -466,7 +488,8 @@ func (t *Transaction) hold(ctx context.Context) error {
 }
 
 // deliver is the rewrite and deliver stages: the message goes to the next
-// hop, rewritten when something was linked, byte for byte otherwise.
+// hop, rewritten when something was linked, byte for byte otherwise; with
+// a DKIM key for its From domain, signed over exactly those bytes.
 func (t *Transaction) deliver(ctx context.Context) error {
 	rd, err := t.src.Open()
 	if err != nil {
@@ -474,22 +497,26 @@ func (t *Transaction) deliver(ctx context.Context) error {
 	}
 	defer rd.Close()
 
+	t.atHop = true // observability hook
+	// DKIM (dkim.go): the final bytes go to a second encrypted spool and
+	// are signed there before DATA; then signature and spool go out.
+	var signed *signedMessage
+	if key := t.dkim.For(t.fromDomain); key != nil {
+		if signed, err = t.signFinal(key, rd); err != nil {
+			return err
+		}
+		defer signed.remove()
+	}
+
 	dw, err := t.hop.Data()
 	if err != nil {
 		return relay.Failed("DATA", err)
 	}
 	bw := bufio.NewWriterSize(dw, copyBufferSize)
-	if _, err := io.WriteString(bw, t.p.receivedHeader(t.id, t.env, t.receivedAt)); err != nil {
-		t.hop.Close()
-		return &relay.Error{Op: "DATA", Err: err}
-	}
-	if len(t.files) == 0 {
-		// Nothing linked: the message goes on unchanged, its line ends
-		// made CRLF (mailpart: a bare CR becomes a space).
-		_, err = mailpart.CopyPassThrough(bw, rd)
+	if signed != nil {
+		err = signed.writeTo(bw)
 	} else {
-		t.notice.EightBit = t.hop.EightBitMIME()
-		err = mailpart.Rewrite(rd, bw, t.p.Limits, t.remove, t.notice)
+		err = t.writeFinal(bw, rd)
 	}
 	if err == nil {
 		err = bw.Flush()
@@ -515,6 +542,21 @@ func (t *Transaction) deliver(ctx context.Context) error {
 	return nil
 }
 
+// writeFinal writes the message as it goes to the next hop: our Received
+// field, then the message unchanged (its line ends made CRLF; mailpart: a
+// bare CR becomes a space) when nothing was linked, rewritten otherwise.
+func (t *Transaction) writeFinal(w io.Writer, rd io.Reader) error {
+	if _, err := io.WriteString(w, t.p.receivedHeader(t.id, t.env, t.receivedAt)); err != nil {
+		return err
+	}
+	if len(t.files) == 0 {
+		_, err := mailpart.CopyPassThrough(w, rd)
+		return err
+	}
+	t.notice.EightBit = t.hop.EightBitMIME()
+	return mailpart.Rewrite(rd, w, t.p.Limits, t.remove, t.notice)
+}
+
 // Commit ends a transaction whose Body succeeded: the message was relayed
 // (mail.relayed is recorded) or held. It returns the reply text after 250.
 func (t *Transaction) Commit(ctx context.Context) string {
@@ -523,10 +565,12 @@ func (t *Transaction) Commit(ctx context.Context) string {
 	}
 	t.ended = true
 	defer t.removeSpool()
+	defer t.summarize(nil) // observability hook
 	if !t.relayed {
 		return t.reply // held: mail.held is on record
 	}
-	t.log.Info("relayed", "size", t.size, "rcpts", len(t.env.To), "files", len(t.files), "reply", t.reply)
+	// The info line is the hook's "message" line (summary.go).
+	t.log.Debug("relayed", "size", t.size, "rcpts", len(t.env.To), "files", len(t.files), "reply", t.reply)
 	e := audit.Event{Type: audit.TypeMailRelayed, Actor: t.actor, ClientAddr: t.env.ClientAddr, MessageID: t.id,
 		HeaderID: t.header, Sender: t.env.From, Recipients: t.env.To, Size: t.size, Reply: "250 " + t.reply}
 	log := t.log
@@ -563,6 +607,7 @@ func (t *Transaction) Abort(err error) error {
 	}
 	t.ended = true
 	defer t.removeSpool()
+	defer t.summarize(err) // observability hook
 	t.stopKeepAlive()
 	t.rollback()
 	if t.outcomes {

@@ -201,9 +201,9 @@ func addrOf(a net.Addr) netip.Addr {
 type slogErrorLog struct{ log *slog.Logger }
 
 func (l slogErrorLog) Printf(format string, v ...any) {
-	l.log.Warn("smtp server", "msg", fmt.Sprintf(format, v...))
+	l.log.Warn("smtp server", "detail", fmt.Sprintf(format, v...))
 }
 
 func (l slogErrorLog) Println(v ...any) {
-	l.log.Warn("smtp server", "msg", fmt.Sprint(v...))
+	l.log.Warn("smtp server", "detail", fmt.Sprint(v...))
 }

@@ -17,7 +17,35 @@ import (
 )
 
 // newAdminServer builds the admin API from the admin section of c.
-func newAdminServer(c *config.Config, st store.Store, rec audit.Recorder, exp admin.AuditExporter, q admin.Quarantine, log *slog.Logger) (*admin.Server, error) {
+func newAdminServer(c *config.Config, st store.Store, rec audit.Recorder, exp admin.AuditExporter, q admin.Quarantine, obs *observed, log *slog.Logger) (*admin.Server, error) {
+	tokens, err := adminTokens(c)
+	if err != nil {
+		return nil, err
+	}
+	opts := admin.Options{
+		Tokens:         tokens,
+		TrustedProxies: c.Admin.Proxies(),
+		Store:          st,
+		Audit:          rec,
+		Export:         exp,
+		Quarantine:     q,
+		Location:       c.Audit.Location(),
+		Logger:         log,
+	}
+	if obs != nil {
+		opts.Metrics = obs.metrics.Handler()
+		opts.MetricsNetworks = c.Admin.MetricsNets()
+		opts.Ready = obs.ready
+	}
+	srv, err := admin.New(opts)
+	if err != nil {
+		return nil, fmt.Errorf("admin API: %w", err)
+	}
+	return srv, nil
+}
+
+// adminTokens converts admin.tokens for the admin package.
+func adminTokens(c *config.Config) ([]admin.Token, error) {
 	tokens := make([]admin.Token, 0, len(c.Admin.Tokens))
 	for i := range c.Admin.Tokens {
 		configured := &c.Admin.Tokens[i]
@@ -32,43 +60,32 @@ func newAdminServer(c *config.Config, st store.Store, rec audit.Recorder, exp ad
 			Networks: configured.Nets(),
 		})
 	}
-	srv, err := admin.New(admin.Options{
-		Tokens:         tokens,
-		TrustedProxies: c.Admin.Proxies(),
-		Store:          st,
-		Audit:          rec,
-		Export:         exp,
-		Quarantine:     q,
-		Location:       c.Audit.Location(),
-		Logger:         log,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("admin API: %w", err)
-	}
-	return srv, nil
+	return tokens, nil
 }
 
 // adminListener is the running admin API; a nil *adminListener is an admin
 // API that is off, and its Shutdown does nothing.
 type adminListener struct {
 	srv *http.Server
+	api *admin.Server
 }
 
 // startAdminAPI listens on admin.listen and serves the admin API there. It
-// stays off (nil, nil) when admin.listen is empty or no admin.tokens are
-// configured: a listener that can only refuse would be attack surface, and
-// the default address would make every daemon on a host compete for it.
-func startAdminAPI(c *config.Config, b *backend, q admin.Quarantine, log *slog.Logger) (*adminListener, error) {
+// stays off (nil, nil) when admin.listen is empty, or when neither
+// admin.tokens nor admin.metrics_networks are configured: a listener that
+// can only refuse would be attack surface, and the default address would
+// make every daemon on a host compete for it.
+func startAdminAPI(c *config.Config, b *backend, obs *observed, q admin.Quarantine, log *slog.Logger) (*adminListener, error) {
 	log = log.With("component", "admin")
 	if c.Admin.Listen == "" {
 		log.Info("admin API off: admin.listen is empty")
 		return nil, nil
 	}
-	if len(c.Admin.Tokens) == 0 {
-		log.Info("admin API off: no admin.tokens configured")
+	if len(c.Admin.Tokens) == 0 && len(c.Admin.MetricsNetworks) == 0 {
+		log.Info("admin API off: no admin.tokens or admin.metrics_networks configured")
 		return nil, nil
 	}
-	api, err := newAdminServer(c, b.store, b.audit, b.audit, q, log)
+	api, err := newAdminServer(c, obs.store, obs.audit, b.audit, q, obs, log)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +108,7 @@ func startAdminAPI(c *config.Config, b *backend, q admin.Quarantine, log *slog.L
 		}
 	}()
 	log.Info("admin API listening", "addr", ln.Addr().String(), "tokens", len(c.Admin.Tokens))
-	return &adminListener{srv: srv}, nil
+	return &adminListener{srv: srv, api: api}, nil
 }
 
 // Shutdown waits for admin calls in flight until ctx ends, then cuts the

@@ -26,6 +26,8 @@ commands:
   keys list|rotate -config FILE    list or rotate the encryption keys (audited)
   user add|passwd|delete -config FILE NAME
                                manage SMTP AUTH users (password from terminal or stdin)
+  dkim keygen   -domain DOMAIN -selector SELECTOR [-type rsa|ed25519] [-out FILE]
+                               new DKIM signing key (0600) and its DNS TXT record
   policy test   -config FILE -from ADDR -to ADDR[,ADDR] FILE.eml
                                dry run: each part's policy decision
   version                      print the version
@@ -47,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runUser(args[1:], os.Stdin, stdout, stderr)
 	case "audit":
 		return runAudit(args[1:], stdout, stderr, openAuditLog)
+	case "dkim":
+		return runDKIM(args[1:], stdout, stderr)
 	case "policy":
 		return runPolicy(args[1:], os.Stdin, stdout, stderr)
 	case "version", "-version", "--version":

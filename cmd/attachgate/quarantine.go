@@ -8,7 +8,6 @@ import (
 	"github.com/attachgate/attachgate/config"
 	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/quarantine"
-	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/store"
 )
 
@@ -17,7 +16,7 @@ import (
 // The pipeline holds mail there and releases it through hop. With
 // store.backend redis there is none (nil): the configuration refuses
 // quarantine and hold rules there.
-func openQuarantine(c *config.Config, b *backend, hop relay.Hop, p *pipeline.Pipeline, log *slog.Logger) (*quarantine.Manager, error) {
+func openQuarantine(c *config.Config, b *backend, obs *observed, p *pipeline.Pipeline, log *slog.Logger) (*quarantine.Manager, error) {
 	if n := c.PolicyEngine().Rules(); n > 0 {
 		log.Info("policies loaded", "rules", n)
 	}
@@ -32,8 +31,8 @@ func openQuarantine(c *config.Config, b *backend, hop relay.Hop, p *pipeline.Pip
 		DB:        sq.DB(),
 		Dir:       c.Storage.Path("quarantine"),
 		Ring:      b.ring,
-		Audit:     b.audit,
-		Hop:       hop,
+		Audit:     obs.audit,
+		Hop:       obs.hop,
 		Deliverer: quarantine.Deliver(p),
 		HoldFor:   c.Quarantine.HoldFor.D(),
 		Logger:    log,

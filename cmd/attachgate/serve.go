@@ -19,6 +19,7 @@ import (
 	"github.com/attachgate/attachgate/expiry"
 	"github.com/attachgate/attachgate/linkserver"
 	"github.com/attachgate/attachgate/mailpart"
+	"github.com/attachgate/attachgate/metrics"
 	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/smtpd"
@@ -65,9 +66,9 @@ func newLogger(c *config.Config, w io.Writer) *slog.Logger {
 	level.UnmarshalText([]byte(c.Log.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(idKeyHandler{slog.NewJSONHandler(w, opts)})
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(idKeyHandler{slog.NewTextHandler(w, opts)})
 }
 
 func runServe(args []string, stderr io.Writer) int {
@@ -81,14 +82,15 @@ func runServe(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(c, stderr)
-	if err := serve(c, log); err != nil {
+	if err := serve(path, c, log); err != nil {
 		log.Error("serve failed", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(c *config.Config, log *slog.Logger) error {
+// serve runs the daemon on c, read from path (read again on SIGHUP).
+func serve(path string, c *config.Config, log *slog.Logger) error {
 	b, err := openBackend(c, log)
 	if err != nil {
 		return err
@@ -144,26 +146,37 @@ func serve(c *config.Config, log *slog.Logger) error {
 		return fmt.Errorf("links.listen: %w", err)
 	}
 
+	// Metrics: every component gets the store, audit log and next hop
+	// through observe's counting wrappers (observe.go).
+	m := metrics.New(log.With("component", "metrics"))
+	m.DiskFree(c.Storage.Dir)
+	hop := relay.New(c.NextHop.Address, c.SMTP.Hostname, c.NextHop.Timeout.D(), c.NextHop.TLS, hopTLS)
+	obs := observe(m, b, hop, log)
+
 	pl := &pipeline.Pipeline{
 		Hostname:    c.SMTP.Hostname,
 		SpoolDir:    spoolDir,
-		Store:       b.store,
+		Store:       obs.store,
 		Blobs:       b.blobs,
-		Audit:       b.audit,
+		Audit:       obs.audit,
 		BaseURL:     c.Links.BaseURL,
 		Expiry:      c.Links.DefaultExpiry.D(),
 		Language:    c.Links.Language,
 		Location:    c.Links.Location(),
 		LogSubjects: c.Audit.LogSubjects,
 		Policies:    c.PolicyEngine(),
+		DKIM:        c.DKIMKeys(),
 		Limits: mailpart.Limits{MaxDepth: c.SMTP.MaxMIMEDepth, MaxParts: c.SMTP.MaxMIMEParts,
 			MaxHeaderBytes: c.SMTP.MaxHeaderBytes},
-		Logger: log,
+		Logger:  log,
+		Metrics: m,
 	}
-	hop := relay.New(c.NextHop.Address, c.SMTP.Hostname, c.NextHop.Timeout.D(), c.NextHop.TLS, hopTLS)
-	held, err := openQuarantine(c, b, hop, pl, log)
+	held, err := openQuarantine(c, b, obs, pl, log)
 	if err != nil {
 		return err
+	}
+	if held != nil {
+		m.WatchHeld(heldCounts(held))
 	}
 	smtpSrv := smtpd.New(smtpd.Options{
 		Hostname:                c.SMTP.Hostname,
@@ -183,16 +196,16 @@ func serve(c *config.Config, log *slog.Logger) error {
 		AllowLogin:              c.SMTP.Auth.AllowLogin,
 		AuthMaxFailures:         c.SMTP.Auth.MaxFailures,
 		AuthFailureWindow:       c.SMTP.Auth.FailureWindow.D(),
-		Hop:                     hop,
+		Hop:                     obs.hop,
 		Pipeline:                pl,
-		Audit:                   b.audit,
+		Audit:                   obs.audit,
 		Logger:                  log,
 	})
 	links, err := linkserver.New(linkserver.Options{
-		Store:          b.store,
+		Store:          obs.store,
 		Blobs:          b.blobs,
 		MACKey:         b.ring.MACKey(),
-		Audit:          b.audit,
+		Audit:          obs.audit,
 		Logger:         log.With("component", "linkserver"),
 		Location:       c.Links.Location(),
 		TrustedProxies: c.Links.Proxies(),
@@ -209,7 +222,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 		}
 	}
 	httpSrv := links.HTTPServer(linkCert.ServerConfig())
-	adminAPI, err := startAdminAPI(c, b, adminQuarantine(held), log)
+	adminAPI, err := startAdminAPI(c, b, obs, adminQuarantine(held), log)
 	if err != nil {
 		return err
 	}
@@ -217,7 +230,7 @@ func serve(c *config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	janitor := &expiry.Janitor{Store: b.store, Blobs: b.blobs, Audit: b.audit, Logger: log.With("component", "expiry"),
+	janitor := &expiry.Janitor{Store: obs.store, Blobs: b.blobs, Audit: obs.audit, Logger: log.With("component", "expiry"),
 		// A purged link's tombstone lives as long as the audit events about it.
 		TombstoneTTL: time.Duration(c.Audit.RetentionDays) * 24 * time.Hour}
 	go janitor.Run(ctx, time.Minute)
@@ -226,12 +239,16 @@ func serve(c *config.Config, log *slog.Logger) error {
 	}
 	go b.audit.RunRetention(ctx, 24*time.Hour)
 
-	go reloadOnHangup(ctx, log, cert, userDB, b.ring, linkCert)
+	if n := c.DKIMKeys().Len(); n > 0 {
+		log.Info("DKIM signing enabled", "domains", n)
+	}
+	(&reloader{path: path, log: log, cert: cert, linkCert: linkCert, users: userDB, ring: b.ring,
+		pipeline: pl, admin: adminAPI}).watch(ctx)
 
 	errc := make(chan error, 3)
-	go func() { errc <- smtpSrv.Serve(smtpLn) }()
+	go func() { errc <- smtpSrv.Serve(m.Listener(smtpLn)) }()
 	if tlsLn != nil {
-		go func() { errc <- smtpSrv.ServeTLS(tlsLn) }()
+		go func() { errc <- smtpSrv.ServeTLS(m.Listener(tlsLn)) }()
 	}
 	go func() {
 		serveHTTP := func() error { return httpSrv.Serve(httpLn) }

@@ -1,19 +1,13 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/attachgate/attachgate/certs"
 	"github.com/attachgate/attachgate/config"
-	"github.com/attachgate/attachgate/users"
-	"github.com/attachgate/attachgate/vault"
 )
 
 // certsReloader is the listener certificate; nil when TLS is off.
@@ -49,46 +43,4 @@ func nextHopTLS(c *config.Config) (*tls.Config, error) {
 		cfg.RootCAs = pool
 	}
 	return cfg, nil
-}
-
-// reloadOnHangup reloads the SMTP and link server certificates, the users
-// file and the key ring's current key on SIGHUP; a failed reload keeps what was loaded
-// before.
-func reloadOnHangup(ctx context.Context, log *slog.Logger, r *certs.Reloader, db *users.DB, ring *vault.KeyRing, links *certs.Reloader) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-		}
-		if r != nil {
-			if err := r.Reload(); err != nil {
-				log.Error("SIGHUP: certificate not reloaded", "err", err)
-			} else {
-				log.Info("SIGHUP: certificate reloaded")
-			}
-		}
-		if links != nil {
-			if err := links.Reload(); err != nil {
-				log.Error("SIGHUP: link server certificate not reloaded", "err", err)
-			} else {
-				log.Info("SIGHUP: link server certificate reloaded")
-			}
-		}
-		if err := ring.Reload(); err != nil {
-			log.Error("SIGHUP: key ring not reloaded", "err", err)
-		} else {
-			log.Info("SIGHUP: key ring reloaded", "current", ring.CurrentID())
-		}
-		if db != nil {
-			if err := db.Reload(); err != nil {
-				log.Error("SIGHUP: users file not reloaded", "err", err)
-			} else {
-				log.Info("SIGHUP: users file reloaded", "users", db.Len())
-			}
-		}
-	}
 }
