@@ -58,6 +58,11 @@ type SQLiteLog struct {
 	// busy handler, which polls with sleeps; BEGIN IMMEDIATE still orders
 	// writers of other processes.
 	writeMu sync.Mutex
+
+	// groupMu guards group, the writers waiting for a shared commit
+	// (groupcommit.go).
+	groupMu sync.Mutex
+	group   groupState
 }
 
 var _ Recorder = (*SQLiteLog)(nil)
@@ -147,23 +152,10 @@ func (l *SQLiteLog) Record(ctx context.Context, e Event) error {
 }
 
 // RecordAll appends events in one transaction: one commit (one fsync)
-// for all of them, and no event of the batch without the others.
+// for all of them, shared with concurrent writers (groupcommit.go), and no
+// event of the batch without the others.
 func (l *SQLiteLog) RecordAll(ctx context.Context, events []Event) error {
-	if err := checkBatch(events); err != nil {
-		return err
-	}
-	err := l.inWriteTx(ctx, func(conn *sql.Conn) error {
-		for _, e := range events {
-			if _, err := l.appendTx(ctx, conn, e); err != nil {
-				return fmt.Errorf("%s: %w", e.Type, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("audit: record batch: %w", err)
-	}
-	return nil
+	return l.RecordWith(ctx, events, nil)
 }
 
 // record is Record returning the stored event, for tests.
@@ -171,16 +163,11 @@ func (l *SQLiteLog) record(ctx context.Context, e Event) (Event, error) {
 	if e.Type == "" {
 		return Event{}, errors.New("audit: record: event without type")
 	}
-	var stored Event
-	err := l.inWriteTx(ctx, func(conn *sql.Conn) error {
-		var err error
-		stored, err = l.appendTx(ctx, conn, e)
-		return err
-	})
+	stored, err := l.write(ctx, []Event{e}, nil)
 	if err != nil {
 		return Event{}, fmt.Errorf("audit: record %s: %w", e.Type, err)
 	}
-	return stored, nil
+	return stored[0], nil
 }
 
 // appendTx links e to the head of the chain and inserts it. It must run

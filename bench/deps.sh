@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/deps.sh installs what `make bench` drives, only when missing:
-# Postfix (for smtp-sink and smtp-source), nginx-light (the download
-# baseline) and wrk. apt-get update runs once, and only if something is
+# Postfix (smtp-sink, smtp-source, and a private instance as the relay hop
+# attachgate is compared with), strace (fsync counts), nginx-light (the
+# download baseline) and wrk. apt-get update runs once, and only if something is
 # missing. No service is started: Postfix is preseeded to "No
 # configuration" and a temporary policy-rc.d keeps invoke-rc.d from
 # starting postfix or nginx (the benchmark starts its own instances on
@@ -13,6 +14,10 @@ missing=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v curl >/dev/null || missing+=(curl)
+# Postfix also runs as a plain relay hop beside attachgate (postfix -c DIR);
+# strace counts the fsyncs of both.
+[ -x /usr/sbin/postfix ] || missing+=(postfix)
+command -v strace >/dev/null || missing+=(strace)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "bench-deps: installing ${missing[*]}"

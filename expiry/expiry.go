@@ -67,7 +67,7 @@ func (j *Janitor) Sweep(ctx context.Context) (int, error) {
 				return removed, fmt.Errorf("purge file %s: %w", f.ID, err)
 			}
 			removed++
-			if err := j.Audit.Record(ctx, audit.Event{Type: "file.purged", Actor: "system",
+			if err := j.Audit.Record(ctx, audit.Event{Type: audit.TypeFilePurged, Actor: audit.ActorSystem,
 				MessageID: f.MessageID, FileID: f.ID, FileName: f.Name, Size: f.Size, SHA256: f.SHA256,
 				Expires: f.ExpiresAt, Reason: "expired"}); err != nil {
 				return removed, fmt.Errorf("audit file.purged %s: %w", f.ID, err)

@@ -26,6 +26,7 @@ const (
 // a single buffer keeps memory flat however deep the nesting.
 type scanner struct {
 	br     *bufio.Reader
+	tee    *tee     // WalkTee: copies what is read, less elided bodies
 	bounds [][]byte // "--" + boundary of each open multipart, outermost first
 
 	// Where the last section ended.
@@ -248,6 +249,10 @@ type section struct {
 	// took the last line ending with it: a rewriter writes one back before
 	// the next delimiter it emits.
 	droppedEnding bool
+	// tail is how many of the bytes read last are not content: the line
+	// ending before the boundary line and the boundary line (WalkTee cuts
+	// a body without them).
+	tail int
 }
 
 // newSection starts a section; firstLine and firstEnding are a line the
@@ -260,7 +265,7 @@ func (s *scanner) newSection(normalize bool, firstLine, firstEnding []byte) *sec
 	// The header reader checked the line against the boundaries open then;
 	// a multipart's own boundary, pushed since, may match it now.
 	if kind, level, ok := s.matchDelimiter(firstLine); ok {
-		sec.finish(kind, level)
+		sec.finish(kind, level, 0)
 		return sec
 	}
 	sec.out, sec.held = firstLine, sec.ending(firstEnding)
@@ -342,7 +347,7 @@ func (sec *section) advance() {
 	case err == nil:
 		if !sec.inLine {
 			if kind, level, ok := s.matchDelimiter(frag); ok {
-				sec.finish(kind, level)
+				sec.finish(kind, level, len(frag))
 				return
 			}
 		}
@@ -355,7 +360,7 @@ func (sec *section) advance() {
 	case errors.Is(err, io.EOF):
 		if len(frag) > 0 && !sec.inLine {
 			if kind, level, ok := s.matchDelimiter(frag); ok {
-				sec.finish(kind, level)
+				sec.finish(kind, level, len(frag))
 				return
 			}
 		}
@@ -369,8 +374,9 @@ func (sec *section) advance() {
 	}
 }
 
-func (sec *section) finish(kind stopKind, level int) {
+func (sec *section) finish(kind stopKind, level, delimiter int) {
 	sec.droppedEnding = sec.held != nil
+	sec.tail = len(sec.held) + delimiter
 	sec.held = nil
 	sec.done, sec.err = true, io.EOF
 	sec.s.stop, sec.s.stopLevel = kind, level

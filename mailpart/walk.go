@@ -181,15 +181,24 @@ func Walk(r io.Reader, lim Limits, fn func(p *Part, body io.Reader) error) (Summ
 	w := newWalker(r, lim, wv, false)
 	wv.w = w
 	err := w.run()
-	wv.summary.Signed, wv.summary.Encrypted = w.seal.signed, w.seal.encrypted
-	wv.summary.Report, wv.summary.AutoSubmitted = w.seal.report, w.seal.autoSubmitted
-	return wv.summary, err
+	return wv.finish(), err
+}
+
+// finish completes the summary with what the walker learnt on the way.
+func (v *walkVisitor) finish() Summary {
+	w := v.w
+	v.summary.Signed, v.summary.Encrypted = w.seal.signed, w.seal.encrypted
+	v.summary.Report, v.summary.AutoSubmitted = w.seal.report, w.seal.autoSubmitted
+	return v.summary
 }
 
 type walkVisitor struct {
 	w       *walker
 	fn      func(p *Part, body io.Reader) error
 	summary Summary
+	// elide, for WalkTee: whether an attachment's raw body stays out of
+	// the copy.
+	elide func(p *Part) bool
 }
 
 func (v *walkVisitor) enter(e *entity) error {
@@ -227,12 +236,24 @@ func (v *walkVisitor) leaf(e *entity, raw *section) error {
 		body = &armourScanner{r: body, s: &v.w.seal}
 	}
 	part := e.part // fn gets its own copy
+	t := v.w.sc.tee
+	elided := t != nil && e.part.Attachment && v.elide != nil && v.elide(&part)
+	if elided {
+		if err := t.startElision(v.w.sc.pos()); err != nil {
+			return fmt.Errorf("walk part %s: %w", e.part.Path, err)
+		}
+	}
 	if err := v.fn(&part, body); err != nil {
 		return fmt.Errorf("walk part %s: %w", e.part.Path, err)
 	}
 	// Drain through the decoders so the cid scanner sees the whole body.
 	if _, err := io.Copy(io.Discard, body); err != nil {
 		return fmt.Errorf("walk part %s: %w", e.part.Path, err)
+	}
+	if elided {
+		if err := t.endElision(v.w.sc.pos() - int64(raw.tail)); err != nil {
+			return fmt.Errorf("walk part %s: %w", e.part.Path, err)
+		}
 	}
 	return nil
 }

@@ -88,7 +88,7 @@ func (t *Transaction) decideAttachment(env policies.Envelope, part *mailpart.Par
 			return nil // the message is not relayed now: nothing to link
 		}
 		fileID := store.NewID()
-		info, err := t.p.Blobs.Put(fileID, body)
+		info, err := t.p.Blobs.PutUnsynced(fileID, body)
 		if err != nil {
 			return fmt.Errorf("store attachment %s: %w", part.Path, err)
 		}
@@ -109,7 +109,7 @@ func (t *Transaction) decideAttachment(env policies.Envelope, part *mailpart.Par
 		return nil
 	}
 	fileID := store.NewID()
-	info, err := t.p.Blobs.Put(fileID, body)
+	info, err := t.p.Blobs.PutUnsynced(fileID, body)
 	if err != nil {
 		return fmt.Errorf("store attachment %s: %w", part.Path, err)
 	}

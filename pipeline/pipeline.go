@@ -79,11 +79,15 @@ type Pipeline struct {
 	// a message is received and stored; 0 means 60 s.
 	KeepAlive time.Duration
 	Now       func() time.Time
-	Logger    *slog.Logger
+	// Logger is named "component=pipeline" here.
+	Logger *slog.Logger
 	// Metrics counts each message's outcome (summary.go); nil: none.
 	Metrics *metrics.Metrics
 
 	settings atomic.Pointer[Settings] // set by Reload
+
+	logOnce sync.Once
+	log     *slog.Logger
 }
 
 // Settings are what a configuration reload (SIGHUP) changes while mail
@@ -162,7 +166,7 @@ func (p *Pipeline) Process(ctx context.Context, env Envelope, r io.Reader, hop r
 // (quarantine keeps the item and records mail.deferred).
 func (p *Pipeline) Release(ctx context.Context, m Released, hop relay.Session) (string, error) {
 	tx := p.beginRelease(ctx, m, hop)
-	if err := tx.run(ctx, m.Source, m.Size); err != nil {
+	if err := tx.run(ctx, m.Source, m.Size, nil); err != nil {
 		return "", tx.Abort(err)
 	}
 	return tx.Commit(ctx), nil
@@ -247,6 +251,20 @@ func sanitizeHeaderWord(s string) string {
 	return s
 }
 
+// sharedDB returns store and audit log when both are kept in one SQLite
+// database, so a message's records and events can share a transaction.
+func (p *Pipeline) sharedDB() (*store.SQLite, *audit.SQLiteLog, bool) {
+	st, ok := p.Store.(*store.SQLite)
+	if !ok {
+		return nil, nil, false
+	}
+	al, ok := p.Audit.(*audit.SQLiteLog)
+	if !ok || al.DB() != st.DB() {
+		return nil, nil, false
+	}
+	return st, al, true
+}
+
 func (p *Pipeline) deleteBlobs(files []store.File, log *slog.Logger) {
 	for _, f := range files {
 		if err := p.Blobs.Delete(f.ID); err != nil {
@@ -262,9 +280,14 @@ func (p *Pipeline) now() time.Time {
 	return time.Now()
 }
 
+// logger is the package's logger, named by the package.
 func (p *Pipeline) logger() *slog.Logger {
-	if p.Logger != nil {
-		return p.Logger
-	}
-	return slog.Default()
+	p.logOnce.Do(func() {
+		l := p.Logger
+		if l == nil {
+			l = slog.Default()
+		}
+		p.log = l.With("component", "pipeline")
+	})
+	return p.log
 }

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -60,11 +61,15 @@ type Transaction struct {
 	// arrival is recorded with the files and links (mail.received); nil
 	// when the message's arrival is on record already (a release).
 	arrival *audit.Event
+	// mayHold: the policies of this message can hold it (quarantine,
+	// hold rules), so it is spooled whole before the walk.
+	mayHold bool
 	// outcomes: Abort records mail.rejected or mail.deferred. A release
 	// leaves that to its caller, which keeps the message held.
 	outcomes bool
 
 	spool   *vault.Spool
+	side    *lazySpool // cut attachment bodies (one pass)
 	src     Source
 	size    int64
 	stopKA  func() error // keep-alive of the idle next hop
@@ -92,7 +97,8 @@ func (p *Pipeline) Begin(ctx context.Context, env Envelope, hop relay.Session) *
 	now := p.now()
 	set := p.current() // policies and DKIM keys, fixed for this message
 	t := &Transaction{p: p, id: store.NewID(), env: env, hop: hop, start: now, receivedAt: now,
-		actor: "smtp", decide: smtpDecider{set.Policies}, dkim: set.DKIM, outcomes: true, remove: map[string]bool{}}
+		actor: "smtp", decide: smtpDecider{set.Policies}, dkim: set.DKIM, outcomes: true, remove: map[string]bool{},
+		mayHold: set.Policies.HasAction(policies.Quarantine) || set.Policies.HasAction(policies.Hold)}
 	t.log = p.logger().With("msg", t.id, "from", env.From)
 	t.began = time.Now() // observability hook
 	t.arrival = &audit.Event{Type: audit.TypeMailReceived, Actor: "smtp", ClientAddr: env.ClientAddr,
@@ -112,11 +118,18 @@ func (p *Pipeline) beginRelease(ctx context.Context, m Released, hop relay.Sessi
 // message_id, the id in our Received field).
 func (t *Transaction) ID() string { return t.id }
 
-// Body receives the message from r (always consumed) into an encrypted
-// spool and runs the stages up to the final reply. When Body returns nil
-// the message was relayed or held and Commit must follow; otherwise
-// Abort. The next hop waits idle meanwhile and gets a NOOP every
-// Pipeline.KeepAlive.
+// Body receives the message from r (always consumed) and runs the stages
+// up to the final reply. When Body returns nil the message was relayed or
+// held and Commit must follow; otherwise Abort. The next hop waits idle
+// meanwhile and gets a NOOP every Pipeline.KeepAlive.
+//
+// The message is read once: the MIME walk reads it from r, attachments to
+// be linked go from there into the vault (decoded, hashed, encrypted in
+// one stream), and only what stays in the message goes into the
+// encrypted spool, from which it is rewritten to the next hop. When a
+// policy may hold messages (quarantine, hold), a held message must be
+// kept whole: then the whole message is spooled first and walked from the
+// spool.
 func (t *Transaction) Body(ctx context.Context, r io.Reader) error {
 	sp, err := vault.NewSpool(t.p.SpoolDir)
 	if err != nil {
@@ -127,25 +140,163 @@ func (t *Transaction) Body(ctx context.Context, r io.Reader) error {
 	// Postfix drops an idle client after 300 s: keep the next hop from
 	// timing out on large mail over slow links.
 	t.stopKA = t.p.keepAlive(t.hop, t.log)
-	size, err := io.CopyBuffer(sp, r, make([]byte, copyBufferSize))
-	if err != nil {
-		// go-smtp's size limit error is an *smtp.SMTPError (552 5.3.4);
-		// anything else is the client going away.
-		return fmt.Errorf("receive message: %w", err)
+	if t.mayHold {
+		size, err := io.CopyBuffer(sp, r, make([]byte, copyBufferSize))
+		if err != nil {
+			// go-smtp's size limit error is an *smtp.SMTPError (552
+			// 5.3.4); anything else is the client going away.
+			return fmt.Errorf("receive message: %w", err)
+		}
+		if err := sp.Close(); err != nil {
+			return fmt.Errorf("spool message: %w", err)
+		}
+		return t.run(ctx, sp, size, nil)
 	}
-	if err := sp.Close(); err != nil {
-		return fmt.Errorf("spool message: %w", err)
+	cr := &countingReader{r: r}
+	side := &lazySpool{dir: t.p.SpoolDir}
+	t.side = side
+	err = t.run(ctx, sp, 0, func(fn func(*mailpart.Part, io.Reader) error) (mailpart.Summary, error) {
+		sum, cuts, err := mailpart.WalkTee(cr, t.p.Limits, sp, side, t.elide, fn)
+		if err == nil {
+			err = sp.Close()
+		}
+		if err == nil {
+			err = side.close()
+		}
+		t.size = cr.n
+		if err == nil && side.sp != nil && (sum.PassThrough(t.env.From == "") != "" || t.verdict.MessageLevel()) {
+			// Goes on (or is held) untouched after all: with the cut
+			// bodies put back (none: cuts of empty bodies only).
+			t.src = splicedSource{copy: sp, side: side.sp, cuts: cuts}
+		}
+		return sum, err
+	})
+	if cr.err == nil {
+		// A refusal or a failure ended the walk early: the client's DATA
+		// is read to its end all the same.
+		n, _ := io.Copy(io.Discard, r)
+		t.size += n
 	}
-	return t.run(ctx, sp, size)
+	return err
 }
 
-// run is the stages after the body is at hand in src.
-func (t *Transaction) run(ctx context.Context, src Source, size int64) error {
-	t.src, t.size = src, size
+// lazySpool is the spool of the attachment bodies the one-pass walk cuts
+// out of the message: created on the first cut, read back only when the
+// message must go on untouched (mailpart.Summary.PassThrough), removed
+// with the transaction.
+type lazySpool struct {
+	dir string
+	sp  *vault.Spool
+}
+
+func (l *lazySpool) Write(p []byte) (int, error) {
+	if l.sp == nil {
+		sp, err := vault.NewSpool(l.dir)
+		if err != nil {
+			return 0, err
+		}
+		l.sp = sp
+	}
+	return l.sp.Write(p)
+}
+
+func (l *lazySpool) close() error {
+	if l.sp == nil {
+		return nil
+	}
+	return l.sp.Close()
+}
+
+func (l *lazySpool) remove() error {
+	if l.sp == nil {
+		return nil
+	}
+	return l.sp.Remove()
+}
+
+// splicedSource reads the whole message back from the one-pass copy and
+// the cut bodies.
+type splicedSource struct {
+	copy, side *vault.Spool
+	cuts       []mailpart.Cut
+}
+
+func (s splicedSource) Open() (io.ReadCloser, error) {
+	c, err := s.copy.Open()
+	if err != nil {
+		return nil, err
+	}
+	sd, err := s.side.Open()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return splicedReader{Reader: mailpart.Spliced(c, sd, s.cuts), closers: []io.Closer{c, sd}}, nil
+}
+
+type splicedReader struct {
+	io.Reader
+	closers []io.Closer
+}
+
+func (r splicedReader) Close() error {
+	var errs []error
+	for _, c := range r.closers {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// countingReader counts the message's bytes and keeps the read error.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+// elide tells the one-pass walk which attachments' bodies stay out of the
+// spool: those the policies link without looking at their size (exactly
+// the ones decideAttachment puts into the vault before reading them).
+func (t *Transaction) elide(part *mailpart.Part) bool {
+	if t.verdict.MessageLevel() || t.env.From == "" {
+		// A bounce goes on untouched (mailpart.PassNullSender).
+		return false
+	}
+	d, final := t.decide.Early(policies.Envelope{From: t.env.From, To: t.env.To}, policies.PartOf(part))
+	return final && d.Action == policies.Link
+}
+
+// walkFunc runs the MIME walk with fn for every leaf part.
+type walkFunc func(fn func(*mailpart.Part, io.Reader) error) (mailpart.Summary, error)
+
+// run is the stages after the body: src is where the message (or what of
+// it stays) can be reread; walk, when not nil, reads the body itself,
+// filling src on the way.
+func (t *Transaction) run(ctx context.Context, src Source, size int64, walk walkFunc) error {
+	t.src, t.size = src, size // walk may replace src
 	if t.stopKA == nil {
 		t.stopKA = t.p.keepAlive(t.hop, t.log)
 	}
-	err := t.store(ctx)
+	if walk == nil {
+		walk = func(fn func(*mailpart.Part, io.Reader) error) (mailpart.Summary, error) {
+			rd, err := src.Open()
+			if err != nil {
+				return mailpart.Summary{}, fmt.Errorf("read spool: %w", err)
+			}
+			defer rd.Close()
+			return mailpart.Walk(rd, t.p.Limits, fn)
+		}
+	}
+	err := t.store(ctx, walk)
 	if kaErr := t.stopKeepAlive(); err == nil && kaErr != nil {
 		return &relay.Error{Op: "NOOP", Err: kaErr}
 	}
@@ -158,7 +309,7 @@ func (t *Transaction) run(ctx context.Context, src Source, size int64) error {
 	switch v := t.verdict; {
 	case v.Action == policies.Reject:
 		t.reason = v.Rule
-		t.log.Info("refused by policy", "rule", v.Rule, "size", size, "rcpts", len(t.env.To))
+		t.log.Info("refused by policy", "rule", v.Rule, "size", t.size, "rcpts", len(t.env.To))
 		return smtpreply.Refused(v.Rule)
 	case v.MessageLevel():
 		return t.hold(ctx)
@@ -173,18 +324,12 @@ func (t *Transaction) stopKeepAlive() error {
 	return t.stopKA()
 }
 
-// store is the check and store stages: one walk of the message decides
-// every attachment by policy (decide.go) and puts those to be linked into
-// the vault; then message, files and links go into the store.
-func (t *Transaction) store(ctx context.Context) error {
-	rd, err := t.src.Open()
-	if err != nil {
-		return fmt.Errorf("read spool: %w", err)
-	}
-	defer rd.Close()
-
+// store is the check stage and the vault half of the store stage: one
+// walk of the message decides every attachment by policy (decide.go) and
+// puts those to be linked into the vault.
+func (t *Transaction) store(ctx context.Context, walk walkFunc) error {
 	penv := policies.Envelope{From: t.env.From, To: t.env.To}
-	sum, err := mailpart.Walk(rd, t.p.Limits, func(part *mailpart.Part, body io.Reader) error {
+	sum, err := walk(func(part *mailpart.Part, body io.Reader) error {
 		if !part.Attachment {
 			return nil
 		}
@@ -227,15 +372,6 @@ func (t *Transaction) store(ctx context.Context) error {
 		t.subject = raw
 	}
 	t.notice.Language = t.p.Language
-	if len(t.files) == 0 {
-		return nil
-	}
-	msg := store.Message{ID: t.id, MessageID: t.header, Sender: t.env.From, Recipients: t.env.To,
-		ClientAddr: t.env.ClientAddr, AuthUser: t.env.AuthUser, CreatedAt: t.start}
-	if err := t.p.Store.CreateMessage(ctx, msg, t.files, t.links); err != nil {
-		return fmt.Errorf("record message: %w", err)
-	}
-	t.inStore = true
 	return nil
 }
 
@@ -258,8 +394,10 @@ func (t *Transaction) link(part *mailpart.Part, fileID string, info vault.BlobIn
 	return nil
 }
 
-// record puts the message's arrival, then each file and link, into the
-// audit log in one batch.
+// record is the rest of the store stage: the message, its files and links
+// go into the store, and its arrival, files and links into the audit log;
+// in one transaction shared with concurrent messages when both live in the
+// same SQLite database (group commit: one fsync for many messages).
 func (t *Transaction) record(ctx context.Context) error {
 	var events []audit.Event
 	if t.arrival != nil {
@@ -287,9 +425,40 @@ func (t *Transaction) record(ctx context.Context) error {
 				Sender: t.env.From, Recipients: t.env.To, FileID: f.ID, FileName: f.Name, LinkID: l.ID,
 				Expires: l.ExpiresAt})
 	}
-	if len(events) == 0 {
+	if len(t.files) == 0 {
+		if len(events) == 0 {
+			return nil
+		}
+		if err := audit.RecordAll(ctx, t.p.Audit, events); err != nil {
+			return fmt.Errorf("audit %s: %w", events[0].Type, err)
+		}
 		return nil
 	}
+	msg := store.Message{ID: t.id, MessageID: t.header, Sender: t.env.From, Recipients: t.env.To,
+		ClientAddr: t.env.ClientAddr, AuthUser: t.env.AuthUser, CreatedAt: t.start}
+	if st, al, ok := t.p.sharedDB(); ok {
+		err := al.RecordWith(ctx, events, func(ctx context.Context, conn *sql.Conn) error {
+			// The blobs' names become durable with their records: the
+			// first message of a group commit syncs the directories of
+			// all of them.
+			if err := t.p.Blobs.SyncPending(); err != nil {
+				return err
+			}
+			return st.CreateMessageTx(ctx, conn, msg, t.files, t.links)
+		})
+		if err != nil {
+			return fmt.Errorf("record message: %w", err)
+		}
+		t.inStore = true
+		return nil
+	}
+	if err := t.p.Blobs.SyncPending(); err != nil {
+		return fmt.Errorf("record message: %w", err)
+	}
+	if err := t.p.Store.CreateMessage(ctx, msg, t.files, t.links); err != nil {
+		return fmt.Errorf("record message: %w", err)
+	}
+	t.inStore = true
 	if err := audit.RecordAll(ctx, t.p.Audit, events); err != nil {
 		return fmt.Errorf("audit %s: %w", events[0].Type, err)
 	}
@@ -404,12 +573,28 @@ func (t *Transaction) Commit(ctx context.Context) string {
 	t.log.Debug("relayed", "size", t.size, "rcpts", len(t.env.To), "files", len(t.files), "reply", t.reply)
 	e := audit.Event{Type: audit.TypeMailRelayed, Actor: t.actor, ClientAddr: t.env.ClientAddr, MessageID: t.id,
 		HeaderID: t.header, Sender: t.env.From, Recipients: t.env.To, Size: t.size, Reply: "250 " + t.reply}
-	if err := t.p.Audit.Record(context.WithoutCancel(ctx), e); err != nil {
+	log := t.log
+	failed := func(err error) {
 		// The next hop has the mail: failing now would make the client
 		// send it twice. Log loudly instead.
-		t.log.Error("audit mail.relayed failed", "err", err)
+		if err != nil {
+			log.Error("audit mail.relayed failed", "err", err)
+		}
+	}
+	if a, ok := t.p.Audit.(appender); ok {
+		// Durable with the next group commit: the next hop has the mail
+		// and saw its links, nothing waits for this record.
+		a.Append([]audit.Event{e}, failed)
+	} else {
+		failed(t.p.Audit.Record(context.WithoutCancel(ctx), e))
 	}
 	return t.reply
+}
+
+// appender is an audit log that records without making the caller wait
+// (audit.SQLiteLog).
+type appender interface {
+	Append(events []audit.Event, then func(error))
 }
 
 // Abort ends a transaction that failed with err, which it returns: what
@@ -471,6 +656,11 @@ func (t *Transaction) recordOutcome(err error) {
 func (t *Transaction) removeSpool() {
 	if t.spool != nil {
 		if err := t.spool.Remove(); err != nil {
+			t.log.Warn("remove spool", "err", err)
+		}
+	}
+	if t.side != nil {
+		if err := t.side.remove(); err != nil {
 			t.log.Warn("remove spool", "err", err)
 		}
 	}

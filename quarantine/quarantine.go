@@ -118,7 +118,8 @@ type Options struct {
 	// means 30 s. Run also wakes when the next item is due.
 	Interval time.Duration
 	Now      func() time.Time
-	Logger   *slog.Logger
+	// Logger is named "component=quarantine" here.
+	Logger *slog.Logger
 }
 
 const (
@@ -218,6 +219,7 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 	if m.log == nil {
 		m.log = slog.Default()
 	}
+	m.log = m.log.With("component", "quarantine")
 	if _, err := blobs.CleanTemp(0); err != nil {
 		return nil, fmt.Errorf("quarantine: %w", err)
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/attachgate/attachgate/smtpreply"
 	"github.com/google/uuid"
 )
 
@@ -90,8 +92,7 @@ func (d *outboxData) Close() (string, error) {
 	fail := func(err error) (string, error) {
 		d.f.Close()
 		os.Remove(d.f.Name())
-		return "", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
-			Message: "Outbox write failed"}
+		return "", smtpreply.OutboxFailed
 	}
 	if d.err != nil {
 		return fail(d.err)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/attachgate/attachgate/smtpreply"
 )
 
 // Hop opens sessions to the next hop.
@@ -185,8 +187,7 @@ func (s *smtpSession) note(err error) error {
 func (s *smtpSession) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil && opts.UTF8 {
 		if ok, _ := s.c.Extension("SMTPUTF8"); !ok {
-			return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7},
-				Message: "Next hop does not support SMTPUTF8"}
+			return smtpreply.NextHopNoUTF8
 		}
 		if opts.Body == "" {
 			o := *opts

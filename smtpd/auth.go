@@ -8,17 +8,14 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/smtpreply"
 )
 
 var (
-	replyAuthFailed = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8},
-		Message: "Authentication credentials invalid"}
-	replyAuthLocked = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
-		Message: "Too many failed authentication attempts, try again later"}
-	replyAuthBusy = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
-		Message: "Too many authentications in progress, try again later"}
-	replyAuthTwice = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1},
-		Message: "Already authenticated"}
+	replyAuthFailed = smtpreply.AuthFailed
+	replyAuthLocked = smtpreply.AuthLocked
+	replyAuthBusy   = smtpreply.AuthBusy
+	replyAuthTwice  = smtpreply.AuthTwice
 )
 
 // AuthMechanisms lists what we offer; go-smtp offers AUTH only over TLS
@@ -109,7 +106,7 @@ func (s *session) authFailed(username, reason string, counted bool) error {
 func (s *session) recordAuthFailure(username, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.srv.opts.Audit.Record(ctx, audit.Event{Type: "auth.failed", Actor: "smtp",
+	if err := s.srv.opts.Audit.Record(ctx, audit.Event{Type: audit.TypeAuthFailed, Actor: "smtp",
 		ClientAddr: s.client.String(), Helo: s.conn.Hostname(), AuthUser: username, Reason: reason}); err != nil {
 		s.log.Error("audit auth.failed", "err", err)
 	}

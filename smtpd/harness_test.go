@@ -1,14 +1,10 @@
 package smtpd
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
-	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -29,6 +25,7 @@ import (
 	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/store"
+	"github.com/attachgate/attachgate/testsupport"
 	"github.com/attachgate/attachgate/users"
 	"github.com/attachgate/attachgate/vault"
 )
@@ -206,25 +203,9 @@ func (g *gateway) assertNoLeftovers() {
 	}
 }
 
-// mailWithAttachment builds a multipart/mixed mail with a text body and one
-// base64 attachment whose name is encoded per RFC 2231 when not ASCII.
+// mailWithAttachment is testsupport.MailWithAttachment.
 func mailWithAttachment(subject, body, name string, content []byte) []byte {
-	var b bytes.Buffer
-	boundary := "=_attachgate_test_boundary"
-	fmt.Fprintf(&b, "From: Alice <alice@example.com>\r\nTo: Bob <bob@example.net>\r\n")
-	fmt.Fprintf(&b, "Subject: %s\r\nMessage-ID: <test-%d@example.com>\r\nMIME-Version: 1.0\r\n", mime.QEncoding.Encode("utf-8", subject), time.Now().UnixNano())
-	fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=\"%s\"\r\n\r\n", boundary)
-	fmt.Fprintf(&b, "--%s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n%s\r\n", boundary, body)
-	disp := mime.FormatMediaType("attachment", map[string]string{"filename": name})
-	fmt.Fprintf(&b, "--%s\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: %s\r\n\r\n", boundary, disp)
-	enc := base64.StdEncoding.EncodeToString(content)
-	for len(enc) > 76 {
-		b.WriteString(enc[:76] + "\r\n")
-		enc = enc[76:]
-	}
-	b.WriteString(enc + "\r\n")
-	fmt.Fprintf(&b, "--%s--\r\n", boundary)
-	return b.Bytes()
+	return testsupport.MailWithAttachment(subject, body, name, content)
 }
 
 var linkRE = regexp.MustCompile(`https?://[^\s"<>]+/d/[A-Za-z0-9_-]+`)

@@ -30,6 +30,7 @@ import (
 	"github.com/attachgate/attachgate/quarantine"
 	"github.com/attachgate/attachgate/smtptest"
 	"github.com/attachgate/attachgate/store"
+	"github.com/attachgate/attachgate/testsupport"
 	"github.com/attachgate/attachgate/vault"
 )
 
@@ -604,13 +605,8 @@ func yamlDecodeStrict(doc string, v any) error {
 	return dec.Decode(v)
 }
 
+// waitUntil is testsupport.WaitFor.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testsupport.WaitFor(t, what, cond)
 }

@@ -68,12 +68,22 @@ var (
 		Message: "Next hop unavailable, try again later"}
 	HopLost = &smtp.SMTPError{Code: C451LocalError, EnhancedCode: E442BadConnection,
 		Message: "Connection to next hop lost, try again later"}
+	OutboxFailed = &smtp.SMTPError{Code: C451LocalError, EnhancedCode: E430Other,
+		Message: "Outbox write failed"}
 	BadSender = &smtp.SMTPError{Code: C501BadParams, EnhancedCode: E517BadSenderSyntax,
 		Message: "Bad sender address syntax"}
 	BadRecipient = &smtp.SMTPError{Code: C553BadMailbox, EnhancedCode: E513BadRcptSyntax,
 		Message: "Bad recipient address syntax"}
 	LineTooLong = &smtp.SMTPError{Code: C500SyntaxError, EnhancedCode: E540NetworkOther,
 		Message: "Message has a line longer than the limit"}
+	AuthFailed = &smtp.SMTPError{Code: C535AuthBadCreds, EnhancedCode: E578AuthCredentials,
+		Message: "Authentication credentials invalid"}
+	AuthLocked = &smtp.SMTPError{Code: C454TempAuthFail, EnhancedCode: E470SecurityOther,
+		Message: "Too many failed authentication attempts, try again later"}
+	AuthBusy = &smtp.SMTPError{Code: C454TempAuthFail, EnhancedCode: E470SecurityOther,
+		Message: "Too many authentications in progress, try again later"}
+	AuthTwice = &smtp.SMTPError{Code: C503BadSequence, EnhancedCode: E551BadCommand,
+		Message: "Already authenticated"}
 	NoMail = &smtp.SMTPError{Code: C503BadSequence, EnhancedCode: E551BadCommand,
 		Message: "Send MAIL first"}
 )

@@ -178,6 +178,32 @@ func Migrate(ctx context.Context, db *sql.DB, component string, migrations []str
 
 // CreateMessage records m with its files and links in one transaction.
 func (s *SQLite) CreateMessage(ctx context.Context, m Message, files []File, links []Link) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create message %s: %w", m.ID, err)
+	}
+	defer tx.Rollback()
+	if err := insertMessage(ctx, tx, m, files, links); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("create message %s: commit: %w", m.ID, err)
+	}
+	return nil
+}
+
+// CreateMessageTx is CreateMessage inside a transaction someone else opened
+// on conn, a connection to this database: the pipeline records a message
+// and its audit events with one commit (audit.SQLiteLog.RecordWith).
+func (s *SQLite) CreateMessageTx(ctx context.Context, conn *sql.Conn, m Message, files []File, links []Link) error {
+	return insertMessage(ctx, conn, m, files, links)
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func insertMessage(ctx context.Context, tx execer, m Message, files []File, links []Link) error {
 	if err := validateMessage(m, files, links); err != nil {
 		return fmt.Errorf("create message %s: %w", m.ID, err)
 	}
@@ -185,11 +211,6 @@ func (s *SQLite) CreateMessage(ctx context.Context, m Message, files []File, lin
 	if err != nil {
 		return fmt.Errorf("create message %s: recipients: %w", m.ID, err)
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("create message %s: %w", m.ID, err)
-	}
-	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `INSERT INTO messages
 		(id, message_id, sender, recipients, client_addr, auth_user, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`,
@@ -211,9 +232,6 @@ func (s *SQLite) CreateMessage(ctx context.Context, m Message, files []File, lin
 			l.ID, l.FileID, l.TokenHash, toNanos(l.CreatedAt), toNanos(l.ExpiresAt), nullNanos(l.RevokedAt), l.MaxDownloads, l.Downloads); err != nil {
 			return fmt.Errorf("create message %s: link %s: %w", m.ID, l.ID, err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("create message %s: commit: %w", m.ID, err)
 	}
 	return nil
 }

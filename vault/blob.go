@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/google/uuid"
 )
 
 const (
@@ -31,6 +32,8 @@ const (
 
 	blobSuffix = ".age"
 	blobTmpDir = "tmp"
+	// timeLayoutDir holds the blobs with time-ordered IDs.
+	timeLayoutDir = "t"
 )
 
 var (
@@ -42,14 +45,26 @@ var (
 // validBlobID keeps blob IDs safe to use as file names.
 var validBlobID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
 
-// BlobStore keeps attachments encrypted with age in a directory tree,
-// blobs/ab/cd/<id>.age, sharded by a hash of the ID so time-ordered IDs
-// spread evenly. Several instances may share the directory (NFS): every
-// writer uses its own temp file and publishes it with one rename.
+// BlobStore keeps attachments encrypted with age in a directory tree.
+// Blobs whose ID is a time-ordered UUID (version 7, store.NewID) live in
+// blobs/t/<6 hex>/<2 hex>/<id>.age, one directory per 65 s of creation
+// time (the ID's leading hex digits), so the blobs written at the same
+// time are published in one directory and made durable with one
+// directory sync per batch (dirsync.go). Other IDs, and v7 blobs written
+// before this layout, live in blobs/ab/cd/<id>.age, sharded by a hash of
+// the ID; Open and Delete look there too. Several instances may share the
+// directory (NFS): every writer uses its own temp file and publishes it
+// with one rename.
 type BlobStore struct {
 	dir    string
 	tmpDir string
 	ring   *KeyRing
+	dirs   dirSyncer
+
+	// Directories with renames PutUnsynced left to SyncPending.
+	pendMu  sync.Mutex
+	pending map[string]bool
+	syncMu  sync.Mutex
 }
 
 // BlobInfo describes a stored blob; the caller records it in the store.
@@ -72,8 +87,18 @@ func NewBlobStore(dir string, ring *KeyRing) (*BlobStore, error) {
 	return s, nil
 }
 
-// path returns where blob id lives.
+// path returns where blob id is written.
 func (s *BlobStore) path(id string) string {
+	if u, err := uuid.Parse(id); err == nil && u.Version() == 7 && len(id) == 36 {
+		h := strings.ReplaceAll(id[:9], "-", "")
+		return filepath.Join(s.dir, timeLayoutDir, h[:6], h[6:8], id+blobSuffix)
+	}
+	return s.hashPath(id)
+}
+
+// hashPath is where a blob lived before the time layout, and where blobs
+// with other IDs live.
+func (s *BlobStore) hashPath(id string) string {
 	sum := sha256.Sum256([]byte(id))
 	h := hex.EncodeToString(sum[:2])
 	return filepath.Join(s.dir, h[:2], h[2:], id+blobSuffix)
@@ -81,14 +106,72 @@ func (s *BlobStore) path(id string) string {
 
 // Put encrypts r to the current key and stores it as blob id. The blob
 // appears whole or not at all: it is written to a temp file, synced once,
-// then renamed into place. An existing blob with the same id is replaced.
+// then renamed into place, and the rename is made durable by a directory
+// sync shared with the Puts of the same moment. An existing blob with the
+// same id is replaced.
 func (s *BlobStore) Put(id string, r io.Reader) (info BlobInfo, err error) {
+	info, final, err := s.put(id, r)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	if err := s.dirs.sync(filepath.Dir(final)); err != nil {
+		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+	}
+	return info, nil
+}
+
+// PutUnsynced is Put without the directory sync: the blob is whole and
+// its bytes durable, but its name becomes durable only with the next
+// SyncPending. The pipeline puts a message's attachments this way and
+// calls SyncPending in the transaction that records them, so the
+// messages committed together share one sync per directory.
+func (s *BlobStore) PutUnsynced(id string, r io.Reader) (BlobInfo, error) {
+	info, final, err := s.put(id, r)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	s.pendMu.Lock()
+	if s.pending == nil {
+		s.pending = map[string]bool{}
+	}
+	s.pending[filepath.Dir(final)] = true
+	s.pendMu.Unlock()
+	return info, nil
+}
+
+// SyncPending makes the names of every blob PutUnsynced stored before the
+// call durable, syncing each directory concerned once.
+func (s *BlobStore) SyncPending() error {
+	// One sync pass at a time: a pass that took our directories is over
+	// when we get the lock.
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.pendMu.Lock()
+	dirs := s.pending
+	s.pending = nil
+	s.pendMu.Unlock()
+	var errs []error
+	for dir := range dirs {
+		if err := syncDir(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.dirs.mu.Lock()
+	s.dirs.syncs += len(dirs)
+	s.dirs.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("sync blob directories: %w", err)
+	}
+	return nil
+}
+
+func (s *BlobStore) put(id string, r io.Reader) (info BlobInfo, final string, err error) {
 	if !validBlobID.MatchString(id) {
-		return BlobInfo{}, fmt.Errorf("store blob %q: invalid id", id)
+		return BlobInfo{}, "", fmt.Errorf("store blob %q: invalid id", id)
 	}
 	tmp, err := os.CreateTemp(s.tmpDir, id+".*.tmp") // O_EXCL, mode 0600
 	if err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
 	published := false
 	defer func() {
@@ -105,7 +188,7 @@ func (s *BlobStore) Put(id string, r io.Reader) (info BlobInfo, err error) {
 
 	enc, err := age.Encrypt(bw, recipient)
 	if err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
 	hash := sha256.New()
 	bufp := copyBufferPool.Get().(*[]byte)
@@ -113,32 +196,29 @@ func (s *BlobStore) Put(id string, r io.Reader) (info BlobInfo, err error) {
 	size, err := io.CopyBuffer(io.MultiWriter(hash, enc), readerOnly{r}, *bufp)
 	copyBufferPool.Put(bufp)
 	if err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
 	if err := enc.Close(); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: encrypt: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: encrypt: %w", id, err)
 	}
 	if err := bw.Flush(); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: sync: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: sync: %w", id, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
-	final := s.path(id)
+	final = s.path(id)
 	if err := mkdirSynced(filepath.Dir(final), s.dir); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
 	if err := os.Rename(tmp.Name(), final); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
 	}
 	published = true
-	if err := syncDir(filepath.Dir(final)); err != nil {
-		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
-	}
-	return BlobInfo{ID: id, KeyID: keyID, Size: size, SHA256: hex.EncodeToString(hash.Sum(nil))}, nil
+	return BlobInfo{ID: id, KeyID: keyID, Size: size, SHA256: hex.EncodeToString(hash.Sum(nil))}, final, nil
 }
 
 // Open opens blob id, encrypted to keyID ("" tries every key in the ring),
@@ -160,6 +240,9 @@ func (s *BlobStore) Open(id, keyID string) (*Blob, error) {
 		identities = []age.Identity{identity}
 	}
 	b, err := openBlob(s.path(id), identities...)
+	if errors.Is(err, fs.ErrNotExist) && s.hashPath(id) != s.path(id) {
+		b, err = openBlob(s.hashPath(id), identities...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open blob %s: %w", id, err)
 	}
@@ -171,8 +254,10 @@ func (s *BlobStore) Delete(id string) error {
 	if !validBlobID.MatchString(id) {
 		return fmt.Errorf("delete blob %q: invalid id", id)
 	}
-	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("delete blob %s: %w", id, err)
+	for _, p := range []string{s.path(id), s.hashPath(id)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("delete blob %s: %w", id, err)
+		}
 	}
 	return nil
 }

@@ -17,7 +17,6 @@ import (
 // store.backend redis there is none (nil): the configuration refuses
 // quarantine and hold rules there.
 func openQuarantine(c *config.Config, b *backend, obs *observed, p *pipeline.Pipeline, log *slog.Logger) (*quarantine.Manager, error) {
-	log = log.With("component", "quarantine")
 	if n := c.PolicyEngine().Rules(); n > 0 {
 		log.Info("policies loaded", "rules", n)
 	}

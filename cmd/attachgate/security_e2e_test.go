@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/smtptest"
+	"github.com/attachgate/attachgate/testsupport"
 )
 
 // TestUserCommandAndAuth manages a user with the CLI (password on stdin,
@@ -189,15 +190,10 @@ func TestSIGTERMDrainsTransactions(t *testing.T) {
 	}
 }
 
+// waitFor is testsupport.WaitFor.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testsupport.WaitFor(t, what, cond)
 }
 
 // waitExit returns a channel closed when the daemon process has exited.

@@ -173,7 +173,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		DKIM:        c.DKIMKeys(),
 		Limits: mailpart.Limits{MaxDepth: c.SMTP.MaxMIMEDepth, MaxParts: c.SMTP.MaxMIMEParts,
 			MaxHeaderBytes: c.SMTP.MaxHeaderBytes},
-		Logger:  log.With("component", "pipeline"),
+		Logger:  log,
 		Metrics: m,
 	}
 	held, err := openQuarantine(c, b, obs, pl, log)
@@ -289,6 +289,13 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 	}
 	if err := adminAPI.Shutdown(sctx); err != nil {
 		log.Warn("admin drain incomplete", "err", err)
+	}
+	// Events queued for the next group commit (mail.relayed) go to disk
+	// before the process ends.
+	if f, ok := b.audit.(interface{ Flush(context.Context) error }); ok {
+		if err := f.Flush(sctx); err != nil {
+			log.Error("audit flush at shutdown", "err", err)
+		}
 	}
 	log.Info("stopped")
 	return serveErr

@@ -22,10 +22,12 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -90,8 +92,14 @@ type env struct {
 	gw2     *gateway // -compare
 	compare []string
 
-	msg1m, msg10m, msg5k  testMessage // LF, for smtp-source -F
-	crlf1m, crlf10m       testMessage // CRLF, for our client
+	msg1m, msg10m, msg5k    testMessage // LF, for smtp-source -F
+	crlf1m, crlf10m, crlf5k testMessage // CRLF, for our client
+
+	// pf is a private Postfix instance as a plain relay hop to the same
+	// sink (nil when it cannot run: not root, or Postfix missing).
+	pf                    *postfix
+	strace                string // "" when strace is missing: no fsync counts
+	hops                  []hopRow
 	rows                  []result
 	notes                 []string
 	profiles              []profileResult
@@ -112,7 +120,7 @@ func main() {
 	flag.Int64Var(&o.bigSize, "big", 1<<30, "attachment size of the peak-RSS relay/download row")
 	flag.BoolVar(&o.quick, "quick", false, "smoke test: 1 round, fewer messages, 64 MiB big file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
-	flag.StringVar(&o.goBench, "gobench", "./vault ./mailpart ./linkserver ./smtpd", "packages whose Go benchmarks go into the report (empty: skip)")
+	flag.StringVar(&o.goBench, "gobench", "./vault ./mailpart ./linkserver ./pipeline", "packages whose Go benchmarks go into the report (empty: skip)")
 	flag.StringVar(&o.benchtime, "benchtime", "10x", "go test -benchtime")
 	flag.IntVar(&o.wrkSeconds, "wrk-seconds", 8, "duration of one wrk round")
 	flag.StringVar(&o.rows, "rows", "all", "comma list of rows: relay1m,relay10m,relay5k,download,latency,rss1g,issue2,rss16")
@@ -123,6 +131,13 @@ func main() {
 		o.wrkSeconds = 3
 		o.benchtime = "2x"
 	}
+	// An interrupted run still stops what it started (daemons, Postfix).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fatalf("interrupted")
+	}()
 	e := &env{opt: o, start: time.Now()}
 	e.loadBefore = loadavg()
 	defer cleanup()
@@ -208,6 +223,23 @@ func (e *env) setup() {
 	if e.msg5k, err = writePlainMessage(filepath.Join(msgs, "5k.eml"), 5<<10, "\n"); err != nil {
 		fatalf("%v", err)
 	}
+	if e.crlf5k, err = writePlainMessage(filepath.Join(msgs, "5k-crlf.eml"), 5<<10, "\r\n"); err != nil {
+		fatalf("%v", err)
+	}
+	e.strace, _ = lookPath("/usr/bin/strace", "strace")
+	if e.strace == "" {
+		e.notes = append(e.notes, "strace not found: no fsync counts (bench/deps.sh installs it)")
+	}
+	if pfBin, err := lookPath("/usr/sbin/postfix", "postfix"); err != nil {
+		e.notes = append(e.notes, "Postfix relay hop left out: "+err.Error())
+	} else if e.pf, err = startPostfix(pfBin, e.work, e.sink.addr); err != nil {
+		e.notes = append(e.notes, "Postfix relay hop left out: "+err.Error())
+		e.pf = nil
+	} else {
+		atCleanup(e.pf.stop)
+		logf("postfix (private instance, postfix -c %s) on %s, relayhost the sink", e.pf.dir, e.pf.addr)
+		e.commands = append(e.commands, fmt.Sprintf("postfix -c %s start   (main.cf: relayhost = [smtp-sink], own queue_directory, mynetworks 127.0.0.0/8, no TLS; master.cf: smtpd on 127.0.0.1:PORT)", e.pf.dir))
+	}
 	logf("generated messages: 1 MiB attachment (%d bytes), 10 MiB (%d bytes), 5 KiB plain (%d bytes)",
 		e.msg1m.Size, e.msg10m.Size, e.msg5k.Size)
 }
@@ -246,13 +278,13 @@ func (e *env) run() {
 		return n
 	}
 	if e.want("relay1m") {
-		e.rows = append(e.rows, e.throughputRow("relay throughput, 1 MiB attachment, 8 sessions", e.msg1m, 8, scale(400), scale(200), 0.6))
+		e.rows = append(e.rows, e.throughputRow("relay throughput, 1 MiB attachment, 8 sessions", e.msg1m, e.crlf1m, 8, scale(400), scale(200), 0.6))
 	}
 	if e.want("relay10m") {
-		e.rows = append(e.rows, e.throughputRow("relay throughput, 10 MiB attachment, 4 sessions", e.msg10m, 4, scale(48), scale(24), 0.6))
+		e.rows = append(e.rows, e.throughputRow("relay throughput, 10 MiB attachment, 4 sessions", e.msg10m, e.crlf10m, 4, scale(48), scale(24), 0.6))
 	}
 	if e.want("relay5k") {
-		e.rows = append(e.rows, e.throughputRow("relay throughput, 5 KiB mail, nothing to link, 8 sessions", e.msg5k, 8, scale(16000), scale(2000), 0.8))
+		e.rows = append(e.rows, e.throughputRow("relay throughput, 5 KiB mail, nothing to link, 8 sessions", e.msg5k, e.crlf5k, 8, scale(16000), scale(2000), 0.8))
 	}
 	if e.want("latency") {
 		e.rows = append(e.rows, e.latencyRow(100))
@@ -333,7 +365,7 @@ type roundStat struct {
 	wall            time.Duration
 	rate            float64 // messages/s
 	srcCPU, sinkCPU float64 // seconds
-	gwCPU           float64
+	gwCPU           float64 // of the path's server: attachgate or Postfix
 }
 
 func (e *env) throughputRound(path string, m testMessage, sessions, count int) roundStat {
@@ -343,34 +375,60 @@ func (e *env) throughputRound(path string, m testMessage, sessions, count int) r
 		addr = e.gw.smtpAddr
 	case "compare":
 		addr, gw = e.gw2.smtpAddr, e.gw2
+	case "postfix":
+		addr = e.pf.addr
 	}
-	sink0, gw0 := cpuSeconds(e.sink.pid()), cpuSeconds(gw.pid())
-	wall, cpu, _, err := runTimed(e.smtpSource(addr, m, sessions, count)...)
+	serverCPU := func() float64 {
+		if path == "postfix" {
+			return e.pf.cpuSeconds()
+		}
+		return cpuSeconds(gw.pid())
+	}
+	sink0, gw0 := cpuSeconds(e.sink.pid()), serverCPU()
+	start := time.Now()
+	_, cpu, _, err := runTimed(e.smtpSource(addr, m, sessions, count)...)
 	if err != nil {
+		if path == "postfix" {
+			fatalf("postfix path: %v\nmaillog:\n%s", err, e.pf.tail())
+		}
 		fatalf("%s path: %v\ngateway log:\n%s", path, err, gw.tail())
 	}
+	if path == "postfix" {
+		// Postfix answers 250 once the message is queued; attachgate once
+		// the next hop has it. A round ends when Postfix delivered too.
+		if err := e.pf.drain(10 * time.Minute); err != nil {
+			fatalf("%v", err)
+		}
+	}
+	wall := time.Since(start)
 	st := roundStat{path: path, count: count, wall: wall, rate: float64(count) / wall.Seconds(), srcCPU: cpu,
 		sinkCPU: cpuSeconds(e.sink.pid()) - sink0}
 	if path != "direct" {
-		st.gwCPU = cpuSeconds(gw.pid()) - gw0
+		st.gwCPU = serverCPU() - gw0
 	}
 	return st
 }
 
 // throughputRow measures one row; each path gets its own message count
 // (about the same time per round: the direct path is much faster).
-func (e *env) throughputRow(name string, m testMessage, sessions, directCount, gwCount int, want float64) result {
+func (e *env) throughputRow(name string, m, crlf testMessage, sessions, directCount, gwCount int, want float64) result {
 	logf("%s: %d (direct) / %d (gateway) messages of %d bytes per round, %d rounds per path", name, directCount, gwCount, m.Size, e.opt.rounds)
 	e.commands = append(e.commands, strings.Join(e.smtpSource("127.0.0.1:PORT", m, sessions, gwCount), " ")+
 		fmt.Sprintf("   (PORT: attachgate; direct path: smtp-sink's port and -m %d)", directCount))
 	// Warm up both paths (page cache, connections, SQLite).
 	e.throughputRound("direct", m, sessions, sessions*2)
 	e.throughputRound("gateway", m, sessions, sessions*2)
+	if e.pf != nil {
+		e.throughputRound("postfix", m, sessions, sessions*2)
+	}
 
 	var direct, gw, gw2 []float64
 	var rounds []roundStat
 	for r := 0; r < e.opt.rounds; r++ {
 		order := []string{"direct", "gateway"}
+		if e.pf != nil {
+			order = append(order, "postfix")
+		}
 		if e.gw2 != nil {
 			order = append(order, "compare")
 		}
@@ -389,10 +447,10 @@ func (e *env) throughputRow(name string, m testMessage, sessions, directCount, g
 				direct = append(direct, st.rate)
 			case "gateway":
 				gw = append(gw, st.rate)
-			default:
+			case "compare":
 				gw2 = append(gw2, st.rate)
 			}
-			logf("  round %d %-7s %7.1f msg/s  (%.2fs; CPU: smtp-source %.0f%%, smtp-sink %.0f%%, attachgate %.0f%%)",
+			logf("  round %d %-7s %7.1f msg/s  (%.2fs; CPU: smtp-source %.0f%%, smtp-sink %.0f%%, server %.0f%%)",
 				r+1, path, st.rate, st.wall.Seconds(), pct(st.srcCPU, st.wall), pct(st.sinkCPU, st.wall), pct(st.gwCPU, st.wall))
 		}
 	}
@@ -415,11 +473,16 @@ func (e *env) throughputRow(name string, m testMessage, sessions, directCount, g
 	for _, st := range rounds {
 		line := fmt.Sprintf("%s: %d messages, %.1f msg/s in %.2fs; CPU %% of one core: smtp-source %.0f, smtp-sink %.0f",
 			st.path, st.count, st.rate, st.wall.Seconds(), pct(st.srcCPU, st.wall), pct(st.sinkCPU, st.wall))
-		if st.path != "direct" {
+		switch st.path {
+		case "direct":
+		case "postfix":
+			line += fmt.Sprintf(", Postfix (all its processes) %.0f (%.2f ms CPU per message)", pct(st.gwCPU, st.wall), st.gwCPU/float64(st.count)*1000)
+		default:
 			line += fmt.Sprintf(", attachgate %.0f (%.2f ms CPU per message)", pct(st.gwCPU, st.wall), st.gwCPU/float64(st.count)*1000)
 		}
 		res.detail = append(res.detail, line)
 	}
+	e.hops = append(e.hops, e.hopRow(name, m, crlf, sessions, gwCount, rounds))
 	res.verdict = verdict(res.met, fmt.Sprintf("%.2f vs %.1f", ratio, want))
 	return res
 }

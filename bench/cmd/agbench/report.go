@@ -102,6 +102,12 @@ func (e *env) table() string {
 func (e *env) report() rendered {
 	var con strings.Builder
 	con.WriteString("\n" + e.table())
+	if t := e.hopTable(); t != "" {
+		con.WriteString("\n" + t)
+		for _, l := range e.hopTargets() {
+			con.WriteString(l + "\n")
+		}
+	}
 	if e.issue2 != "" {
 		con.WriteString("\nissue 2 figure: " + e.issue2 + "\n")
 	}
@@ -137,6 +143,21 @@ func (e *env) report() rendered {
 		md.WriteString("**Issue 2 figure:** " + e.issue2 + ".\n\n")
 	}
 
+	if t := e.hopTable(); t != "" {
+		md.WriteString("### Relay hops side by side: attachgate and Postfix\n\n")
+		md.WriteString("The same messages through attachgate and through a private Postfix instance used as a plain relay hop " +
+			"(`postfix -c DIR`, its own queue, `relayhost` = the same smtp-sink), in the same rounds as the table above. " +
+			"A Postfix round ends when its queue is empty again (Postfix answers 250 once queued; attachgate once the next hop has the mail). " +
+			"CPU counts every process of the server (for Postfix: master, smtpd, cleanup, qmgr, smtp, … and those it reaped). " +
+			"fsync/msg comes from one extra, untimed round per path with `strace -f -c -e trace=fsync,fdatasync` attached to the server's processes. " +
+			"Latency: the row's number of sessions at once, agbench's own client, MAIL to final reply.\n\n")
+		md.WriteString(t)
+		md.WriteString("\n")
+		for _, l := range e.hopTargets() {
+			md.WriteString("- " + l + "\n")
+		}
+		md.WriteString("\n")
+	}
 	if len(e.compare) > 0 {
 		md.WriteString("### Side-by-side comparison (-compare " + e.opt.bin2 + ")\n\n")
 		for _, c := range e.compare {

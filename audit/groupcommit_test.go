@@ -1,0 +1,158 @@
+package audit
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/attachgate/attachgate/testsupport"
+)
+
+// TestGroupCommit: writers that arrive while a commit is under way share
+// the next transaction (one fsync for all); a write that fails inside a
+// shared transaction is undone alone; the chain stays whole.
+func TestGroupCommit(t *testing.T) {
+	db, _ := openTestDB(t)
+	l, err := NewSQLite(db, Options{Location: time.UTC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE side (k TEXT PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	side := func(k string) TxFunc {
+		return func(ctx context.Context, conn *sql.Conn) error {
+			_, err := conn.ExecContext(ctx, `INSERT INTO side (k) VALUES (?)`, k)
+			return err
+		}
+	}
+	boom := errors.New("boom")
+
+	// Hold the log's writer lock: the first writer leads and waits on it,
+	// the others queue behind.
+	l.writeMu.Lock()
+	const writers = 8
+	errs := make([]error, writers)
+	var wg sync.WaitGroup
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		testsupport.WaitFor(t, what, func() bool {
+			l.groupMu.Lock()
+			defer l.groupMu.Unlock()
+			return cond()
+		})
+	}
+	for i := range writers {
+		if i == 1 {
+			// The leader took its batch (itself) and waits for the lock.
+			waitFor("the leader", func() bool { return l.group.leading && len(l.group.queue) == 0 })
+		}
+		wg.Go(func() {
+			extra := side(fmt.Sprint(i))
+			if i == 3 {
+				extra = func(ctx context.Context, conn *sql.Conn) error {
+					if err := side("3")(ctx, conn); err != nil {
+						return err
+					}
+					return boom // after writing: must be undone
+				}
+			}
+			errs[i] = l.RecordWith(context.Background(), []Event{
+				{Type: TypeMailReceived, MessageID: fmt.Sprint(i)},
+				{Type: TypeMailRelayed, MessageID: fmt.Sprint(i)},
+			}, extra)
+		})
+	}
+	waitFor("the others to queue", func() bool { return len(l.group.queue) == writers-1 })
+	l.writeMu.Unlock()
+	wg.Wait()
+
+	for i, err := range errs {
+		if i == 3 {
+			if !errors.Is(err, boom) {
+				t.Errorf("failing write: %v, want boom", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("write %d: %v", i, err)
+		}
+	}
+	l.groupMu.Lock()
+	batches := l.group.batches
+	l.groupMu.Unlock()
+	if batches != 2 {
+		t.Errorf("%d transactions for %d writers, want 2 (the leader's, then all that queued)", batches, writers)
+	}
+	var events, sides int
+	db.QueryRow(`SELECT COUNT(*) FROM audit_events WHERE message_id = '3'`).Scan(&events)
+	db.QueryRow(`SELECT COUNT(*) FROM side WHERE k = '3'`).Scan(&sides)
+	if events != 0 || sides != 0 {
+		t.Errorf("failed write left %d events and %d rows", events, sides)
+	}
+	db.QueryRow(`SELECT COUNT(*) FROM audit_events`).Scan(&events)
+	db.QueryRow(`SELECT COUNT(*) FROM side`).Scan(&sides)
+	if events != 2*(writers-1) || sides != writers-1 {
+		t.Errorf("%d events, %d rows; want %d and %d", events, sides, 2*(writers-1), writers-1)
+	}
+	res, err := l.Verify(context.Background(), nil)
+	if err != nil || res.Events != int64(2*(writers-1)) {
+		t.Fatalf("verify: %+v, %v", res, err)
+	}
+}
+
+// TestAppendIsFlushed: events queued without waiting are committed with
+// the next batch, in order, and Flush waits for them.
+func TestAppendIsFlushed(t *testing.T) {
+	db, _ := openTestDB(t)
+	l, err := NewSQLite(db, Options{Location: time.UTC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var outcomes []error
+	for i := range 5 {
+		l.Append([]Event{{Type: TypeMailRelayed, MessageID: fmt.Sprint(i)}}, func(err error) {
+			mu.Lock()
+			outcomes = append(outcomes, err)
+			mu.Unlock()
+		})
+	}
+	if err := l.RecordAll(context.Background(), []Event{{Type: TypeMailReceived, MessageID: "after"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(outcomes) != 5 {
+		t.Fatalf("%d outcomes reported, want 5", len(outcomes))
+	}
+	for _, err := range outcomes {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := db.Query(`SELECT message_id FROM audit_events ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var id string
+		rows.Scan(&id)
+		got = append(got, id)
+	}
+	if want := "0 1 2 3 4 after"; fmt.Sprint(got) != "["+want+"]" {
+		t.Fatalf("order %v, want [%s]", got, want)
+	}
+	if res, err := l.Verify(context.Background(), nil); err != nil || res.Events != 6 {
+		t.Fatalf("verify: %+v %v", res, err)
+	}
+}
