@@ -106,6 +106,9 @@ type Options struct {
 	// Quarantine serves /admin/quarantine; nil leaves those routes out
 	// (404, as any unknown route).
 	Quarantine Quarantine
+	// InFlight counts this instance's running downloads per link, for the
+	// link.revoked event of a revoke; nil: the event does not say.
+	InFlight DownloadsInFlight
 	// Location is the zone of the from/to dates and of times in link
 	// responses; nil = time.Local. Use the audit log's zone.
 	Location *time.Location
@@ -130,6 +133,7 @@ type Server struct {
 	audit          audit.Recorder
 	export         AuditExporter
 	quarantine     Quarantine
+	inFlight       DownloadsInFlight
 	location       *time.Location
 	log            *slog.Logger
 	now            func() time.Time
@@ -167,6 +171,7 @@ func New(o Options) (*Server, error) {
 		audit:          o.Audit,
 		export:         o.Export,
 		quarantine:     o.Quarantine,
+		inFlight:       o.InFlight,
 		location:       o.Location,
 		log:            o.Logger,
 		now:            o.Now,

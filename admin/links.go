@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/attachgate/attachgate/audit"
@@ -36,6 +37,19 @@ type linkInfo struct {
 	HeaderID     string   `json:"header_id"` // the mail's Message-ID header
 	Sender       string   `json:"sender"`
 	Recipients   []string `json:"recipients"`
+}
+
+// DownloadsInFlight tells how many downloads of a link this instance is
+// serving; *linkserver.Server implements it.
+type DownloadsInFlight interface {
+	DownloadsInFlight(linkID string) int
+}
+
+// inFlightDetail is the Detail of a link.revoked event when the instance
+// counts its downloads; its shape is part of the export contract (README,
+// "Revoking a link while it is being downloaded").
+func inFlightDetail(n int) string {
+	return "downloads in flight on this instance: " + strconv.Itoa(n)
 }
 
 // revokeResult is the answer of POST /admin/links/{id}/revoke.
@@ -106,6 +120,11 @@ func (s *Server) handleLinkRevoke(w http.ResponseWriter, r *http.Request, c call
 			LinkID:     before.Link.ID,
 			MessageID:  before.Message.ID,
 			Reason:     linkRevokedReason,
+		}
+		if s.inFlight != nil {
+			// Read after the store write: any download that can still
+			// send bytes was counted before it (see linkserver).
+			revoked.Detail = inFlightDetail(s.inFlight.DownloadsInFlight(before.Link.ID))
 		}
 		if s.record(r, revoked) != nil {
 			w.Header().Set("Retry-After", retryAfter)

@@ -26,6 +26,22 @@ func (s *Server) clientAddr(r *http.Request) string {
 	return addr.String()
 }
 
+// clientKey names the client for per-client limits: its address for IPv4
+// (IPv4-mapped IPv6 included), its /64 for IPv6, since whoever has one
+// address of a /64 can use all 2^64 of them (clientip.ClientPrefix). Audit
+// events keep the real address (clientAddr).
+func (s *Server) clientKey(r *http.Request) string {
+	addr, ok := clientip.Resolver{Trusted: s.trustedProxies}.Addr(r)
+	if !ok {
+		return r.RemoteAddr
+	}
+	p := clientip.ClientPrefix(addr)
+	if p.Addr().Is4() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
 // isHTTPS reports whether the browser reached us over TLS, directly or via
 // a trusted proxy that says so; it decides the cookie's Secure flag.
 func (s *Server) isHTTPS(r *http.Request) bool {

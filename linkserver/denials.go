@@ -12,8 +12,8 @@ import (
 	"github.com/attachgate/attachgate/audit"
 )
 
-// maxTrackedClients bounds the limiter's memory; beyond it, new client
-// addresses share one overflow window (and are limited together).
+// maxTrackedClients bounds the limiter's memory; beyond it, new clients
+// share one overflow window (and are limited together).
 const maxTrackedClients = 10000
 
 // overflowClient names the shared window of untracked clients.
@@ -25,7 +25,8 @@ const reasonRateLimited = "rate_limited"
 
 // denialLimiter keeps the audit log from being flooded by refused
 // requests (anyone can invent tokens) while still recording the attack.
-// Per client address and window: the first burst denials are recorded one
+// Per client and window (a client is an IPv4 address or an IPv6 /64, see
+// Server.clientKey; the events keep each request's real address): the first burst denials are recorded one
 // by one; further ones are counted per reason and written as one
 // download.denied event when the window ends, its Detail saying how many
 // it stands for and over what time; beyond limit the client gets 429
@@ -50,6 +51,7 @@ type clientWindow struct {
 
 type pendingDenials struct {
 	event       audit.Event // the first denial of its kind not recorded alone
+	client      string      // the limiter's key: an address, an IPv6 /64 or overflowClient
 	n           int
 	first, last time.Time
 }
@@ -61,36 +63,38 @@ func newDenialLimiter(s *Server, window time.Duration, burst, limit int) *denial
 
 // windowFor returns the client's current window, opening one; the caller
 // holds mu.
-func (d *denialLimiter) windowFor(addr string) *clientWindow {
-	if w, ok := d.clients[addr]; ok {
+func (d *denialLimiter) windowFor(key string) *clientWindow {
+	if w, ok := d.clients[key]; ok {
 		return w
 	}
 	if len(d.clients) >= maxTrackedClients {
-		addr = overflowClient
-		if w, ok := d.clients[addr]; ok {
+		key = overflowClient
+		if w, ok := d.clients[key]; ok {
 			return w
 		}
 	}
-	w := &clientWindow{key: addr, pending: map[string]*pendingDenials{}}
-	d.clients[addr] = w
+	w := &clientWindow{key: key, pending: map[string]*pendingDenials{}}
+	d.clients[key] = w
 	w.timer = time.AfterFunc(d.window, func() { d.flush(w) })
 	return w
 }
 
-// blocked reports whether the client is over its limit in this window.
-func (d *denialLimiter) blocked(addr string) bool {
+// blocked reports whether the client (its key) is over its limit in this
+// window.
+func (d *denialLimiter) blocked(key string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	w, ok := d.clients[addr]
+	w, ok := d.clients[key]
 	if !ok && len(d.clients) >= maxTrackedClients {
 		w, ok = d.clients[overflowClient]
 	}
 	return ok && w.count >= d.limit
 }
 
-// deny counts one denial of e.ClientAddr and records e at once while the
-// client is within its burst; otherwise e joins its reason's aggregate.
+// deny counts one denial of the client of r and records e at once while
+// the client is within its burst; otherwise e joins its reason's aggregate.
 func (d *denialLimiter) deny(r *http.Request, e audit.Event) {
+	key := d.s.clientKey(r)
 	now := time.Now()
 	d.mu.Lock()
 	if d.closed {
@@ -98,7 +102,7 @@ func (d *denialLimiter) deny(r *http.Request, e audit.Event) {
 		_ = d.s.record(r, e)
 		return
 	}
-	w := d.windowFor(e.ClientAddr)
+	w := d.windowFor(key)
 	w.count++
 	if w.count <= d.burst {
 		d.mu.Unlock()
@@ -107,7 +111,7 @@ func (d *denialLimiter) deny(r *http.Request, e audit.Event) {
 	}
 	p, ok := w.pending[e.Reason]
 	if !ok {
-		p = &pendingDenials{event: e, first: now}
+		p = &pendingDenials{event: e, client: w.key, first: now}
 		if w.key == overflowClient {
 			p.event.ClientAddr = overflowClient
 		}
@@ -154,7 +158,7 @@ func (d *denialLimiter) recordAggregates(pending map[string]*pendingDenials) {
 // Its shape is part of the export contract (README, "Refused requests").
 func aggregateDetail(p *pendingDenials) string {
 	return fmt.Sprintf("aggregated: %d denials (reason %s) from %s between %s and %s",
-		p.n, p.event.Reason, p.event.ClientAddr, p.first.UTC().Format(time.RFC3339), p.last.UTC().Format(time.RFC3339))
+		p.n, p.event.Reason, p.client, p.first.UTC().Format(time.RFC3339), p.last.UTC().Format(time.RFC3339))
 }
 
 // close records every pending aggregate and stops the timers; later
@@ -185,8 +189,7 @@ func (d *denialLimiter) close() {
 // refuseIfLimited answers 429 when the client is over its denial limit,
 // counting the refusal; it reports whether it did.
 func (s *Server) refuseIfLimited(w http.ResponseWriter, r *http.Request) bool {
-	addr := s.clientAddr(r)
-	if !s.denials.blocked(addr) {
+	if !s.denials.blocked(s.clientKey(r)) {
 		return false
 	}
 	e := s.webEvent(r, audit.TypeDownloadDenied)

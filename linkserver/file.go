@@ -103,6 +103,11 @@ func (s *Server) handleFile(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := &auditedStream{ResponseWriter: w, server: s, request: r, event: ok, view: view,
 		rc: http.NewResponseController(w)}
+	defer func() {
+		if sw.inFlight {
+			s.inFlight.done(view.Link.ID)
+		}
+	}()
 	http.ServeContent(sw, r, "", view.File.CreatedAt, blob)
 }
 
@@ -128,6 +133,7 @@ type auditedStream struct {
 	event       audit.Event
 	view        store.LinkView
 	wroteHeader bool
+	inFlight    bool // counted in Server.inFlight until the handler returns
 	refused     bool
 	streaming   bool
 	sent        int64
@@ -153,6 +159,11 @@ func (a *auditedStream) WriteHeader(code int) {
 	a.wroteHeader = true
 	streaming := code == http.StatusOK || code == http.StatusPartialContent
 	if streaming && a.request.Method == http.MethodGet {
+		// Counted before download.ok and the re-read: every download
+		// that can still send bytes after a revoke wrote the store was
+		// counted before that write, so the revoke's count includes it.
+		a.server.inFlight.add(a.view.Link.ID)
+		a.inFlight = true
 		if err := a.server.record(a.request, a.event); err != nil {
 			a.refuse(pageUnavailable, time.Time{})
 			return

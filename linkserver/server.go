@@ -102,6 +102,7 @@ type Server struct {
 	stallTimeout     time.Duration
 	pageWriteTimeout time.Duration
 	denials          *denialLimiter
+	inFlight         inFlight
 }
 
 // New checks o and builds a Server.

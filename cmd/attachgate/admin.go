@@ -17,7 +17,7 @@ import (
 )
 
 // newAdminServer builds the admin API from the admin section of c.
-func newAdminServer(c *config.Config, st store.Store, rec audit.Recorder, exp admin.AuditExporter, q admin.Quarantine, obs *observed, log *slog.Logger) (*admin.Server, error) {
+func newAdminServer(c *config.Config, st store.Store, rec audit.Recorder, exp admin.AuditExporter, q admin.Quarantine, inFlight admin.DownloadsInFlight, obs *observed, log *slog.Logger) (*admin.Server, error) {
 	tokens, err := adminTokens(c)
 	if err != nil {
 		return nil, err
@@ -29,6 +29,7 @@ func newAdminServer(c *config.Config, st store.Store, rec audit.Recorder, exp ad
 		Audit:          rec,
 		Export:         exp,
 		Quarantine:     q,
+		InFlight:       inFlight,
 		Location:       c.Audit.Location(),
 		Logger:         log,
 	}
@@ -75,7 +76,7 @@ type adminListener struct {
 // admin.tokens nor admin.metrics_networks are configured: a listener that
 // can only refuse would be attack surface, and the default address would
 // make every daemon on a host compete for it.
-func startAdminAPI(c *config.Config, b *backend, obs *observed, q admin.Quarantine, log *slog.Logger) (*adminListener, error) {
+func startAdminAPI(c *config.Config, b *backend, obs *observed, q admin.Quarantine, inFlight admin.DownloadsInFlight, log *slog.Logger) (*adminListener, error) {
 	log = log.With("component", "admin")
 	if c.Admin.Listen == "" {
 		log.Info("admin API off: admin.listen is empty")
@@ -85,7 +86,7 @@ func startAdminAPI(c *config.Config, b *backend, obs *observed, q admin.Quaranti
 		log.Info("admin API off: no admin.tokens or admin.metrics_networks configured")
 		return nil, nil
 	}
-	api, err := newAdminServer(c, obs.store, obs.audit, b.audit, q, obs, log)
+	api, err := newAdminServer(c, obs.store, obs.audit, b.audit, q, inFlight, obs, log)
 	if err != nil {
 		return nil, err
 	}

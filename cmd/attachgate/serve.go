@@ -227,7 +227,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		}
 	}
 	httpSrv := links.HTTPServer(linkCert.ServerConfig())
-	adminAPI, err := startAdminAPI(c, b, obs, adminQuarantine(held), log)
+	adminAPI, err := startAdminAPI(c, b, obs, adminQuarantine(held), links, log)
 	if err != nil {
 		return err
 	}
