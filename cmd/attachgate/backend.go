@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -39,10 +38,9 @@ type backend struct {
 // warnings (a Redis without persistence) and the audit log's retention
 // reports.
 func openBackend(c *config.Config, log *slog.Logger) (*backend, error) {
-	// Whatever the umask the daemon was started with, what it creates is
-	// its own (files 0600, directories 0700; the code asks for those modes
-	// too); what an older version or another umask left is made so.
-	syscall.Umask(0o077)
+	// What an older version or another umask left is made private
+	// (files 0600, directories 0700); runServe sets the umask for what the
+	// daemon creates from now on.
 	if err := vault.SecureDataDir(c.Storage.Dir); err != nil {
 		return nil, err
 	}

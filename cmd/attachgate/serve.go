@@ -82,6 +82,11 @@ func runServe(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(c, stderr)
+	// Whatever the umask the daemon was started with, what it creates is
+	// its own (the code asks for 0600 and 0700 too). Set here, for the
+	// daemon's process only: the umask is process-wide, and tests run
+	// openBackend in their own process.
+	syscall.Umask(0o077)
 	if err := serve(path, c, log); err != nil {
 		log.Error("serve failed", "err", err)
 		return 1
