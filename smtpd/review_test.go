@@ -1,0 +1,58 @@
+package smtpd
+
+import (
+	"github.com/attachgate/attachgate/smtptest"
+	"strings"
+	"testing"
+)
+
+// TestAttachedSignedFileDoesNotSealTheMessage: a plain multipart/mixed
+// mail that merely carries a signed or encrypted file among its
+// attachments (an Italian e-invoice fattura.xml.p7m, a forwarded
+// multipart/signed part, an encrypted .p7m someone passes on) is not
+// "signed or encrypted mail": linking its other files breaks no
+// signature, as long as a signed entity itself is left byte for byte. Today
+// any such part anywhere seals the whole message, so a sender who adds
+// one .p7m file takes every other attachment past the gateway unlinked
+// (and a `signed: true` / `encrypted: true` rule would quarantine or
+// reject every mail with an e-invoice attached).
+func TestAttachedSignedFileDoesNotSealTheMessage(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	gw := startGateway(t, hop.Addr)
+	pdf := "JVBERi0xLjQKJcOkw7zDtsOfCjIgMCBvYmoKPDwvTGVuZ3RoIDMgMCBSL0ZpbHRlci9GbGF0ZURlY29kZT4+CnN0cmVhbQp4nA==\r\n"
+	sealed := map[string]string{
+		"e-invoice .p7m (octet-stream)": "Content-Type: application/octet-stream; name=\"IT01234567890_00001.xml.p7m\"\r\n" +
+			"Content-Disposition: attachment; filename=\"IT01234567890_00001.xml.p7m\"\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQEx\r\n",
+		"pkcs7-mime attachment": "Content-Type: application/pkcs7-mime; smime-type=signed-data; name=\"invoice.xml.p7m\"\r\n" +
+			"Content-Disposition: attachment; filename=\"invoice.xml.p7m\"\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQEx\r\n",
+		"forwarded multipart/signed part": "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"sig\"\r\n\r\n" +
+			"--sig\r\nContent-Type: text/plain\r\n\r\nsigned text\r\n" +
+			"--sig\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQEx\r\n--sig--\r\n",
+	}
+	for name, part := range sealed {
+		t.Run(name, func(t *testing.T) {
+			msg := "From: alice@example.com\r\nTo: bob@example.net\r\nSubject: invoice\r\nMIME-Version: 1.0\r\n" +
+				"Content-Type: multipart/mixed; boundary=\"mix\"\r\n\r\n" +
+				"--mix\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nInvoice and report attached.\r\n" +
+				"--mix\r\nContent-Type: application/pdf; name=\"report.pdf\"\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n" + pdf +
+				"--mix\r\n" + part + "--mix--\r\n"
+			before := len(hop.Messages())
+			if err := gw.send("alice@example.com", []string{"bob@example.net"}, []byte(msg)); err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			msgs := hop.Messages()[before:]
+			if len(msgs) != 1 {
+				t.Fatalf("next hop got %d messages", len(msgs))
+			}
+			got := string(msgs[0].Data)
+			if strings.Contains(got, pdf) || !linkRE.MatchString(got) {
+				t.Fatalf("report.pdf was not linked: the attached sealed part let it through:\n%s", truncate(msgs[0].Data))
+			}
+			// A signed entity itself still goes out untouched (a .p7m
+			// file may go out linked like any other file).
+			if p := strings.TrimSuffix(part, "\r\n"); strings.HasPrefix(part, "Content-Type: multipart/signed") && !strings.Contains(got, p) {
+				t.Errorf("the sealed part was not kept byte for byte:\n%s", truncate(msgs[0].Data))
+			}
+		})
+	}
+}
