@@ -2,8 +2,11 @@ package smtpd
 
 import (
 	"github.com/attachgate/attachgate/smtptest"
+	"github.com/emersion/go-smtp"
+	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestAttachedSignedFileDoesNotSealTheMessage: a plain multipart/mixed
@@ -54,5 +57,52 @@ func TestAttachedSignedFileDoesNotSealTheMessage(t *testing.T) {
 				t.Errorf("the sealed part was not kept byte for byte:\n%s", truncate(msgs[0].Data))
 			}
 		})
+	}
+}
+
+// TestRecipientDomainRuleSeesEquivalentUTF8Domains: with SMTPUTF8 a
+// recipient domain may be written in forms that name the same domain to
+// the next hop: IDNA (UTS #46, as Postfix and most SMTPUTF8 MTAs apply it)
+// maps full-width letters and the ideographic full stop U+3002 to ASCII
+// letters and '.', and an A-label is the ASCII form of a U-label. Policies
+// compare bytes, so a rule on recipient_domains ["partner.test"] (or
+// ["bücher.test"]) is bypassed by RCPT TO:<victim@ｐａｒｔｎｅｒ.test>,
+// <victim@partner。test> or <victim@xn--bcher-kva.test>, while the next hop
+// is handed the address to deliver. Either the rule must see the domain
+// the next hop will deliver to, or the command is refused (553).
+func TestRecipientDomainRuleSeesEquivalentUTF8Domains(t *testing.T) {
+	g := startPolicyGateway(t, `
+- name: no-files-to-partner
+  match: {recipient_domains: ["partner.test", "bücher.test"]}
+  action: reject
+`, time.Hour)
+	msg := mailWith("q", "body", attachment{"plan.pdf", "application/pdf", random(2000)})
+	for _, rcpt := range []string{
+		"victim@partner.test", // the rule works on the plain form
+		"victim@\uff50\uff41\uff52\uff54\uff4e\uff45\uff52.test", // full-width letters
+		"victim@partner\u3002test",                               // ideographic full stop
+		"victim@xn--bcher-kva.test",                              // A-label of bücher.test
+	} {
+		t.Run(rcpt, func(t *testing.T) {
+			c := g.dial()
+			if err := c.Mail("alice@example.com", &smtp.MailOptions{UTF8: true}); err != nil {
+				t.Fatalf("MAIL: %v", err)
+			}
+			err := c.Rcpt(rcpt, nil)
+			if err == nil {
+				var w io.WriteCloser
+				if w, err = c.Data(); err == nil {
+					w.Write(msg)
+					err = w.Close()
+				}
+			}
+			se, ok := err.(*smtp.SMTPError)
+			if !ok || se.Code/100 != 5 {
+				t.Errorf("RCPT TO:<%s> with a file: got %v, want the rule's 550 (or a 553 for the address)", rcpt, err)
+			}
+		})
+	}
+	for _, m := range g.hop.Messages() {
+		t.Errorf("next hop got a message for %q", m.To)
 	}
 }
