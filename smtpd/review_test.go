@@ -1,12 +1,14 @@
 package smtpd
 
 import (
-	"github.com/attachgate/attachgate/smtptest"
-	"github.com/emersion/go-smtp"
 	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/attachgate/attachgate/smtptest"
 )
 
 // TestAttachedSignedFileDoesNotSealTheMessage: a plain multipart/mixed
