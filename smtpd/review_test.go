@@ -108,3 +108,40 @@ func TestRecipientDomainRuleSeesEquivalentUTF8Domains(t *testing.T) {
 		t.Errorf("next hop got a message for %q", m.To)
 	}
 }
+
+// TestRewrittenMessageLinesWithin998: smtp.max_line_length defaults to
+// 4000, so lines of up to 4000 bytes come in. When attachgate rewrites a
+// message it is the author of what goes out, and everything it emits must
+// be CRLF with lines of at most 998 bytes (RFC 5322 2.1.1, REVIEW.md):
+// strict next hops refuse longer lines, others cut them. The body texts
+// are re-encoded quoted-printable (issue 9 item 20), but a foldable
+// Subject and a kept text part (a text/calendar invitation) still go out
+// with their 1,500-byte lines (the next hop in this test, go-smtp, refuses
+// lines over 2,000 bytes outright: the message then fails with its 554).
+func TestRewrittenMessageLinesWithin998(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	// The config default (config.go: 4000).
+	gw := startGateway(t, hop.Addr, withOptions(func(o *Options) { o.MaxLineLength = 4000 }))
+	long := strings.Repeat("x", 1500)
+	msg := "From: a@corp.test\r\nTo: b@example.net\r\nSubject: " + strings.Repeat("word ", 300) + "end\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n" +
+		"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n" +
+		"--b\r\nContent-Type: text/calendar; method=REQUEST; charset=utf-8\r\n\r\nBEGIN:VCALENDAR\r\nDESCRIPTION:" + long + "\r\nEND:VCALENDAR\r\n--b--\r\n"
+	if err := gw.send("a@corp.test", []string{"b@example.net"}, []byte(msg)); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	msgs := hop.Messages()
+	if len(msgs) != 1 {
+		t.Fatalf("next hop got %d messages", len(msgs))
+	}
+	out := msgs[0].Data
+	if !linkRE.Match(out) {
+		t.Fatalf("the PDF was not linked:\n%s", truncate(out))
+	}
+	for i, line := range strings.Split(string(out), "\r\n") {
+		if len(line) > 998 {
+			t.Errorf("line %d of the rewritten message is %d bytes: %.50q...", i+1, len(line), line)
+		}
+	}
+}
