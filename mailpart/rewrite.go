@@ -78,11 +78,12 @@ func (t *trackingWriter) WriteString(s string) (int, error) {
 type leafAction int
 
 const (
-	actionKeep    leafAction = iota // copy as is
-	actionDrop                      // removed: nothing of it is written
-	actionNotice                    // body text: decoded, notice added, re-encoded
-	actionReplace                   // removed top-level single part: body becomes the notice
-	actionWrap                      // top-level single part that cannot take the notice: wrapped in multipart/mixed with it
+	actionKeep        leafAction = iota // copy as is
+	actionDrop                          // removed: nothing of it is written
+	actionNotice                        // body text: decoded, notice added, re-encoded
+	actionReplace                       // removed top-level single part: body becomes the notice
+	actionWrap                          // top-level single part that cannot take the notice: wrapped in multipart/mixed with it
+	actionKeepChecked                   // kept, re-encoded quoted-printable if a line is too long (linelength.go)
 )
 
 type rewriter struct {
@@ -144,6 +145,9 @@ func (rw *rewriter) enter(e *entity) error {
 	if rw.action == actionDrop {
 		return nil
 	}
+	if rw.action == actionKeep && !rw.armoured && !e.isRoot() && mayReencode(e) {
+		rw.action = actionKeepChecked
+	}
 	if !e.isRoot() {
 		if err := rw.writeDelimiter(e.parent.boundary, false); err != nil {
 			return err
@@ -172,6 +176,8 @@ func (rw *rewriter) enter(e *entity) error {
 		return nil
 	case actionWrap:
 		return rw.writeWrapHeader(e.part.Header)
+	case actionKeepChecked:
+		return nil // leaf writes the header once the transfer encoding is known
 	}
 	return rw.writeRawHeader(e)
 }
@@ -239,6 +245,8 @@ func (rw *rewriter) leaf(e *entity, body *section) error {
 			return err
 		}
 		return rw.writeDelimiter(rw.wrapBoundary, true)
+	case actionKeepChecked:
+		return rw.keepChecked(e, body)
 	}
 	return rw.copySection(body)
 }
@@ -286,8 +294,17 @@ func (rw *rewriter) writeDelimiter(boundary string, close bool) error {
 	return err
 }
 
+// writeRawHeader writes e's header as read, its long lines folded
+// (linelength.go) unless e is sealed: signed content stays byte for byte.
 func (rw *rewriter) writeRawHeader(e *entity) error {
-	if _, err := rw.out.Write(e.header.raw); err != nil {
+	raw := e.header.raw
+	if !e.sealed {
+		var err error
+		if raw, err = foldHeader(raw); err != nil {
+			return fmt.Errorf("rewrite header of part %s: %w", e.part.Path, err)
+		}
+	}
+	if _, err := rw.out.Write(raw); err != nil {
 		return err
 	}
 	_, err := rw.out.WriteString("\r\n")
@@ -315,7 +332,7 @@ func (rw *rewriter) writeHeader(h textproto.Header, set map[string]string, needM
 		if err != nil {
 			continue
 		}
-		if _, err := rw.out.Write(raw); err != nil {
+		if err := rw.writeFolded(raw); err != nil {
 			return err
 		}
 	}
@@ -336,7 +353,16 @@ func (rw *rewriter) writeHeader(h textproto.Header, set map[string]string, needM
 }
 
 func (rw *rewriter) writeField(key, value string) error {
-	_, err := rw.out.WriteString(key + ": " + value + "\r\n")
+	return rw.writeFolded([]byte(key + ": " + value + "\r\n"))
+}
+
+// writeFolded writes header lines with the long ones folded.
+func (rw *rewriter) writeFolded(raw []byte) error {
+	folded, err := foldHeader(raw)
+	if err != nil {
+		return fmt.Errorf("rewrite header: %w", err)
+	}
+	_, err = rw.out.Write(folded)
 	return err
 }
 
@@ -355,7 +381,7 @@ func (rw *rewriter) writeWrapHeader(h textproto.Header) error {
 			content = append(content, raw...)
 			continue
 		}
-		if _, err := rw.out.Write(raw); err != nil {
+		if err := rw.writeFolded(raw); err != nil {
 			return err
 		}
 	}
@@ -373,7 +399,7 @@ func (rw *rewriter) writeWrapHeader(h textproto.Header) error {
 	if err := rw.writeDelimiter(rw.wrapBoundary, false); err != nil {
 		return err
 	}
-	if _, err := rw.out.Write(content); err != nil {
+	if err := rw.writeFolded(content); err != nil {
 		return err
 	}
 	_, err := rw.out.WriteString("\r\n")

@@ -18,11 +18,15 @@ import (
 // ends (CopyPassThrough); policies may still reject or quarantine signed
 // and encrypted mail as a whole.
 //
-// Walk finds them. Every leaf inside multipart/signed or
-// multipart/encrypted and every S/MIME or PGP container leaf is neither an
-// attachment nor a body ("sealed"): attachment rules cannot see into
-// encrypted mail, and a signed message is matched as a whole by the
-// message rules (policies' signed and encrypted). Inline PGP armour in a
+// Walk finds them. A message is signed or encrypted by its top-level
+// structure (a root multipart/signed, multipart/encrypted or S/MIME
+// container, or inline PGP in a body text); an attached .p7m file is an
+// ordinary attachment. Every leaf inside multipart/signed or
+// multipart/encrypted, at any depth, and a root S/MIME container are
+// neither attachments nor bodies ("sealed"): they are copied byte for byte,
+// attachment rules cannot see into encrypted mail, and a signed message is
+// matched as a whole by the message rules (policies' signed and
+// encrypted). Inline PGP armour in a
 // body text is found while the body is read; leaves after it are sealed,
 // and the Summary tells the caller to forget what it stored of the earlier
 // ones. Reports, automatic replies and bounces are not sealed: their
@@ -78,19 +82,35 @@ func autoSubmittedValue(field string) string {
 
 // sealEntity marks e sealed when it, an ancestor or the whole message must
 // stay untouched, and records why.
+//
+// Only the top-level structure makes signed or encrypted mail: a root
+// multipart/signed, multipart/encrypted or S/MIME container (and inline
+// PGP in a body text, armourScanner). Deeper down, a multipart/signed or
+// multipart/encrypted (a forwarded signed part, a list footer wrapped
+// around a signed mail) is a sealed unit: copied byte for byte, nothing
+// inside it linked or rewritten, but the rest of the message is handled as
+// usual. An attached S/MIME file (an e-invoice fattura.xml.p7m, an
+// application/pkcs7-mime attachment) is an ordinary attachment: linking it
+// breaks no signature, and it must not carry the other files past the
+// gateway.
 func (s *sealing) sealEntity(e *entity) {
 	mt := e.part.MediaType
 	if e.isRoot() {
 		s.autoSubmitted = autoSubmittedValue(e.part.Header.Get("Auto-Submitted"))
 	}
+	inSealed := e.parent != nil && e.parent.sealed
 	switch {
 	case mt == "multipart/signed":
-		s.signed = true
+		if e.isRoot() {
+			s.signed = true
+		}
 		e.sealed = true
-	case mt == "multipart/encrypted", mt == "application/pgp-encrypted":
-		s.encrypted = true
+	case mt == "multipart/encrypted":
+		if e.isRoot() {
+			s.encrypted = true
+		}
 		e.sealed = true
-	case mt == "application/pkcs7-mime" || mt == "application/x-pkcs7-mime" || isOpaqueSMIMEName(e):
+	case e.isRoot() && (mt == "application/pgp-encrypted" || mt == "application/pkcs7-mime" || mt == "application/x-pkcs7-mime" || isOpaqueSMIMEName(e)):
 		switch strings.ToLower(e.part.Params["smime-type"]) {
 		case "signed-data", "certs-only":
 			s.signed = true
@@ -101,7 +121,7 @@ func (s *sealing) sealEntity(e *entity) {
 	case mt == "multipart/report":
 		s.report = true
 	}
-	if s.all || (e.parent != nil && e.parent.sealed) {
+	if s.all || inSealed {
 		e.sealed = true
 	}
 }

@@ -118,3 +118,51 @@ func TestCorpusReportsPassThrough(t *testing.T) {
 		}
 	}
 }
+
+// TestAttachedSealedPartsDoNotSealTheMessage: only the top-level structure
+// makes a message signed or encrypted. An attached .p7m is an ordinary
+// attachment; a nested multipart/signed is kept whole (nothing inside it
+// is an attachment or rewritten) while the rest is handled as usual.
+func TestAttachedSealedPartsDoNotSealTheMessage(t *testing.T) {
+	const signed = "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=sig\n\n" +
+		"--sig\nContent-Type: text/plain\n\nsigned text\n" +
+		"--sig\nContent-Type: application/pdf; name=inner.pdf\nContent-Disposition: attachment; filename=inner.pdf\n\n%PDF inner\n" +
+		"--sig\nContent-Type: application/pkcs7-signature; name=smime.p7s\n\nMIAG\n--sig--\n"
+	tests := []struct {
+		name, part  string
+		attachments []string // paths reported as attachments
+	}{
+		{"e-invoice .p7m as octet-stream", "Content-Type: application/octet-stream; name=\"IT0_1.xml.p7m\"\nContent-Disposition: attachment; filename=\"IT0_1.xml.p7m\"\nContent-Transfer-Encoding: base64\n\nMIAG\n", []string{"1.2", "1.3"}},
+		{"pkcs7-mime signed-data attachment", "Content-Type: application/pkcs7-mime; smime-type=signed-data; name=invoice.xml.p7m\nContent-Transfer-Encoding: base64\n\nMIAG\n", []string{"1.2", "1.3"}},
+		{"pkcs7-mime enveloped attachment", "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=secret.p7m\nContent-Transfer-Encoding: base64\n\nMIAG\n", []string{"1.2", "1.3"}},
+		{"nested multipart/signed", signed, []string{"1.2"}},
+		{"nested multipart/encrypted", "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=e\n\n--e\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n--e\nContent-Type: application/octet-stream; name=encrypted.asc\n\nhQEMA\n--e--\n", []string{"1.2"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := crlfText("Content-Type: multipart/mixed; boundary=mix\n\n--mix\nContent-Type: text/plain\n\nsee attached\n" +
+				"--mix\nContent-Type: application/pdf; name=report.pdf\nContent-Disposition: attachment; filename=report.pdf\n\n%PDF report\n" +
+				"--mix\n" + tc.part + "--mix--\n")
+			parts, sum := walkAll(t, msg, Limits{})
+			if got := sum.PassThrough(false); got != "" || sum.Signed || sum.Encrypted {
+				t.Fatalf("PassThrough = %q (signed %v, encrypted %v), want the message rewritable", got, sum.Signed, sum.Encrypted)
+			}
+			var got []string
+			for _, p := range parts {
+				if p.Attachment {
+					got = append(got, p.Path)
+				}
+			}
+			if strings.Join(got, " ") != strings.Join(tc.attachments, " ") {
+				t.Errorf("attachments %v, want %v", got, tc.attachments)
+			}
+			out := rewriteString(t, msg, map[string]bool{"1.2": true}, testNotice("report.pdf"))
+			if strings.Contains(out, "%PDF report") {
+				t.Errorf("report.pdf not removed:\n%s", out)
+			}
+			if !strings.Contains(out, crlfText(tc.part)) && len(tc.attachments) == 1 {
+				t.Errorf("the sealed unit was not kept byte for byte:\n%s", out)
+			}
+		})
+	}
+}

@@ -322,7 +322,11 @@ func domains(in []string) ([]string, error) {
 		if n == "" || strings.ContainsAny(n, "@ \t*/") || strings.HasPrefix(n, ".") {
 			return nil, fmt.Errorf("%q is not a domain (want e.g. example.com; subdomains match too)", d)
 		}
-		out = append(out, n)
+		a, err := Domain(n)
+		if err != nil || a == "" || strings.HasPrefix(a, ".") {
+			return nil, fmt.Errorf("%q is not a domain IDNA can map (UTS #46): %v", d, err)
+		}
+		out = append(out, a)
 	}
 	return out, nil
 }
@@ -478,13 +482,18 @@ func anyRecipient(to []string, f func(domain string) bool) bool {
 	return false
 }
 
-// domainOf returns the lower-cased domain of an address ("" for the null
-// sender or an address without one).
+// domainOf returns the domain of an address as Domain maps it ("" for the
+// null sender or an address without one). A domain IDNA cannot map (smtpd
+// refuses those at MAIL and RCPT; this is for envelopes from elsewhere) is
+// compared lower-cased as written.
 func domainOf(addr string) string {
 	addr = strings.Trim(strings.TrimSpace(addr), "<>")
 	i := strings.LastIndexByte(addr, '@')
 	if i < 0 {
 		return ""
+	}
+	if d, err := Domain(addr[i+1:]); err == nil {
+		return d
 	}
 	return strings.TrimSuffix(strings.ToLower(addr[i+1:]), ".")
 }

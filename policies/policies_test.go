@@ -270,3 +270,40 @@ func TestDryRun(t *testing.T) {
 		}
 	}
 }
+
+// TestDomainsMatchAsIDNAMapsThem: every spelling that names the same
+// domain to an SMTPUTF8 next hop matches the same rule, on the rule side
+// and on the address side.
+func TestDomainsMatchAsIDNAMapsThem(t *testing.T) {
+	tests := []struct {
+		rule, rcpt string
+		want       bool
+	}{
+		{"partner.test", "v@partner.test", true},
+		{"partner.test", "v@\uff50\uff41\uff52\uff54\uff4e\uff45\uff52.test", true}, // full-width letters
+		{"partner.test", "v@partner\u3002test", true},                               // ideographic full stop
+		{"partner.test", "v@sub.partner\uff0etest", true},                           // full-width full stop, subdomain
+		{"partner.test", "v@PARTNER.test.", true},
+		{"bücher.test", "v@xn--bcher-kva.test", true}, // A-label of the rule's U-label
+		{"xn--bcher-kva.test", "v@BÜCHER.test", true}, // U-label of the rule's A-label
+		{"\uff50artner.test", "v@partner.test", true}, // rule written in full width
+		{"bücher.test", "v@bucher.test", false},
+		{"partner.test", "v@xpartner.test", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.rule+" "+tt.rcpt, func(t *testing.T) {
+			e := mustEngine(t, []Rule{{Name: "r", Match: Match{RecipientDomains: []string{tt.rule}}, Action: Keep}})
+			got := e.Decide(Envelope{From: "a@corp.test", To: []string{tt.rcpt}}, Part{Filename: "a.pdf"}).Action == Keep
+			if got != tt.want {
+				t.Errorf("match = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if _, err := New([]Rule{{Name: "r", Action: Keep, Match: Match{RecipientDomains: []string{"xn--zz.test"}}}}); err == nil ||
+		!strings.Contains(err.Error(), "policies[0].match.recipient_domains") {
+		t.Errorf("a rule domain IDNA cannot map: %v, want an error naming the key", err)
+	}
+	if _, err := Domain("xn--zz.test"); err == nil {
+		t.Errorf("Domain accepted a broken A-label")
+	}
+}

@@ -64,7 +64,7 @@ func (s *outboxSession) Data() (DataWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
-	envelope := fmt.Sprintf("Return-Path: <%s>\r\nX-Envelope-To: %s\r\n", s.from, strings.Join(s.rcpts, ", "))
+	envelope := fmt.Sprintf("Return-Path: <%s>\r\n%s", s.from, foldAddressList("X-Envelope-To", s.rcpts))
 	if _, err := f.WriteString(envelope); err != nil {
 		f.Close()
 		os.Remove(f.Name())
@@ -107,4 +107,23 @@ func (d *outboxData) Close() (string, error) {
 		return fail(err)
 	}
 	return "2.0.0 Ok: queued as " + filepath.Base(d.final), nil
+}
+
+// foldAddressList writes a header field listing addrs, one address per
+// line after the first (RFC 5322 folding: a continuation line starts with
+// whitespace), so no line grows with the number of recipients: a line is
+// as long as one address (RFC 5321 4.5.3.1.3 caps a path at 256 octets).
+func foldAddressList(name string, addrs []string) string {
+	var b strings.Builder
+	b.WriteString(name)
+	b.WriteString(":")
+	for i, a := range addrs {
+		if i > 0 {
+			b.WriteString(",\r\n")
+		}
+		b.WriteString(" ")
+		b.WriteString(a)
+	}
+	b.WriteString("\r\n")
+	return b.String()
 }

@@ -167,6 +167,11 @@ type smtpSession struct {
 	c      *smtp.Client
 	broken bool // a transport error happened: QUIT would only wait
 	closed bool
+	// inData: DATA was started and its end not sent. Any command now
+	// (QUIT included) would first end the message with "." (net/textproto
+	// closes an open dot writer before the next command) and the next hop
+	// would accept a cut message; Close drops the connection instead.
+	inData bool
 	// eightBit: the open transaction declared BODY=8BITMIME.
 	eightBit bool
 }
@@ -209,6 +214,7 @@ func (s *smtpSession) Data() (DataWriter, error) {
 	if err != nil {
 		return nil, s.note(err)
 	}
+	s.inData = true
 	return &smtpData{s: s, cmd: w}, nil
 }
 
@@ -223,6 +229,7 @@ func (d *smtpData) Write(p []byte) (int, error) {
 }
 
 func (d *smtpData) Close() (string, error) {
+	d.s.inData = false
 	resp, err := d.cmd.CloseWithResponse()
 	if err != nil {
 		return "", d.s.note(err)
@@ -241,7 +248,7 @@ func (s *smtpSession) Close() error {
 		return nil
 	}
 	s.closed = true
-	if !s.broken {
+	if !s.broken && !s.inData {
 		// QUIT is a courtesy: bounded, and the connection is closed
 		// whatever it answers.
 		s.c.CommandTimeout = quitTimeout

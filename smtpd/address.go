@@ -2,8 +2,11 @@ package smtpd
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/attachgate/attachgate/policies"
 )
 
 // Envelope addresses are data, not syntax. go-smtp hands us a path's
@@ -37,6 +40,12 @@ func checkAddress(addr string, utf8OK bool) error {
 	}
 	if !validLocal(local, utf8OK) || !validDomain(domain, utf8OK) {
 		return errAddrSyntax
+	}
+	// Policies match the domain as IDNA maps it (the domain the next hop
+	// delivers to); one that does not map has no such domain, so no rule
+	// could be sure to see it: refused rather than guessed.
+	if _, err := policies.Domain(domain); err != nil {
+		return fmt.Errorf("%w: %w", errAddrSyntax, err)
 	}
 	return nil
 }

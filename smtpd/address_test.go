@@ -37,6 +37,15 @@ func TestCheckAddress(t *testing.T) {
 		{"a@[1.2.3.4", false, false},
 		{"a\x7f@example.com", false, false},
 		{"a\xff@example.com", true, false},
+		// Domains policies match as IDNA (UTS #46) maps them; one that
+		// does not map is refused (policies.Domain).
+		{"v@\uff50\uff41\uff52\uff54\uff4e\uff45\uff52.test", true, true},
+		{"v@partner\u3002test", true, true},
+		{"v@xn--bcher-kva.test", false, true},
+		{"v@a_b.example.com", false, true},
+		{"v@xn--zz.test", false, false},  // broken A-label
+		{"v@xn--zz.test", true, false},   // also with SMTPUTF8
+		{"v@a\u2028b.test", true, false}, // disallowed code point
 	}
 	for _, tt := range tests {
 		err := checkAddress(tt.addr, tt.utf8)

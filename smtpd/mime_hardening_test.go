@@ -147,3 +147,21 @@ func TestMessageRulesRejectAndQuarantine(t *testing.T) {
 		t.Errorf("signed mail changed:\n%s", got)
 	}
 }
+
+// A rewritten message whose header holds a line over 998 bytes with no
+// white space to fold at cannot go out within RFC 5322's limit without
+// changing the field: it is refused with 554 5.6.0 and the next hop gets
+// nothing (a foldable one is folded: TestRewrittenMessageLinesWithin998).
+func TestUnfoldableHeaderLineRefused(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	gw := startGateway(t, hop.Addr, withOptions(func(o *Options) { o.MaxLineLength = 4000 }))
+	msg := "From: a@corp.test\r\nTo: b@example.net\r\nX-Token: " + strings.Repeat("x", 1500) + "\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n" +
+		"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n"
+	err := gw.send("a@corp.test", []string{"b@example.net"}, []byte(msg))
+	wantCode(t, "unfoldable header line", err, 554, smtp.EnhancedCode{5, 6, 0})
+	if n := len(hop.Messages()); n != 0 {
+		t.Fatalf("next hop got %d messages: %.300q", n, hop.Messages()[0].Data)
+	}
+}
