@@ -1,8 +1,17 @@
 package smtpd
 
 import (
+	"errors"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/attachgate/attachgate/smtptest"
 )
 
 // TestOverlongLocalPartRefused: RFC 5321 (4.5.3.1) caps a local part at 64
@@ -72,5 +81,87 @@ func TestORCPTInvalidUTF8Refused(t *testing.T) {
 	c.expect("QUIT", "221")
 	if strings.Contains(tr.String(), "\xff") {
 		t.Fatalf("invalid UTF-8 reached the next hop:\n%q", tr.String())
+	}
+}
+
+// dialStartTLSFrom opens a STARTTLS client session from a given loopback
+// address (127.0.0.2 and up all reach lo), playing a client elsewhere.
+func dialStartTLSFrom(t *testing.T, addr, local string, cert *smtptest.Cert) *smtp.Client {
+	t.Helper()
+	d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := smtp.NewClientStartTLS(conn, cert.ClientConfig())
+	if err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestAuthFailureTableFullLocksOutNobodyElse: the AUTH failure table is
+// bounded (maxAddrs), but a failure that needs no password check (PLAIN
+// with an authorization identity that differs from the user name) is
+// added by failureLimiter.fail without that bound, at no hashing cost.
+// Once the table holds maxAddrs addresses, attempt() refuses every
+// address not yet in it: an attacker with enough addresses (one IPv6 /64
+// has 2^64; the production bound is 100,000) fills it with cheap failures
+// and every legitimate user gets 454 for the whole failure window. The
+// table must stay bounded and a full table must not lock out a client
+// that never failed.
+func TestAuthFailureTableFullLocksOutNobodyElse(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	gw, cert := authGateway(t, hop.Addr, false)
+	const bound = 20 // stands for defaultMaxTrackedAddrs (100,000)
+	gw.server.authFailures.mu.Lock()
+	gw.server.authFailures.maxAddrs = bound
+	gw.server.authFailures.mu.Unlock()
+	for i := range 2 * bound {
+		c := dialStartTLSFrom(t, gw.smtpAddr, fmt.Sprintf("127.0.1.%d", i+1), cert)
+		err := c.Auth(sasl.NewPlainClient("someone-else", "mallory", "x"))
+		wantCode(t, "cheap failure", err, 535, smtp.EnhancedCode{5, 7, 8})
+		c.Close()
+	}
+	gw.server.authFailures.mu.Lock()
+	tracked := len(gw.server.authFailures.failures)
+	gw.server.authFailures.mu.Unlock()
+	if tracked > bound {
+		t.Errorf("failure table holds %d addresses, bound is %d", tracked, bound)
+	}
+	// Alice, from an address that never failed, with her password.
+	c := dialStartTLSFrom(t, gw.smtpAddr, "127.0.2.1", cert)
+	if err := c.Auth(sasl.NewPlainClient("", "alice", "correct horse battery")); err != nil {
+		t.Fatalf("alice locked out by other addresses' failures: %v", err)
+	}
+}
+
+// TestAuthGuessesFromManyAddressesLockTheTarget: the lockout counts only
+// per client address, so 30 guesses at one user from 30 addresses (or an
+// IPv6 /64) all get their password checked; REVIEW.md asks for a lockout
+// per target and per client. After many failures against mallory from
+// anywhere, further guesses at mallory are refused without a check.
+func TestAuthGuessesFromManyAddressesLockTheTarget(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	const maxFailures, clients = 5, 30
+	gw, cert := authGateway(t, hop.Addr, false, withOptions(func(o *Options) { o.AuthMaxFailures = maxFailures }))
+	checked := 0
+	for i := range clients {
+		c := dialStartTLSFrom(t, gw.smtpAddr, fmt.Sprintf("127.0.3.%d", i+1), cert)
+		err := c.Auth(sasl.NewPlainClient("", "alice", fmt.Sprintf("guess-%d", i)))
+		var se *smtp.SMTPError
+		switch {
+		case errors.As(err, &se) && se.Code == 535:
+			checked++
+		case errors.As(err, &se) && se.Code == 454:
+		default:
+			t.Fatalf("guess %d: %v", i, err)
+		}
+		c.Close()
+	}
+	if checked == clients {
+		t.Fatalf("all %d guesses at alice from %d addresses had their password checked: no lockout per target", checked, clients)
 	}
 }
