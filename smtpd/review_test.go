@@ -165,3 +165,32 @@ func TestAuthGuessesFromManyAddressesLockTheTarget(t *testing.T) {
 		t.Fatalf("all %d guesses at alice from %d addresses had their password checked: no lockout per target", checked, clients)
 	}
 }
+
+// TestLockedOutAuthDoesNotFloodTheAudit: once a client is locked out,
+// every further AUTH is answered 454 without a password check, but each
+// still writes its own auth.failed event: one unauthenticated client with
+// a TCP connection writes audit rows as fast as it can send AUTH lines,
+// the flood issue 9 item 8 closed on the link server. Beyond a burst,
+// refusals of a locked-out client are aggregated.
+func TestLockedOutAuthDoesNotFloodTheAudit(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	const maxFailures, flood = 5, 200
+	gw, cert := authGateway(t, hop.Addr, false, withOptions(func(o *Options) { o.AuthMaxFailures = maxFailures }))
+	for i := range maxFailures + flood {
+		c := dialStartTLS(t, gw.smtpAddr, cert)
+		err := c.Auth(sasl.NewPlainClient("", "alice", fmt.Sprintf("guess-%d", i)))
+		if i >= maxFailures {
+			wantCode(t, "locked out", err, 454, smtp.EnhancedCode{4, 7, 0})
+		}
+		c.Close()
+	}
+	n := 0
+	for _, e := range gw.auditEvents() {
+		if e["type"] == "auth.failed" {
+			n++
+		}
+	}
+	if n > 2*maxFailures+10 {
+		t.Fatalf("%d auth.failed events for %d AUTH lines from one client: every refusal of a locked-out client is its own audit row", n, maxFailures+flood)
+	}
+}
