@@ -22,6 +22,9 @@ var (
 	replyTooManyRecipients = smtpreply.TooManyRecipients
 	replyLineTooLong       = smtpreply.LineTooLong
 	replyNoMail            = smtpreply.NoMail
+	// replyBadORCPT is go-smtp's own reply to an ORCPT it cannot decode.
+	replyBadORCPT = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4},
+		Message: "Malformed ORCPT parameter value"}
 )
 
 // toReply turns any error into the reply our client gets. go-smtp sends a
