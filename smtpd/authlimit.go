@@ -117,6 +117,18 @@ func (f *failureLimiter) clients() table[netip.Addr] {
 
 func (f *failureLimiter) users() table[string] { return table[string]{f.targets, f.targetOrder} }
 
+// maxUserKey is the longest user name a users file holds
+// (users.ValidateName); longer names, which can never authenticate, share
+// one entry, so the table of user names stays small in bytes too.
+const maxUserKey = 256
+
+func targetKey(user string) string {
+	if len(user) > maxUserKey {
+		return ""
+	}
+	return user
+}
+
 // get returns key's entry with expired attempts dropped, nil if none.
 func (t table[K]) get(key K, cut time.Time) *attempts {
 	el, ok := t.m[key]
@@ -193,7 +205,7 @@ func (f *failureLimiter) lockOf(addr netip.Addr, user string, now time.Time) loc
 	if a := f.clients().get(addr, cut); a != nil && len(a.ts) >= f.max {
 		return clientLocked
 	}
-	if a := f.users().get(user, cut); a != nil && len(a.ts) >= f.targetMax {
+	if a := f.users().get(targetKey(user), cut); a != nil && len(a.ts) >= f.targetMax {
 		if at, ok := f.known[knownPair{addr, user}]; !ok || now.Sub(at) > knownRetention {
 			return targetLocked
 		}
@@ -220,14 +232,14 @@ func (f *failureLimiter) attempt(addr netip.Addr, user string) (succeeded func()
 func (f *failureLimiter) countLocked(addr netip.Addr, user string, at time.Time) {
 	cut := at.Add(-f.window)
 	f.clients().count(addr, at, cut, f.max, f.maxAddrs)
-	f.users().count(user, at, cut, f.targetMax, f.maxAddrs)
+	f.users().count(targetKey(user), at, cut, f.targetMax, f.maxAddrs)
 }
 
 func (f *failureLimiter) succeeded(addr netip.Addr, user string, at time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.clients().takeBack(addr, at)
-	f.users().takeBack(user, at)
+	f.users().takeBack(targetKey(user), at)
 	p := knownPair{addr, user}
 	if _, ok := f.known[p]; !ok && len(f.known) >= f.maxAddrs {
 		now := f.now()
@@ -267,7 +279,7 @@ func (f *failureLimiter) refused(lock lockKind, addr netip.Addr, user string, e 
 	cut := now.Add(-f.window)
 	var a *attempts
 	if lock == targetLocked {
-		a = f.users().get(user, cut)
+		a = f.users().get(targetKey(user), cut)
 	} else {
 		a = f.clients().get(addr, cut)
 	}
