@@ -27,6 +27,7 @@ var dependentKeys = []dependentKey{
 	{"smtp.auth.allow_login", authEnabled, "smtp.auth.users_file", "AUTH is not offered without a users file"},
 	{"smtp.auth.max_failures", authEnabled, "smtp.auth.users_file", "AUTH is not offered without a users file"},
 	{"smtp.auth.failure_window", authEnabled, "smtp.auth.users_file", "AUTH is not offered without a users file"},
+	{"smtp.auth.max_concurrent", authEnabled, "smtp.auth.users_file", "AUTH is not offered without a users file, so no password is ever hashed"},
 	{"next_hop.tls", hopIsSMTP, "next_hop.address: host:port", "the outbox: next hop writes files and speaks no SMTP"},
 	{"next_hop.timeout", hopIsSMTP, "next_hop.address: host:port", "the outbox: next hop writes files and speaks no SMTP"},
 	{"next_hop.server_name", hopUsesTLS, "next_hop.tls: opportunistic or required (and a host:port address)", "no certificate is checked without TLS to the next hop"},

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"unicode/utf8"
 
@@ -21,6 +22,15 @@ import (
 var (
 	errAddrControl = errors.New("control character in address")
 	errAddrSyntax  = errors.New("malformed address")
+	errAddrLength  = errors.New("address too long")
+)
+
+// RFC 5321 4.5.3.1.1 and 4.5.3.1.3 (kept in octets by RFC 6531): a local
+// part holds at most 64 octets and a path at most 256, so a mailbox at
+// most 254 (the path adds the angle brackets).
+const (
+	maxLocalOctets   = 64
+	maxMailboxOctets = 254
 )
 
 // checkAddress validates a mailbox ("" and "postmaster" are the caller's
@@ -34,9 +44,15 @@ func checkAddress(addr string, utf8OK bool) error {
 	if !utf8.ValidString(addr) {
 		return errAddrSyntax
 	}
+	if len(addr) > maxMailboxOctets {
+		return errAddrLength
+	}
 	local, domain, err := splitMailbox(addr)
 	if err != nil {
 		return err
+	}
+	if len(local) > maxLocalOctets {
+		return errAddrLength
 	}
 	if !validLocal(local, utf8OK) || !validDomain(domain, utf8OK) {
 		return errAddrSyntax
@@ -141,16 +157,7 @@ func validDomain(d string, utf8OK bool) bool {
 	}
 	if lit, ok := strings.CutPrefix(d, "["); ok {
 		lit, ok = strings.CutSuffix(lit, "]")
-		if !ok || lit == "" {
-			return false
-		}
-		for i := 0; i < len(lit); i++ {
-			// dcontent = %d33-90 / %d94-126
-			if c := lit[i]; c < 33 || c > 126 || c == '[' || c == '\\' || c == ']' {
-				return false
-			}
-		}
-		return true
+		return ok && validAddressLiteral(lit)
 	}
 	for _, label := range strings.Split(strings.TrimSuffix(d, "."), ".") {
 		if label == "" || len(label) > 63 && !utf8OK {
@@ -167,6 +174,59 @@ func validDomain(d string, utf8OK bool) bool {
 			default:
 				return false
 			}
+		}
+	}
+	return true
+}
+
+// validAddressLiteral: the inside of an RFC 5321 address literal (4.1.3):
+// a dotted IPv4 address, "IPv6:" and an IPv6 address, or a
+// General-address-literal "tag:content". The content of the general form
+// may not hold '@' (allowed by dcontent, but then the domain after the
+// last '@' of the mailbox would not be its domain) or brackets.
+func validAddressLiteral(lit string) bool {
+	if a, err := netip.ParseAddr(lit); err == nil {
+		return a.Is4() && !strings.Contains(lit, ":")
+	}
+	tag, content, ok := strings.Cut(lit, ":")
+	if !ok || tag == "" || content == "" {
+		return false
+	}
+	if strings.EqualFold(tag, "IPv6") {
+		a, err := netip.ParseAddr(content)
+		return err == nil && a.Is6() && a.Zone() == ""
+	}
+	// Standardized-tag = Ldh-str (not ending in '-').
+	if tag[len(tag)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(tag); i++ {
+		if c := tag[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	for i := 0; i < len(content); i++ {
+		// dcontent = %d33-90 / %d94-126, without '@'
+		if c := content[i]; c < 33 || c > 126 || c == '[' || c == '\\' || c == ']' || c == '@' {
+			return false
+		}
+	}
+	return true
+}
+
+// maxORCPTOctets is RFC 3461's bound on an ORCPT parameter (4.2).
+const maxORCPTOctets = 500
+
+// validORCPT checks the decoded address of an ORCPT: it goes to the next
+// hop and into delivery status notifications, so it must be UTF-8 text
+// without control characters, whatever its type and encoding.
+func validORCPT(orcpt string) bool {
+	if len(orcpt) > maxORCPTOctets || !utf8.ValidString(orcpt) {
+		return false
+	}
+	for _, r := range orcpt {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return false
 		}
 	}
 	return true

@@ -40,7 +40,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		return nil, smtp.ErrAuthUnsupported
 	}
 	if s.srv.authFailures.blocked(s.client) {
-		s.recordAuthFailure("", "locked out")
+		s.authRefused(clientLocked, "")
 		return nil, replyAuthLocked
 	}
 	switch mech {
@@ -62,8 +62,8 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 // checkPassword hashes at most Options.AuthConcurrency passwords at a time
 // across all sessions (an argon2id hash takes 64 MiB): beyond that the
 // client gets 454 4.7.0 and nothing is counted. The attempt is counted
-// before the hash, so parallel guesses from one address cannot pass the
-// lockout.
+// before the hash, per client address and per user name, so parallel
+// guesses cannot pass the lockout.
 func (s *session) checkPassword(username, password string) error {
 	select {
 	case s.srv.hashSlots <- struct{}{}:
@@ -72,9 +72,9 @@ func (s *session) checkPassword(username, password string) error {
 		s.log.Warn("authentication refused: password checks busy", "user", username)
 		return replyAuthBusy
 	}
-	succeeded, ok := s.srv.authFailures.attempt(s.client)
-	if !ok {
-		s.recordAuthFailure(username, "locked out")
+	succeeded, lock := s.srv.authFailures.attempt(s.client, username)
+	if lock != notLocked {
+		s.authRefused(lock, username)
 		return replyAuthLocked
 	}
 	if err := s.srv.opts.Users.Verify(username, password); err != nil {
@@ -96,19 +96,45 @@ func (s *session) checkPassword(username, password string) error {
 // counted the attempt.
 func (s *session) authFailed(username, reason string, counted bool) error {
 	if !counted {
-		s.srv.authFailures.fail(s.client)
+		s.srv.authFailures.fail(s.client, username)
 	}
 	s.log.Warn("authentication failed", "user", username, "reason", reason)
 	s.recordAuthFailure(username, reason)
 	return replyAuthFailed
 }
 
+// authRefused audits an AUTH refused without a password check because the
+// client (or the user name) is locked out: the first few one by one, the
+// rest of a window as one aggregated event, so a locked-out client cannot
+// flood the audit log.
+func (s *session) authRefused(lock lockKind, username string) {
+	reason := "locked out"
+	if lock == targetLocked {
+		reason = "user locked out"
+	}
+	s.log.Warn("authentication refused", "user", username, "reason", reason)
+	e := s.authFailureEvent(username, reason)
+	if s.srv.authFailures.refused(lock, s.client, username, e) {
+		s.srv.recordAudit(e)
+	}
+}
+
+func (s *session) authFailureEvent(username, reason string) audit.Event {
+	return audit.Event{Type: audit.TypeAuthFailed, Actor: "smtp",
+		ClientAddr: s.client.String(), Helo: s.conn.Hostname(), AuthUser: username, Reason: reason}
+}
+
 func (s *session) recordAuthFailure(username, reason string) {
+	s.srv.recordAudit(s.authFailureEvent(username, reason))
+}
+
+// recordAudit writes one event; a failure is logged (the SMTP answer does
+// not depend on it).
+func (s *Server) recordAudit(e audit.Event) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.srv.opts.Audit.Record(ctx, audit.Event{Type: audit.TypeAuthFailed, Actor: "smtp",
-		ClientAddr: s.client.String(), Helo: s.conn.Hostname(), AuthUser: username, Reason: reason}); err != nil {
-		s.log.Error("audit auth.failed", "err", err)
+	if err := s.opts.Audit.Record(ctx, e); err != nil {
+		s.log.Error("audit record", "type", e.Type, "client", e.ClientAddr, "err", err)
 	}
 }
 

@@ -27,6 +27,9 @@ var (
 	// dataset this instance served (store.ErrUnavailable).
 	replyStoreUnavailable = &smtp.SMTPError{Code: smtpreply.C451LocalError, EnhancedCode: smtpreply.E430Other,
 		Message: "Storage temporarily unavailable, try again later"}
+	// replyBadORCPT is go-smtp's own reply to an ORCPT it cannot decode.
+	replyBadORCPT = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4},
+		Message: "Malformed ORCPT parameter value"}
 )
 
 // toReply turns any error into the reply our client gets. go-smtp sends a

@@ -95,6 +95,7 @@ func New(o Options) *Server {
 	s := &Server{opts: o, log: o.Logger.With("component", "smtpd"),
 		authFailures: newFailureLimiter(o.AuthMaxFailures, o.AuthFailureWindow),
 		hashSlots:    make(chan struct{}, o.AuthConcurrency)}
+	s.authFailures.record = s.recordAudit
 	s.conns = newConnLimiter(o.MaxConnections, o.MaxConnectionsPerClient, o.ReservedConnections,
 		func(a netip.Addr) bool { _, ok := s.trustedNetwork(a); return ok }, o.UntrustedIdleTimeout)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -146,6 +147,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.cancel()
 		s.smtp.Close()
 	}
+	// Sessions are over: write the aggregated AUTH refusals still pending.
+	s.authFailures.close()
 	return err
 }
 

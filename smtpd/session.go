@@ -104,6 +104,10 @@ func (s *session) rcpt(to string, opts *smtp.RcptOptions) error {
 			return replyBadRecipient
 		}
 	}
+	if opts != nil && opts.OriginalRecipient != "" && !validORCPT(opts.OriginalRecipient) {
+		s.log.Warn("recipient refused", "to", to, "reason", "malformed ORCPT")
+		return replyBadORCPT
+	}
 	if err := s.hop.Rcpt(to, opts); err != nil {
 		return s.hopFailed("RCPT", err)
 	}
