@@ -12,8 +12,8 @@ import (
 )
 
 // TestLateSealedPartRelaysWholeMessage: attachments are cut out of the
-// spool as they stream into the vault; when a later part (an S/MIME .p7m)
-// makes the message one that must pass untouched, the message still
+// spool as they stream into the vault; when a later part (a body text
+// with inline PGP armour) makes the message one that must pass untouched, the message still
 // reaches the next hop byte for byte, and nothing stays stored.
 func TestLateSealedPartRelaysWholeMessage(t *testing.T) {
 	pdf := make([]byte, 200<<10)
@@ -25,19 +25,17 @@ func TestLateSealedPartRelaysWholeMessage(t *testing.T) {
 		enc = enc[76:]
 	}
 	b64.WriteString(enc + "\r\n")
-	msg := "From: alice@example.com\r\nTo: bob@example.net\r\nSubject: report and encrypted key\r\nMIME-Version: 1.0\r\n" +
+	msg := "From: alice@example.com\r\nTo: bob@example.net\r\nSubject: report and encrypted note\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\nSee both.\r\n" +
 		"--m\r\nContent-Type: application/pdf; name=\"r.pdf\"\r\nContent-Disposition: attachment; filename=\"r.pdf\"\r\n" +
 		"Content-Transfer-Encoding: base64\r\n\r\n" + b64.String() +
-		"--m\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data; name=\"smime.p7m\"\r\n" +
-		"Content-Disposition: attachment; filename=\"smime.p7m\"\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQAx\r\n--m--\r\n"
+		"--m\r\nContent-Type: text/plain\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA1uS4JDnSmv4AQf/ZSu8vW5z\r\n-----END PGP MESSAGE-----\r\n--m--\r\n"
 
 	// The same with an attachment whose body is empty: a cut of nothing.
-	empty := "From: alice@example.com\r\nTo: bob@example.net\r\nSubject: empty file and encrypted key\r\nMIME-Version: 1.0\r\n" +
+	empty := "From: alice@example.com\r\nTo: bob@example.net\r\nSubject: empty file and encrypted note\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\nSee both.\r\n" +
 		"--m\r\nContent-Type: application/pdf; name=\"e.pdf\"\r\nContent-Disposition: attachment; filename=\"e.pdf\"\r\n\r\n" +
-		"--m\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data; name=\"smime.p7m\"\r\n" +
-		"Content-Disposition: attachment; filename=\"smime.p7m\"\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQAx\r\n--m--\r\n"
+		"--m\r\nContent-Type: text/plain\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA1uS4JDnSmv4AQf/ZSu8vW5z\r\n-----END PGP MESSAGE-----\r\n--m--\r\n"
 
 	hop := smtptest.NewServer(t, smtptest.Behaviour{})
 	gw := startGateway(t, hop.Addr)
