@@ -302,15 +302,18 @@ func (m *Manager) Hold(ctx context.Context, it Item, msg io.Reader) (Item, error
 		return Item{}, fmt.Errorf("hold %s: %w", it.ID, ErrBusy)
 	}
 	defer m.unclaim(it.ID)
-	now := m.now()
-	it.HeldAt, it.ReleaseAt = now, time.Time{}
-	if it.Action == policies.Hold {
-		it.ReleaseAt = now.Add(m.holdFor)
-	}
 	it.Attempts, it.LastError, it.LastAttemptAt = 0, "", time.Time{}
 	info, err := m.blobs.Put(it.ID, msg)
 	if err != nil {
 		return Item{}, fmt.Errorf("quarantine: hold %s: %w", it.ID, err)
+	}
+	// Held at the end of storing, just before the record is written: the
+	// list is paged in held-time order, and a message that took long to
+	// store must not sort before ones listed meanwhile.
+	now := m.now()
+	it.HeldAt, it.ReleaseAt = now, time.Time{}
+	if it.Action == policies.Hold {
+		it.ReleaseAt = now.Add(m.holdFor)
 	}
 	it.KeyID, it.SHA256, it.Size = info.KeyID, info.SHA256, info.Size
 	if err := m.insert(ctx, it); err != nil {
