@@ -10,7 +10,7 @@
 //	GET  /admin/audit?from=&to=&format=   admin, auditor: streams the export
 //	GET  /admin/links/{id}           admin, auditor: one link's metadata
 //	POST /admin/links/{id}/revoke    admin: revokes a link
-//	GET  /admin/quarantine           admin, auditor: held messages (quarantine.go)
+//	GET  /admin/quarantine?limit=&after=  admin, auditor: held messages, paged (quarantine.go)
 //	POST /admin/quarantine/{id}/release   admin: relays a held message
 //	POST /admin/quarantine/{id}/delete    admin: deletes a held message
 //	GET  /debug/pprof/...            admin: net/http/pprof

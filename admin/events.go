@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/attachgate/attachgate/audit"
@@ -26,8 +29,30 @@ var detailQueryKeys = map[string]bool{
 	// /admin/audit
 	"from": true, "to": true, "format": true, "type": true,
 	"sender": true, "recipient": true, "bom": true,
+	// /admin/quarantine (the cursor is opaque, not secret)
+	"limit": true, "after": true,
 	// /debug/pprof
 	"seconds": true, "debug": true, "gc": true,
+}
+
+// refuseUnknownParams names the query parameters of v not in known: a
+// misspelt parameter must not be ignored silently (a client paging with
+// ?limt=10 would get a page it did not ask for).
+func refuseUnknownParams(v url.Values, known []string) error {
+	var unknown []string
+	for key := range v {
+		if !slices.Contains(known, key) {
+			unknown = append(unknown, strconv.Quote(key))
+		}
+	}
+	switch len(unknown) {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("unknown parameter %s (known: %s)", unknown[0], strings.Join(known, ", "))
+	}
+	slices.Sort(unknown)
+	return fmt.Errorf("unknown parameters %s (known: %s)", strings.Join(unknown, ", "), strings.Join(known, ", "))
 }
 
 // event starts an audit event for a call by c.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -90,15 +89,8 @@ func (s *startedWriter) Write(p []byte) (int, error) {
 // parseExportRequest checks the query of GET /admin/audit. Errors name the
 // parameter at fault.
 func parseExportRequest(v url.Values, loc *time.Location) (exportRequest, error) {
-	var unknown []string
-	for key := range v {
-		if !slices.Contains(exportParams, key) {
-			unknown = append(unknown, key)
-		}
-	}
-	if len(unknown) > 0 {
-		slices.Sort(unknown)
-		return exportRequest{}, fmt.Errorf("unknown parameter %q (known: %s)", unknown[0], strings.Join(exportParams, ", "))
+	if err := refuseUnknownParams(v, exportParams); err != nil {
+		return exportRequest{}, err
 	}
 	single := func(name string) (string, error) {
 		if len(v[name]) > 1 {

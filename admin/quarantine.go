@@ -3,7 +3,10 @@ package admin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/attachgate/attachgate/audit"
@@ -28,7 +31,9 @@ const releaseTimeout = 30 * time.Minute
 // Quarantine is the held mail the admin API lists, releases and deletes;
 // *quarantine.Manager implements it.
 type Quarantine interface {
-	List(ctx context.Context) ([]quarantine.Item, error)
+	// Page lists up to limit held messages after the cursor, oldest
+	// first, and says whether more follow.
+	Page(ctx context.Context, after quarantine.Cursor, limit int) ([]quarantine.Item, bool, error)
 	Get(ctx context.Context, id string) (quarantine.Item, error)
 	Release(ctx context.Context, id, actor string) (quarantine.Result, error)
 	Delete(ctx context.Context, id, actor string) (quarantine.Result, error)
@@ -76,16 +81,76 @@ func (s *Server) mountQuarantine(mux *http.ServeMux) {
 	mux.HandleFunc("/admin/quarantine/{id}/delete", s.guard(anyRole, s.methodNotAllowed("POST")))
 }
 
-// handleQuarantineList lists the held messages. The call is recorded
-// before anything goes out.
+// Paging of GET /admin/quarantine.
+const (
+	defaultQuarantineLimit = 100
+	maxQuarantineLimit     = 1000
+	// NextCursorHeader carries the cursor of the next page of
+	// GET /admin/quarantine when more messages follow; absent on the last.
+	NextCursorHeader = "X-Next-Cursor"
+)
+
+// quarantineListParams are the query parameters of GET /admin/quarantine.
+var quarantineListParams = []string{"limit", "after"}
+
+// quarantinePage is a checked GET /admin/quarantine query.
+type quarantinePage struct {
+	after quarantine.Cursor
+	limit int
+}
+
+// parseQuarantinePage checks the query of GET /admin/quarantine. Errors
+// name the parameter at fault.
+func parseQuarantinePage(v url.Values) (quarantinePage, error) {
+	if err := refuseUnknownParams(v, quarantineListParams); err != nil {
+		return quarantinePage{}, err
+	}
+	for _, name := range quarantineListParams {
+		if len(v[name]) > 1 {
+			return quarantinePage{}, fmt.Errorf("%s: given %d times, want once", name, len(v[name]))
+		}
+	}
+	p := quarantinePage{limit: defaultQuarantineLimit}
+	if raw, ok := v["limit"]; ok {
+		n, err := strconv.Atoi(raw[0])
+		if err != nil || n < 1 || n > maxQuarantineLimit {
+			return quarantinePage{}, fmt.Errorf("limit: %q is not a number from 1 to %d", raw[0], maxQuarantineLimit)
+		}
+		p.limit = n
+	}
+	if raw, ok := v["after"]; ok {
+		c, err := quarantine.ParseCursor(raw[0])
+		if err != nil {
+			return quarantinePage{}, fmt.Errorf("after: %w (use the %s of the previous page)", err, NextCursorHeader)
+		}
+		p.after = c
+	}
+	return p, nil
+}
+
+// handleQuarantineList lists one page of the held messages, oldest first.
+// When more follow, the X-Next-Cursor header and a Link rel="next" header
+// say where the next page starts. The call is recorded before anything
+// goes out.
 func (s *Server) handleQuarantineList(w http.ResponseWriter, r *http.Request, c caller) {
-	if s.record(r, c.event(TypeQuarantineList, r)) != nil {
+	e := c.event(TypeQuarantineList, r)
+	page, err := parseQuarantinePage(r.URL.Query())
+	if err != nil {
+		e.Reason = "bad request"
+		if s.record(r, e) != nil {
+			s.auditUnavailable(w)
+			return
+		}
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if s.record(r, e) != nil {
 		s.auditUnavailable(w)
 		return
 	}
 	ctx, cancel := storeContext(r)
 	defer cancel()
-	items, err := s.quarantine.List(ctx)
+	items, more, err := s.quarantine.Page(ctx, page.after, page.limit)
 	if err != nil {
 		s.storeFailed(w, r, "list quarantine", "", err)
 		return
@@ -93,6 +158,12 @@ func (s *Server) handleQuarantineList(w http.ResponseWriter, r *http.Request, c 
 	out := make([]heldInfo, 0, len(items))
 	for _, it := range items {
 		out = append(out, s.heldInfo(it))
+	}
+	if more && len(items) > 0 {
+		next := quarantine.CursorOf(items[len(items)-1]).String()
+		q := url.Values{"after": {next}, "limit": {strconv.Itoa(page.limit)}}
+		w.Header().Set(NextCursorHeader, next)
+		w.Header().Set("Link", "</admin/quarantine?"+q.Encode()+`>; rel="next"`)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

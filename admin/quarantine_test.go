@@ -3,13 +3,16 @@ package admin
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,13 +59,18 @@ type quarantineHarness struct {
 
 func newQuarantineHarness(t *testing.T) *quarantineHarness {
 	t.Helper()
+	return newQuarantineHarnessAt(t, func() time.Time { return testNow })
+}
+
+// newQuarantineHarnessAt is newQuarantineHarness on the clock now.
+func newQuarantineHarnessAt(t *testing.T, now func() time.Time) *quarantineHarness {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := store.OpenSQLite(filepath.Join(dir, "attachgate.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	now := func() time.Time { return testNow }
 	log, err := audit.NewSQLite(st.DB(), audit.Options{Now: now, Location: testZone})
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +100,12 @@ func newQuarantineHarness(t *testing.T) *quarantineHarness {
 
 func (h *quarantineHarness) hold(action policies.Action) string {
 	h.t.Helper()
-	id := store.NewID()
+	return h.holdAs(store.NewID(), action)
+}
+
+// holdAs holds a message under id.
+func (h *quarantineHarness) holdAs(id string, action policies.Action) string {
+	h.t.Helper()
 	msg := "Subject: held\r\n\r\nbody\r\n"
 	if _, err := h.held.Hold(context.Background(), quarantine.Item{ID: id, HeaderID: "<h@example.com>", From: "alice@example.com",
 		To: []string{"bob@example.net"}, ClientAddr: "192.0.2.10", Action: action, Rule: "review"}, strings.NewReader(msg)); err != nil {
@@ -238,5 +251,167 @@ func TestQuarantineRoutesAbsentWithoutQuarantine(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	if resp := h.call("GET", "/admin/quarantine", opsSecret, nil); resp.status != 404 {
 		t.Errorf("status %d, want 404 (no route)", resp.status)
+	}
+}
+
+// tickingClock moves on by a millisecond at each look, so every message
+// is held at its own instant.
+type tickingClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *tickingClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(time.Millisecond)
+	return c.now
+}
+
+// TestQuarantineListPages pages through 250 held messages 100 at a time,
+// following the Link header as a client would, while messages are held,
+// released and deleted between pages: every message held before its page
+// was reached comes exactly once, oldest first.
+func TestQuarantineListPages(t *testing.T) {
+	h := newQuarantineHarnessAt(t, (&tickingClock{now: testNow}).Now)
+	// IDs made first sort before the 250: held later, they must come
+	// after them all the same (the list is by held time, then ID).
+	var late []string
+	for i := 0; i < 10; i++ {
+		late = append(late, store.NewID())
+	}
+	var want []string
+	for i := 0; i < 250; i++ {
+		want = append(want, h.hold(policies.Quarantine))
+	}
+	if late[len(late)-1] >= want[0] {
+		t.Fatalf("premise: ID %s made earlier sorts after %s", late[len(late)-1], want[0])
+	}
+
+	// Without limit: the first 100.
+	resp := h.call("GET", "/admin/quarantine", auditorSecret, nil)
+	var items []heldInfo
+	if resp.status != 200 || json.Unmarshal(resp.body, &items) != nil || len(items) != defaultQuarantineLimit {
+		t.Fatalf("default page: status %d, %d items, body %.200s", resp.status, len(items), resp.body)
+	}
+
+	var seen []string
+	var pages []int
+	path := "/admin/quarantine?limit=100"
+	for path != "" {
+		if len(pages) > 10 {
+			t.Fatal("paging does not end")
+		}
+		resp := h.call("GET", path, auditorSecret, nil)
+		var items []heldInfo
+		if resp.status != 200 {
+			t.Fatalf("GET %s: %d %s", path, resp.status, resp.body)
+		}
+		if err := json.Unmarshal(resp.body, &items); err != nil {
+			t.Fatalf("GET %s: %v in %.200s", path, err, resp.body)
+		}
+		pages = append(pages, len(items))
+		for _, it := range items {
+			seen = append(seen, it.ID)
+		}
+		next := resp.header.Get(NextCursorHeader)
+		link := resp.header.Get("Link")
+		path = ""
+		if next == "" {
+			if link != "" {
+				t.Errorf("last page has Link %q", link)
+			}
+			break
+		}
+		target, ok := strings.CutPrefix(link, "<")
+		target, _, ok2 := strings.Cut(target, `>; rel="next"`)
+		if !ok || !ok2 || !strings.Contains(target, "after="+next) || !strings.Contains(target, "limit=100") {
+			t.Fatalf("Link %q does not lead to after=%s&limit=100", link, next)
+		}
+		path = target
+		switch len(pages) {
+		case 1:
+			// Held after page 1 was read: these come at the end.
+			for _, id := range late[:5] {
+				want = append(want, h.holdAs(id, policies.Quarantine))
+			}
+			// The item the cursor names goes away (released); the cursor
+			// still works. One not yet listed is deleted: it never shows.
+			if r := h.call("POST", "/admin/quarantine/"+items[len(items)-1].ID+"/release", opsSecret, nil); r.status != 200 {
+				t.Fatalf("release: %d %s", r.status, r.body)
+			}
+			gone := want[150]
+			if r := h.call("POST", "/admin/quarantine/"+gone+"/delete", opsSecret, nil); r.status != 200 {
+				t.Fatalf("delete: %d %s", r.status, r.body)
+			}
+			want = slices.DeleteFunc(want, func(id string) bool { return id == gone })
+		case 2:
+			for _, id := range late[5:] {
+				want = append(want, h.holdAs(id, policies.Quarantine))
+			}
+		}
+	}
+	// 250 - 1 deleted + 10 held on the way.
+	if !slices.Equal(pages, []int{100, 100, 59}) {
+		t.Errorf("page sizes %v, want [100 100 59]", pages)
+	}
+	if !slices.Equal(seen, want) {
+		t.Errorf("paged %d IDs, want %d in order", len(seen), len(want))
+		for i := range min(len(seen), len(want)) {
+			if seen[i] != want[i] {
+				t.Fatalf("first difference at %d: %s, want %s", i, seen[i], want[i])
+			}
+		}
+	}
+	// The paging parameters are on record with the list calls.
+	lists := h.eventsOfType(TypeQuarantineList)
+	if got := lists[len(lists)-1].Detail; !strings.HasPrefix(got, "GET /admin/quarantine?after=") || !strings.HasSuffix(got, "&limit=100") {
+		t.Errorf("detail of the last list call = %q", got)
+	}
+
+	// The largest page there is takes the rest.
+	resp = h.call("GET", "/admin/quarantine?limit=1000", auditorSecret, nil)
+	if err := json.Unmarshal(resp.body, &items); resp.status != 200 || err != nil || len(items) != len(want)-1 ||
+		resp.header.Get(NextCursorHeader) != "" {
+		t.Errorf("limit=1000: status %d, %d items (want %d), next %q", resp.status, len(items), len(want)-1,
+			resp.header.Get(NextCursorHeader))
+	}
+}
+
+// TestQuarantineListRefusesBadQueries: a bad limit or cursor, a repeated
+// or unknown parameter is a 400 naming the parameter, on record; nothing
+// is listed.
+func TestQuarantineListRefusesBadQueries(t *testing.T) {
+	h := newQuarantineHarness(t)
+	h.hold(policies.Quarantine)
+	for _, tc := range []struct {
+		query, want string
+	}{
+		{"limit=0", "limit:"},
+		{"limit=-1", "limit:"},
+		{"limit=1001", "limit:"},
+		{"limit=ten", "limit:"},
+		{"limit=", "limit:"},
+		{"limit=1&limit=2", "limit: given 2 times"},
+		{"after=", "after:"},
+		{"after=not-a-cursor!", "after:"},
+		{"after=" + base64.RawURLEncoding.EncodeToString([]byte("yesterday.x")), "after:"},
+		{"limt=10", `unknown parameter "limt"`},
+		{"limit=10&page=2&offset=5", `unknown parameters "offset", "page"`},
+		{"access_token=s3cret", `unknown parameter "access_token"`},
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			resp := h.call("GET", "/admin/quarantine?"+tc.query, auditorSecret, nil)
+			if resp.status != 400 {
+				t.Fatalf("status %d, want 400: %s", resp.status, resp.body)
+			}
+			if msg := resp.errorText(t); !strings.Contains(msg, tc.want) {
+				t.Errorf("error %q does not say %q", msg, tc.want)
+			}
+			e := h.lastEvent()
+			if e.Type != TypeQuarantineList || e.Reason != "bad request" || strings.Contains(e.Detail, "s3cret") {
+				t.Errorf("recorded %+v", e)
+			}
+		})
 	}
 }

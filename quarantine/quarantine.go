@@ -22,6 +22,7 @@ package quarantine
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,9 +30,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 
@@ -181,6 +184,8 @@ var migrations = []string{
 		last_attempt_at INTEGER
 	);
 	CREATE INDEX quarantine_items_release ON quarantine_items(release_at);`,
+	// The list order, for paging (Page).
+	`CREATE INDEX quarantine_items_held ON quarantine_items(held_at, id);`,
 }
 
 // Open brings the quarantine index up to date, opens the blob store and
@@ -297,15 +302,18 @@ func (m *Manager) Hold(ctx context.Context, it Item, msg io.Reader) (Item, error
 		return Item{}, fmt.Errorf("hold %s: %w", it.ID, ErrBusy)
 	}
 	defer m.unclaim(it.ID)
-	now := m.now()
-	it.HeldAt, it.ReleaseAt = now, time.Time{}
-	if it.Action == policies.Hold {
-		it.ReleaseAt = now.Add(m.holdFor)
-	}
 	it.Attempts, it.LastError, it.LastAttemptAt = 0, "", time.Time{}
 	info, err := m.blobs.Put(it.ID, msg)
 	if err != nil {
 		return Item{}, fmt.Errorf("quarantine: hold %s: %w", it.ID, err)
+	}
+	// Held at the end of storing, just before the record is written: the
+	// list is paged in held-time order, and a message that took long to
+	// store must not sort before ones listed meanwhile.
+	now := m.now()
+	it.HeldAt, it.ReleaseAt = now, time.Time{}
+	if it.Action == policies.Hold {
+		it.ReleaseAt = now.Add(m.holdFor)
 	}
 	it.KeyID, it.SHA256, it.Size = info.KeyID, info.SHA256, info.Size
 	if err := m.insert(ctx, it); err != nil {
@@ -707,6 +715,81 @@ func (m *Manager) List(ctx context.Context) ([]Item, error) {
 		return nil, fmt.Errorf("quarantine: list: %w", err)
 	}
 	return items, nil
+}
+
+// Cursor is a position in the list order (held time, then ID): a page
+// continues after it. The zero Cursor is the start of the list. A message
+// held after a page was read sorts after it (it is held later), so a
+// client paging with cursors sees every message held at the start exactly
+// once and newly held ones on later pages; released or deleted ones
+// simply drop out.
+type Cursor struct {
+	HeldAt time.Time
+	ID     string
+}
+
+// CursorOf is the position of it: the next page starts after it.
+func CursorOf(it Item) Cursor { return Cursor{HeldAt: it.HeldAt, ID: it.ID} }
+
+// maxCursorID bounds the ID in a cursor (held IDs are 36-byte UUIDs).
+const maxCursorID = 64
+
+// String is the opaque cursor token: base64url of "<held_at unix ns>.<id>".
+func (c Cursor) String() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.HeldAt.UnixNano(), 10) + "." + c.ID))
+}
+
+// ParseCursor reads a token made by Cursor.String.
+func ParseCursor(s string) (Cursor, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return Cursor{}, errors.New("not a cursor of this list")
+	}
+	ns, id, ok := strings.Cut(string(raw), ".")
+	if !ok || id == "" || len(id) > maxCursorID || !utf8.ValidString(id) {
+		return Cursor{}, errors.New("not a cursor of this list")
+	}
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if err != nil {
+		return Cursor{}, errors.New("not a cursor of this list")
+	}
+	return Cursor{HeldAt: time.Unix(0, n).UTC(), ID: id}, nil
+}
+
+// Page returns up to limit held items after the cursor after, oldest first
+// (held time, then ID), and whether more follow the last one. limit must
+// be positive.
+func (m *Manager) Page(ctx context.Context, after Cursor, limit int) (items []Item, more bool, err error) {
+	if limit <= 0 {
+		return nil, false, fmt.Errorf("quarantine: page: limit %d, want > 0", limit)
+	}
+	var rows *sql.Rows
+	if after.ID == "" {
+		rows, err = m.db.QueryContext(ctx, `SELECT `+columns+` FROM quarantine_items
+			ORDER BY held_at, id LIMIT ?`, limit+1)
+	} else {
+		rows, err = m.db.QueryContext(ctx, `SELECT `+columns+` FROM quarantine_items
+			WHERE (held_at, id) > (?, ?) ORDER BY held_at, id LIMIT ?`, after.HeldAt.UnixNano(), after.ID, limit+1)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("quarantine: page: %w", err)
+	}
+	defer rows.Close()
+	items = []Item{}
+	for rows.Next() {
+		it, err := scanItem(rows.Scan)
+		if err != nil {
+			return nil, false, fmt.Errorf("quarantine: page: %w", err)
+		}
+		items = append(items, it)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("quarantine: page: %w", err)
+	}
+	if len(items) > limit {
+		return items[:limit], true, nil
+	}
+	return items, false, nil
 }
 
 func scanItem(scan func(...any) error) (Item, error) {
