@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -172,8 +173,68 @@ type SMTP struct {
 	TLSListen string   `yaml:"tls_listen"`
 	TLS       TLS      `yaml:"tls"`
 	Auth      SMTPAuth `yaml:"auth"`
+	// Microsoft365 lets Microsoft 365 (an outbound connector, which
+	// cannot authenticate) relay the mail of the tenants named.
+	Microsoft365 Microsoft365 `yaml:"microsoft365"`
 
 	trusted []netip.Prefix
+}
+
+// Microsoft365 configures relaying for Microsoft 365 tenants: clients in
+// Networks (Microsoft's sending ranges, shared by every customer) may relay
+// a message only when Microsoft stamped one of TenantIDs on it
+// (X-MS-Exchange-CrossTenant-Id).
+type Microsoft365 struct {
+	Networks  []string `yaml:"networks"`
+	TenantIDs []string `yaml:"tenant_ids"`
+
+	networks []netip.Prefix
+	tenants  []string
+}
+
+// ParsedNetworks returns the parsed smtp.microsoft365.networks.
+func (m *Microsoft365) ParsedNetworks() []netip.Prefix { return m.networks }
+
+// Tenants returns smtp.microsoft365.tenant_ids in lower case.
+func (m *Microsoft365) Tenants() []string { return m.tenants }
+
+var tenantGUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// validateMicrosoft365 checks smtp.microsoft365 against the trusted
+// networks already parsed.
+func (s *SMTP) validateMicrosoft365(bad func(key, format string, args ...any)) {
+	m := &s.Microsoft365
+	m.networks, m.tenants = nil, nil
+	if len(m.Networks) == 0 && len(m.TenantIDs) == 0 {
+		return
+	}
+	if len(m.Networks) == 0 {
+		bad("smtp.microsoft365.networks", "required with smtp.microsoft365.tenant_ids: Microsoft 365's sending ranges")
+	}
+	if len(m.TenantIDs) == 0 {
+		bad("smtp.microsoft365.tenant_ids", "required with smtp.microsoft365.networks: without your tenant IDs every Microsoft 365 customer could relay")
+	}
+	for _, n := range m.Networks {
+		p, err := parsePrefix(n)
+		if err != nil {
+			bad("smtp.microsoft365.networks", "%q is not a network (want CIDR such as 40.92.0.0/15): %v", n, err)
+			continue
+		}
+		for _, tp := range s.trusted {
+			if tp.Overlaps(p) {
+				bad("smtp.microsoft365.networks", "%q overlaps smtp.trusted_networks entry %s: clients there relay anything; keep Microsoft 365's ranges out of trusted_networks", n, tp)
+			}
+		}
+		m.networks = append(m.networks, p)
+	}
+	for _, id := range m.TenantIDs {
+		g := strings.ToLower(strings.TrimSpace(id))
+		if !tenantGUID.MatchString(g) {
+			bad("smtp.microsoft365.tenant_ids", "%q is not a tenant ID (want a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)", id)
+			continue
+		}
+		m.tenants = append(m.tenants, g)
+	}
 }
 
 // Reserved is smtp.reserved_connections, by default a quarter of
@@ -410,7 +471,8 @@ var sectionByType = map[string]string{
 	"config.Storage": "storage", "config.Log": "log", "config.Store": "store",
 	"config.Redis": "store.redis", "config.Audit": "audit", "config.Admin": "admin",
 	"config.AdminToken": "admin.tokens[]", "config.TLS": "smtp.tls", "config.LinksTLS": "links.tls", "config.SMTPAuth": "smtp.auth",
-	"policies.Rule": "policies[]", "policies.Match": "policies[].match", "config.Quarantine": "quarantine",
+	"config.Microsoft365": "smtp.microsoft365",
+	"policies.Rule":       "policies[]", "policies.Match": "policies[].match", "config.Quarantine": "quarantine",
 	"config.DKIM":   "dkim[]",
 	"config.Notify": "notify",
 }
@@ -447,6 +509,7 @@ func (c *Config) validate() error {
 		}
 		c.SMTP.trusted = append(c.SMTP.trusted, p)
 	}
+	c.SMTP.validateMicrosoft365(bad)
 	for key, v := range map[string]int{"smtp.max_line_length": c.SMTP.MaxLineLength,
 		"smtp.max_header_bytes": c.SMTP.MaxHeaderBytes, "smtp.max_mime_depth": c.SMTP.MaxMIMEDepth,
 		"smtp.max_mime_parts": c.SMTP.MaxMIMEParts, "smtp.max_connections": c.SMTP.MaxConnections,

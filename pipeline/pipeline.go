@@ -48,6 +48,15 @@ type Envelope struct {
 	// TrustedNetwork is the smtp.trusted_networks entry that allowed an
 	// unauthenticated client to relay ("" when it authenticated).
 	TrustedNetwork string
+	// RequireTenant, when not empty, relays the message only if its
+	// header has exactly one X-MS-Exchange-CrossTenant-Id naming one of
+	// these Microsoft 365 tenants (lower-case GUIDs): the client is in
+	// smtp.microsoft365.networks, which every Microsoft 365 customer sends
+	// from, and only the tenant Microsoft stamps tells ours from others.
+	RequireTenant []string
+	// Microsoft365Network is the smtp.microsoft365.networks entry the
+	// client sent from (with RequireTenant).
+	Microsoft365Network string
 }
 
 // Pipeline is the configuration every transaction runs with. It is safe

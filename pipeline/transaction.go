@@ -341,6 +341,20 @@ func (t *Transaction) store(ctx context.Context, walk walkFunc) error {
 	if err != nil {
 		return err
 	}
+	if len(t.env.RequireTenant) > 0 {
+		if reason := checkTenant(sum.Header, t.env.RequireTenant); reason != "" {
+			// Another Microsoft 365 customer's mail: nothing of it is
+			// kept, and it is refused before anything is recorded.
+			t.p.deleteBlobs(t.files, t.log)
+			t.files, t.links, t.notice.Files = nil, nil, nil
+			clear(t.remove)
+			t.header = strings.TrimSpace(sum.MessageID)
+			t.reason = reason
+			t.log.Warn("relay denied: not a configured Microsoft 365 tenant", "reason", reason,
+				"network", t.env.Microsoft365Network)
+			return smtpreply.NotTenant
+		}
+	}
 	// Signed or encrypted mail, reports, automatic replies and bounces are
 	// relayed untouched (mailpart.Summary.PassThrough): nothing is linked.
 	// Their own rules may still refuse or hold them; the attachment rules'
@@ -408,6 +422,9 @@ func (t *Transaction) record(ctx context.Context) error {
 		var detail []string
 		if t.env.TrustedNetwork != "" {
 			detail = append(detail, "trusted network "+t.env.TrustedNetwork)
+		}
+		if len(t.env.RequireTenant) > 0 {
+			detail = append(detail, "microsoft365 network "+t.env.Microsoft365Network)
 		}
 		if t.subject != "" {
 			detail = append(detail, "subject: "+t.subject)

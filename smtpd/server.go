@@ -30,9 +30,16 @@ type Options struct {
 	MaxMessageBytes int64
 	MaxRecipients   int
 	Trusted         []netip.Prefix
-	ReadTimeout     time.Duration
-	WriteTimeout    time.Duration
-	MaxLineLength   int
+	// Microsoft365Networks are the addresses Microsoft 365 sends from (for
+	// every customer). A client there, neither trusted nor authenticated,
+	// may give MAIL and RCPT; its message is relayed only when the
+	// pipeline finds one of Microsoft365Tenants (lower-case GUIDs) in its
+	// X-MS-Exchange-CrossTenant-Id (pipeline.Envelope.RequireTenant).
+	Microsoft365Networks []netip.Prefix
+	Microsoft365Tenants  []string
+	ReadTimeout          time.Duration
+	WriteTimeout         time.Duration
+	MaxLineLength        int
 	// MaxConnections and MaxConnectionsPerClient turn away connections
 	// beyond them with 421 4.7.0; 0 means no limit.
 	MaxConnections          int
@@ -161,6 +168,14 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 		log:    s.log.With("client", remote.String()),
 	}
 	sess.trustedBy, sess.trusted = s.trustedNetwork(remote)
+	if !sess.trusted && len(s.opts.Microsoft365Tenants) > 0 {
+		for _, p := range s.opts.Microsoft365Networks {
+			if p.Contains(remote) {
+				sess.m365By, sess.m365 = p, true
+				break
+			}
+		}
+	}
 	if cc := countedConnOf(c.Conn()); cc != nil {
 		sess.onAuth = cc.promote
 	}

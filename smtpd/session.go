@@ -25,7 +25,12 @@ type session struct {
 	trusted bool
 	// trustedBy is the trusted network that let this client relay.
 	trustedBy netip.Prefix
-	authUser  string
+	// m365: the client is in smtp.microsoft365.networks (m365By), so it
+	// may relay the mail of the configured tenants only, which the
+	// pipeline checks at the end of DATA.
+	m365     bool
+	m365By   netip.Prefix
+	authUser string
 	// onAuth runs once the client authenticated (the connection limiter
 	// moves it into the reserved capacity).
 	onAuth func()
@@ -51,7 +56,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) mail(from string, opts *smtp.MailOptions) error {
-	if !s.trusted && s.authUser == "" {
+	if !s.trusted && !s.m365 && s.authUser == "" {
 		s.log.Warn("relay denied", "from", from)
 		return replyRelayDenied
 	}
@@ -132,6 +137,10 @@ func (s *session) Data(r io.Reader) error {
 	}
 	if s.authUser == "" && s.trusted {
 		env.TrustedNetwork = s.trustedBy.String()
+	}
+	if s.authUser == "" && !s.trusted && s.m365 {
+		env.RequireTenant = s.srv.opts.Microsoft365Tenants
+		env.Microsoft365Network = s.m365By.String()
 	}
 	tx := &txHop{Session: s.hop}
 	reply, err := s.srv.opts.Pipeline.Process(s.srv.ctx, env, dataLimits{r}, tx)

@@ -56,6 +56,11 @@ var (
 var (
 	RelayDenied = &smtp.SMTPError{Code: C550MailboxUnavail, EnhancedCode: E571Denied,
 		Message: "Relaying denied: client is not in a trusted network and not authenticated"}
+	// NotTenant: a client in smtp.microsoft365.networks sent a message
+	// without exactly one X-MS-Exchange-CrossTenant-Id naming a tenant of
+	// smtp.microsoft365.tenant_ids (another customer of Microsoft 365).
+	NotTenant = &smtp.SMTPError{Code: C550MailboxUnavail, EnhancedCode: E571Denied,
+		Message: "Relaying denied: message is not from a configured Microsoft 365 tenant"}
 	NeedUTF8 = &smtp.SMTPError{Code: C553BadMailbox, EnhancedCode: E567NoUTF8,
 		Message: "Non-ASCII address requires the SMTPUTF8 parameter"}
 	NextHopNoUTF8 = &smtp.SMTPError{Code: C553BadMailbox, EnhancedCode: E567NoUTF8,

@@ -193,6 +193,8 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		MaxMessageBytes:         c.SMTP.MaxMessageBytes,
 		MaxRecipients:           c.SMTP.MaxRecipients,
 		Trusted:                 c.SMTP.Trusted(),
+		Microsoft365Networks:    c.SMTP.Microsoft365.ParsedNetworks(),
+		Microsoft365Tenants:     c.SMTP.Microsoft365.Tenants(),
 		ReadTimeout:             c.SMTP.ReadTimeout.D(),
 		WriteTimeout:            c.SMTP.WriteTimeout.D(),
 		MaxLineLength:           c.SMTP.MaxLineLength,
