@@ -3,10 +3,11 @@ package linkserver
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"golang.org/x/text/language"
+
+	"github.com/attachgate/attachgate/bytesize"
 )
 
 // catalog holds every sentence a page shows, in one language.
@@ -133,45 +134,5 @@ func catalogFor(r *http.Request) *catalog {
 
 // byteCount formats n as an exact count with thousands separators.
 func (c *catalog) byteCount(n int64) string {
-	return groupThousands(n) + " " + c.bytesWord
-}
-
-// humanSize formats n in binary units (KiB, MiB, ...), the same in both
-// languages.
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	units := [...]string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
-	value := float64(n) / unit
-	i := 0
-	for value >= unit && i < len(units)-1 {
-		value /= unit
-		i++
-	}
-	return strconv.FormatFloat(value, 'f', 1, 64) + " " + units[i]
-}
-
-func groupThousands(n int64) string {
-	digits := strconv.FormatInt(n, 10)
-	sign := ""
-	if digits[0] == '-' {
-		sign, digits = "-", digits[1:]
-	}
-	if len(digits) <= 3 {
-		return sign + digits
-	}
-	out := make([]byte, 0, len(digits)+len(digits)/3)
-	lead := len(digits) % 3
-	if lead > 0 {
-		out = append(out, digits[:lead]...)
-	}
-	for i := lead; i < len(digits); i += 3 {
-		if len(out) > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, digits[i:i+3]...)
-	}
-	return sign + string(out)
+	return bytesize.Grouped(n) + " " + c.bytesWord
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/store"
+
+	"github.com/attachgate/attachgate/bytesize"
 )
 
 // maxTokenLen bounds what we hash and look up; real tokens are 43 bytes.
@@ -52,7 +54,7 @@ func (s *Server) handleLanding(w http.ResponseWriter, r *http.Request) {
 	expires := effectiveExpiry(view).In(s.location)
 	landing := &landingData{
 		FileName:     view.File.Name,
-		SizeHuman:    humanSize(view.File.Size),
+		SizeHuman:    bytesize.Human(view.File.Size),
 		SizeBytes:    t.byteCount(view.File.Size),
 		Sender:       view.Message.Sender,
 		Expires:      t.formatTime(expires),

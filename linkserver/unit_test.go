@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/attachgate/attachgate/bytesize"
 )
 
 func TestClientAddr(t *testing.T) {
@@ -110,8 +112,8 @@ func TestSizes(t *testing.T) {
 		{5 << 30, "5.0 GiB", "5,368,709,120 bytes"},
 	}
 	for _, tt := range tests {
-		if got := humanSize(tt.n); got != tt.human {
-			t.Errorf("humanSize(%d) = %q, want %q", tt.n, got, tt.human)
+		if got := bytesize.Human(tt.n); got != tt.human {
+			t.Errorf("bytesize.Human(%d) = %q, want %q", tt.n, got, tt.human)
 		}
 		if got := english.byteCount(tt.n); got != tt.exact {
 			t.Errorf("byteCount(%d) = %q, want %q", tt.n, got, tt.exact)

@@ -3,10 +3,11 @@ package mailpart
 import (
 	"fmt"
 	"html"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/attachgate/attachgate/bytesize"
 )
 
 // Notice is the text that replaces removed attachments in the mail.
@@ -72,7 +73,7 @@ func (n Notice) PlainText() string {
 		b.WriteString("\n- ")
 		b.WriteString(oneLine(f.Name))
 		b.WriteByte('\n')
-		fmt.Fprintf(&b, "  %s: %s (%s %s)\n", l.size, humanSize(f.Size), groupDigits(f.Size), l.bytes)
+		fmt.Fprintf(&b, "  %s: %s (%s %s)\n", l.size, bytesize.Human(f.Size), bytesize.Grouped(f.Size), l.bytes)
 		if f.SHA256 != "" {
 			fmt.Fprintf(&b, "  SHA-256: %s\n", oneLine(f.SHA256))
 		}
@@ -97,7 +98,7 @@ func (n Notice) HTML() string {
 	b.WriteString("<ul>\n")
 	for _, f := range n.Files {
 		fmt.Fprintf(&b, `<li><a href="%s">%s</a><br>`, html.EscapeString(oneLine(f.URL)), html.EscapeString(oneLine(f.Name)))
-		fmt.Fprintf(&b, "%s: %s (%s %s)<br>", html.EscapeString(l.size), humanSize(f.Size), groupDigits(f.Size), html.EscapeString(l.bytes))
+		fmt.Fprintf(&b, "%s: %s (%s %s)<br>", html.EscapeString(l.size), bytesize.Human(f.Size), bytesize.Grouped(f.Size), html.EscapeString(l.bytes))
 		if f.SHA256 != "" {
 			fmt.Fprintf(&b, "SHA-256: <code>%s</code><br>", html.EscapeString(oneLine(f.SHA256)))
 		}
@@ -118,37 +119,4 @@ func oneLine(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// humanSize renders a byte count with IEC units: "512 B", "1.5 MiB".
-func humanSize(n int64) string {
-	if n < 1024 {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
-	v := float64(n) / 1024
-	i := 0
-	for v >= 1024 && i < len(units)-1 {
-		v /= 1024
-		i++
-	}
-	return strconv.FormatFloat(v, 'f', 1, 64) + " " + units[i]
-}
-
-// groupDigits writes 1234567 as "1,234,567".
-func groupDigits(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
 }

@@ -73,18 +73,3 @@ func TestNoticeValuesStayOnOneLine(t *testing.T) {
 		t.Errorf("a line break in a name reached the notice:\n%s", n.PlainText())
 	}
 }
-
-func TestHumanSize(t *testing.T) {
-	tests := map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 10 << 20: "10.0 MiB", 3 << 30: "3.0 GiB"}
-	for n, want := range tests {
-		if got := humanSize(n); got != want {
-			t.Errorf("humanSize(%d) = %q, want %q", n, got, want)
-		}
-	}
-	if got := groupDigits(1234567); got != "1,234,567" {
-		t.Errorf("groupDigits = %q", got)
-	}
-	if got := groupDigits(999); got != "999" {
-		t.Errorf("groupDigits = %q", got)
-	}
-}

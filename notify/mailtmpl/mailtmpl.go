@@ -23,11 +23,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	texttemplate "text/template"
 	"time"
 	"unicode"
+
+	"github.com/attachgate/attachgate/bytesize"
 )
 
 //go:embed files/*
@@ -242,8 +243,8 @@ func (s *Set) funcs() map[string]any {
 		},
 		// size shows a byte count as "1.5 MiB (1,572,864 bytes)"; the unit
 		// word is the template's.
-		"size":    humanSize,
-		"digits":  groupDigits,
+		"size":    bytesize.Human,
+		"digits":  bytesize.Grouped,
 		"oneline": oneLine,
 	}
 }
@@ -256,37 +257,6 @@ func oneLine(s string) string {
 		}
 		return r
 	}, s))
-}
-
-func humanSize(n int64) string {
-	if n < 1024 {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
-	v := float64(n) / 1024
-	i := 0
-	for v >= 1024 && i < len(units)-1 {
-		v /= 1024
-		i++
-	}
-	return strconv.FormatFloat(v, 'f', 1, 64) + " " + units[i]
-}
-
-func groupDigits(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
 }
 
 // ErrNoSuchFile is returned by Default for a name that is not a template.
