@@ -26,6 +26,22 @@ type entity struct {
 func (e *entity) isRoot() bool      { return e.parent == nil }
 func (e *entity) isMultipart() bool { return e.boundary != "" }
 
+// ancestorWithBoundary returns the enclosing multipart whose delimiter
+// lines are also delimiters of boundary b: the same boundary, up to the
+// trailing white space a delimiter line may carry (transport padding).
+func (e *entity) ancestorWithBoundary(b string) *entity {
+	if b == "" {
+		return nil
+	}
+	b = strings.TrimRight(b, " \t")
+	for a := e.parent; a != nil; a = a.parent {
+		if a.boundary != "" && strings.TrimRight(a.boundary, " \t") == b {
+			return a
+		}
+	}
+	return nil
+}
+
 // visitor receives the tree as the walker reads it, in input order.
 type visitor interface {
 	// enter is called for every entity once its header is read (and, for
@@ -84,6 +100,13 @@ func (w *walker) entity(parent *entity, path string, depth int) error {
 	}
 	if strings.HasPrefix(e.part.MediaType, "multipart/") {
 		e.boundary = e.part.Params["boundary"]
+		if a := e.ancestorWithBoundary(e.boundary); a != nil {
+			// RFC 2046 5.1.1: a nested multipart's delimiter lines would
+			// also be its ancestor's; parsers disagree on where either
+			// ends, so the structure the policies see is not the one the
+			// recipient's client sees.
+			return fmt.Errorf("%w: multipart %s reuses the boundary of %s", ErrTooComplex, path, a.part.Path)
+		}
 	}
 	w.seal.sealEntity(e)
 	if !e.isMultipart() {

@@ -316,3 +316,31 @@ no subject
 		t.Errorf("Filename = %q", got)
 	}
 }
+
+// TestNestedMultipartReusingBoundaryRefused: a multipart inside one with
+// the same boundary (the FuzzRewrite finding 97bedae00d83ef3d, whose outer
+// boundary differs only by trailing white space) has delimiter lines that
+// belong to both; go-message and mail clients read a different structure than the
+// policies would, so the message is refused as too complex (554 5.6.0).
+func TestNestedMultipartReusingBoundaryRefused(t *testing.T) {
+	for name, outer := range map[string]string{
+		"same":                `boundary="b1"`,
+		"unquoted same value": `boundary=b1`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			msg := "Content-Type: multipart/mixed; " + outer + "\r\n\r\n--b1\r\n" +
+				"Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\n" +
+				"Content-Type: application/pdf; name=a.pdf\r\n\r\n%PDF\r\n--b1--\r\n--b1--\r\n"
+			_, err := Walk(strings.NewReader(msg), Limits{}, func(*Part, io.Reader) error { return nil })
+			if !errors.Is(err, ErrTooComplex) {
+				t.Fatalf("Walk = %v, want ErrTooComplex", err)
+			}
+		})
+	}
+	// Distinct nested boundaries stay fine.
+	msg := "Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\n" +
+		"Content-Type: multipart/mixed; boundary=b2\r\n\r\n--b2\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b2--\r\n--b1--\r\n"
+	if _, err := Walk(strings.NewReader(msg), Limits{}, func(*Part, io.Reader) error { return nil }); err != nil {
+		t.Fatalf("Walk of distinct nested boundaries: %v", err)
+	}
+}
