@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/notify"
 	"github.com/attachgate/attachgate/store"
 	"github.com/attachgate/attachgate/vault"
 )
@@ -79,6 +80,9 @@ type Options struct {
 	// normally; beyond it the client gets 429 until the window ends.
 	// 0 = 60.
 	DenialLimit int
+	// Notify sends the gateway's own mail (recipient codes, sender
+	// notices); nil sends none.
+	Notify *notify.Service
 }
 
 // Server serves landing pages, downloads and health. It is safe for
@@ -102,6 +106,7 @@ type Server struct {
 	stallTimeout     time.Duration
 	pageWriteTimeout time.Duration
 	denials          *denialLimiter
+	notify           *notify.Service
 	inFlight         inFlight
 }
 
@@ -128,6 +133,7 @@ func New(o Options) (*Server, error) {
 		blobs:          o.Blobs,
 		macKey:         append([]byte(nil), o.MACKey...),
 		audit:          o.Audit,
+		notify:         o.Notify,
 		log:            o.Logger,
 		now:            o.Now,
 		signedURLTTL:   o.SignedURLTTL,

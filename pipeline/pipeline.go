@@ -30,6 +30,7 @@ import (
 	"github.com/attachgate/attachgate/dkim"
 	"github.com/attachgate/attachgate/mailpart"
 	"github.com/attachgate/attachgate/metrics"
+	"github.com/attachgate/attachgate/notify"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/store"
@@ -92,6 +93,9 @@ type Pipeline struct {
 	Logger *slog.Logger
 	// Metrics counts each message's outcome (summary.go); nil: none.
 	Metrics *metrics.Metrics
+	// Notify sends the gateway's own mail (receipts, notices, DSNs); nil
+	// sends none. A notice never fails the mail it is about.
+	Notify *notify.Service
 
 	settings atomic.Pointer[Settings] // set by Reload
 

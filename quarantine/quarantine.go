@@ -39,6 +39,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/notify"
 	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/relay"
@@ -123,6 +124,8 @@ type Options struct {
 	Now      func() time.Time
 	// Logger is named "component=quarantine" here.
 	Logger *slog.Logger
+	// Notify tells senders (DSNs, hold notices); nil tells nobody.
+	Notify *notify.Service
 }
 
 const (
@@ -141,6 +144,7 @@ const (
 
 // Manager keeps held messages. It is safe for concurrent use.
 type Manager struct {
+	notify    *notify.Service
 	db        *sql.DB
 	blobs     *vault.BlobStore
 	dir       string
@@ -210,7 +214,7 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 		return nil, fmt.Errorf("quarantine: %w", err)
 	}
 	m := &Manager{db: o.DB, blobs: blobs, dir: o.Dir, audit: o.Audit, hop: o.Hop, deliverer: o.Deliverer,
-		holdFor: o.HoldFor, interval: o.Interval, now: o.Now, log: o.Logger,
+		holdFor: o.HoldFor, interval: o.Interval, now: o.Now, log: o.Logger, notify: o.Notify,
 		busy: map[string]bool{}, wake: make(chan struct{}, 1)}
 	if m.holdFor <= 0 {
 		m.holdFor = defaultHoldFor

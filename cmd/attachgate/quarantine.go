@@ -6,6 +6,7 @@ import (
 
 	"github.com/attachgate/attachgate/admin"
 	"github.com/attachgate/attachgate/config"
+	"github.com/attachgate/attachgate/notify"
 	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/quarantine"
 	"github.com/attachgate/attachgate/store"
@@ -16,7 +17,7 @@ import (
 // The pipeline holds mail there and releases it through hop. With
 // store.backend redis there is none (nil): the configuration refuses
 // quarantine and hold rules there.
-func openQuarantine(c *config.Config, b *backend, obs *observed, p *pipeline.Pipeline, log *slog.Logger) (*quarantine.Manager, error) {
+func openQuarantine(c *config.Config, b *backend, obs *observed, p *pipeline.Pipeline, notices *notify.Service, log *slog.Logger) (*quarantine.Manager, error) {
 	if n := c.PolicyEngine().Rules(); n > 0 {
 		log.Info("policies loaded", "rules", n)
 	}
@@ -36,6 +37,7 @@ func openQuarantine(c *config.Config, b *backend, obs *observed, p *pipeline.Pip
 		Deliverer: quarantine.Deliver(p),
 		HoldFor:   c.Quarantine.HoldFor.D(),
 		Logger:    log,
+		Notify:    notices,
 	})
 	if err != nil {
 		return nil, err

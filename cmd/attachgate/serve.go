@@ -163,6 +163,10 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 	hop := relay.New(c.NextHop.Address, c.SMTP.Hostname, c.NextHop.Timeout.D(), c.NextHop.TLS, hopTLS)
 	obs := observe(m, b, hop, log)
 
+	notices, err := openNotifier(c, b, obs, hop, log)
+	if err != nil {
+		return err
+	}
 	pl := &pipeline.Pipeline{
 		Hostname:    c.SMTP.Hostname,
 		SpoolDir:    spoolDir,
@@ -180,8 +184,9 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 			MaxHeaderBytes: c.SMTP.MaxHeaderBytes},
 		Logger:  log,
 		Metrics: m,
+		Notify:  notices,
 	}
-	held, err := openQuarantine(c, b, obs, pl, log)
+	held, err := openQuarantine(c, b, obs, pl, notices, log)
 	if err != nil {
 		return err
 	}
@@ -222,6 +227,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		Location:       c.Links.Location(),
 		TrustedProxies: c.Links.Proxies(),
 		HTTPS:          c.Links.HTTPS(),
+		Notify:         notices,
 	})
 	if err != nil {
 		return err
@@ -248,6 +254,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 	go b.guard.Run(ctx)
 	go runReconcile(ctx, b, log.With("component", "vault"), 10*time.Minute)
 	go janitor.Run(ctx, time.Minute)
+	go notices.Sender.Run(ctx)
 	if held != nil {
 		go held.Run(ctx) // timed release of action hold
 	}
