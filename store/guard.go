@@ -241,6 +241,22 @@ func (g *Guard) LinkByID(ctx context.Context, id string) (LinkView, error) {
 	return v, g.Observe(ctx, err)
 }
 
+func (g *Guard) MessageByTokenHash(ctx context.Context, kind MessageToken, hash []byte) (MessageView, error) {
+	if err := g.Check(); err != nil {
+		return MessageView{}, err
+	}
+	v, err := g.inner.MessageByTokenHash(ctx, kind, hash)
+	return v, g.Observe(ctx, err)
+}
+
+func (g *Guard) MessageByID(ctx context.Context, id string) (MessageView, error) {
+	if err := g.Check(); err != nil {
+		return MessageView{}, err
+	}
+	v, err := g.inner.MessageByID(ctx, id)
+	return v, g.Observe(ctx, err)
+}
+
 func (g *Guard) CountDownload(ctx context.Context, linkID string, now time.Time) (Link, error) {
 	if err := g.Check(); err != nil {
 		return Link{}, err
