@@ -32,7 +32,7 @@ type DryRunPart struct {
 	// EncryptedArchive: a ZIP with an encrypted entry (match field
 	// encrypted_archive); shown after the type.
 	EncryptedArchive bool
-	Decision    Decision
+	Decision         Decision
 }
 
 // DryRun is what the policies would do with one message.
