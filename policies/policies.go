@@ -88,7 +88,7 @@ type Rule struct {
 	Action Action `yaml:"action"`
 	// OnInfected is what happens to the message when malware scanning
 	// (scan.clamd) finds malware in an attachment this rule decides:
-	// quarantine (the default) or reject (554 5.7.1).
+	// quarantine or reject (554 5.7.1); "" leaves it to scan.on_infected.
 	OnInfected Action `yaml:"on_infected"`
 }
 
@@ -222,12 +222,10 @@ func New(rules []Rule) (*Engine, error) {
 		bad := func(field, format string, args ...any) {
 			errs = append(errs, fmt.Errorf("%s.%s: %s", key, field, fmt.Sprintf(format, args...)))
 		}
-		c := compiled{name: r.Name, action: r.Action, minSize: -1, maxSize: -1, onInfected: Quarantine,
+		c := compiled{name: r.Name, action: r.Action, minSize: -1, maxSize: -1, onInfected: r.OnInfected,
 			encArchive: r.Match.EncryptedArchive}
 		switch r.OnInfected {
-		case "":
-		case Quarantine, Reject:
-			c.onInfected = r.OnInfected
+		case "", Quarantine, Reject:
 		default:
 			bad("on_infected", "want quarantine or reject, got %q", r.OnInfected)
 		}
@@ -459,8 +457,9 @@ func (r *compiled) matchesBody(p Part) bool {
 }
 
 // OnInfected is what happens to a message when malware scanning finds
-// malware in an attachment the rule named rule decided: Quarantine or
-// Reject. Quarantine for the default decision (rule "") and unknown names.
+// malware in an attachment the rule named rule decided: Quarantine,
+// Reject, or "" when the rule leaves it to the default (scan.on_infected),
+// as the default decision (rule "") does.
 func (e *Engine) OnInfected(rule string) Action {
 	if e != nil && rule != "" {
 		for i := range e.rules {
@@ -469,7 +468,7 @@ func (e *Engine) OnInfected(rule string) Action {
 			}
 		}
 	}
-	return Quarantine
+	return ""
 }
 
 func (r *compiled) matchesSize(size int64) bool {
