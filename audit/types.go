@@ -28,6 +28,12 @@ const (
 	// TypeNoticeFailed: such a mail will not reach the recipients listed
 	// (refused for good, given up after retries, or not queued).
 	TypeNoticeFailed = "notice.failed"
+	// TypeScanClean, TypeScanInfected, TypeScanError: the malware scan
+	// of one attachment found nothing, found malware, or gave no verdict
+	// (clamd down, too slow, over its size limit).
+	TypeScanClean    = "scan.clean"
+	TypeScanInfected = "scan.infected"
+	TypeScanError    = "scan.error"
 
 	// AdminTypePrefix starts the type of every admin action
 	// ("admin.token.created", "admin.link.revoke", ...). Admin types are an
@@ -45,6 +51,7 @@ var fixedTypes = []string{
 	TypeFileStored, TypeLinkCreated, TypeLinkViewed,
 	TypeDownloadOK, TypeDownloadDenied, TypeLinkRevoked, TypeFilePurged,
 	TypeAuthFailed, TypeAuditPurged, TypeNoticeSent, TypeNoticeFailed,
+	TypeScanClean, TypeScanInfected, TypeScanError,
 }
 
 // Types returns the fixed event types in documentation order; admin types
