@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -66,5 +67,37 @@ func TestScanKeysValidated(t *testing.T) {
 	}
 	if _, err := Parse(strings.NewReader("store:\n  backend: redis\n  redis: {url: \"redis://127.0.0.1:6379/0\"}\nscan:\n  clamd: tcp:127.0.0.1:3310\n  on_infected: reject\n")); err != nil {
 		t.Errorf("reject on redis: %v", err)
+	}
+}
+
+// TestReadmeScanConfig: the worked configuration of README.md's "Malware
+// scanning" section is valid and means what the text says.
+func TestReadmeScanConfig(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(readme), "\n## Malware scanning\n")
+	if !ok {
+		t.Fatal("README.md has no Malware scanning section")
+	}
+	_, block, ok := strings.Cut(sec, "```yaml\n")
+	if !ok {
+		t.Fatal("the section has no yaml block")
+	}
+	block, _, _ = strings.Cut(block, "```")
+	c, err := Parse(strings.NewReader(block))
+	if err != nil {
+		t.Fatalf("README scan config: %v\n%s", err, block)
+	}
+	e := c.PolicyEngine()
+	if c.Scan.Clamd != "unix:/run/clamav/clamd.ctl" || c.Scan.OnInfected != policies.Quarantine ||
+		e.OnInfected("outside") != policies.Reject || e.OnInfected("ppap") != "" {
+		t.Fatalf("README scan config parsed as %+v", c.Scan)
+	}
+	env := policies.Envelope{From: "a@corp.example", To: []string{"x@partner.example"}}
+	zip := policies.Part{Filename: "a.zip", ContentType: "application/zip", Size: 100, EncryptedArchive: true}
+	if d := e.Decide(env, zip); d.Rule != "ppap" || d.Action != policies.Hold {
+		t.Fatalf("encrypted zip to outside: %+v", d)
 	}
 }
