@@ -110,7 +110,7 @@ bench-deps:
 # from Go's fuzz cache into the package's testdata/fuzz/, to be committed;
 # `go test` replays them as regression tests from then on.
 FUZZ_TARGETS ?= mailpart:FuzzWalk mailpart:FuzzRewrite mailpart:FuzzTextEncoding \
-	mailpart:FuzzFilename mailpart:FuzzTNEF smtpd:FuzzSession smtpd:FuzzAuthSession \
+	mailpart:FuzzFilename mailpart:FuzzTNEF smtpd:FuzzSession smtpd:FuzzAuthSession policies:FuzzArchiveProbe \
 	third_party/go-smtp:FuzzDataReader linkserver:FuzzDownloadRequest
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -1,18 +1,16 @@
 package policies
 
-import (
-	"bytes"
-	"encoding/binary"
-)
+import "encoding/binary"
 
 // ArchiveProbe tells, from an attachment's bytes as they stream past,
 // whether it is a ZIP archive with encrypted entries (a password-protected
 // zip, which no scanner can look into). Write the decoded attachment to
 // it, then ask Encrypted. It never holds the file: it follows the local
 // file headers as they pass (an entry's general-purpose flag bit 0 is its
-// encryption flag), and when an entry's size is not in its header (a
-// streamed zip, sizes in a trailing data descriptor) it keeps only the last
-// 64 KiB and reads the central directory there at the end.
+// encryption flag), and it keeps the last 64 KiB, in a ring, to read the
+// central directory there at the end, as unzip tools find it (whatever the
+// local headers say, and also for a zip behind a prefix, such as a
+// self-extracting archive).
 //
 // Only ZIP (and what is built on it: AES-encrypted WinZip entries set the
 // same flag) is recognised; 7z and RAR archives are not.
@@ -22,9 +20,10 @@ type ArchiveProbe struct {
 	hdr  []byte
 	// encrypted: an entry's flag said so.
 	encrypted bool
-	notZip    bool
-	// tail holds the last tailSize bytes once the headers are lost.
-	tail []byte
+	// ring holds the last tailSize bytes: written at ring[pos%tailSize],
+	// pos bytes in all.
+	ring []byte
+	pos  int64
 }
 
 const (
@@ -40,11 +39,10 @@ const (
 // Write inspects p; it never fails.
 func (a *ArchiveProbe) Write(p []byte) (int, error) {
 	n := len(p)
-	if a.encrypted || a.notZip {
-		a.off += int64(n)
+	if a.encrypted {
 		return n, nil
 	}
-	for len(p) > 0 && a.next >= 0 && !a.encrypted && !a.notZip {
+	for len(p) > 0 && a.next >= 0 && !a.encrypted {
 		if a.off < a.next {
 			skip := min(int64(len(p)), a.next-a.off)
 			a.keepTail(p[:skip])
@@ -107,37 +105,40 @@ func (a *ArchiveProbe) header() {
 		}
 		a.next = start + centralLen + int64(le.Uint16(h[28:])) + int64(le.Uint16(h[30:])) + int64(le.Uint16(h[32:]))
 	default:
-		if start == 0 {
-			a.notZip = true
-			return
-		}
-		// The end of the central directory, or something else: every
-		// entry passed already.
+		// Not a zip from its first byte (maybe one behind a prefix:
+		// the tail tells), the end of the central directory, or
+		// something else: every entry passed already.
 		a.next = -1
 	}
 }
 
 // lose stops following headers; the central directory at the end decides.
-func (a *ArchiveProbe) lose() {
-	a.next = -1
-	if a.tail == nil {
-		a.tail = make([]byte, 0, tailSize)
+func (a *ArchiveProbe) lose() { a.next = -1 }
+
+// keepTail remembers the last tailSize bytes.
+func (a *ArchiveProbe) keepTail(p []byte) {
+	if a.ring == nil {
+		a.ring = make([]byte, tailSize)
+	}
+	if len(p) > tailSize {
+		a.pos += int64(len(p) - tailSize)
+		p = p[len(p)-tailSize:]
+	}
+	for len(p) > 0 {
+		i := int(a.pos % tailSize)
+		k := copy(a.ring[i:], p)
+		a.pos += int64(k)
+		p = p[k:]
 	}
 }
 
-// keepTail remembers the last tailSize bytes once the headers are lost.
-func (a *ArchiveProbe) keepTail(p []byte) {
-	if a.tail == nil {
-		return
+// tail is the last bytes kept, in order.
+func (a *ArchiveProbe) tail() []byte {
+	if a.pos <= tailSize {
+		return a.ring[:a.pos]
 	}
-	if len(p) >= tailSize {
-		a.tail = append(a.tail[:0], p[len(p)-tailSize:]...)
-		return
-	}
-	if over := len(a.tail) + len(p) - tailSize; over > 0 {
-		a.tail = a.tail[:copy(a.tail, a.tail[over:])]
-	}
-	a.tail = append(a.tail, p...)
+	i := int(a.pos % tailSize)
+	return append(append(make([]byte, 0, tailSize), a.ring[i:]...), a.ring[:i]...)
 }
 
 // Encrypted reports whether what was written is a ZIP archive with an
@@ -146,38 +147,60 @@ func (a *ArchiveProbe) Encrypted() bool {
 	if a.encrypted {
 		return true
 	}
-	if a.notZip || a.tail == nil {
+	if a.pos < endLen {
 		return false
 	}
 	// The end-of-central-directory record, searched from the end (it may
-	// carry a comment), and the central directory before it.
-	t := a.tail
+	// carry a comment), and the central directory it points to: where
+	// its size says (just before it) and where its offset says (for a
+	// zip behind a prefix, the size is what tells). Every candidate
+	// counts: a tool that reads another one must not see an encrypted
+	// entry we missed.
+	t := a.tail()
+	base := a.pos - int64(len(t)) // file offset of t[0]
+	le := binary.LittleEndian
 	for i := len(t) - endLen; i >= 0; i-- {
-		if string(t[i:i+4]) != endSig {
+		if string(t[i:i+4]) != endSig || int(le.Uint16(t[i+20:])) > len(t)-i-endLen {
 			continue
 		}
-		le := binary.LittleEndian
-		if int(le.Uint16(t[i+20:]))+i+endLen != len(t) {
-			continue // not the record: its comment would not end the file
-		}
-		size := int(le.Uint32(t[i+12:]))
-		cd := i - size
-		if size == 0xffffffff || cd < 0 {
-			return false // zip64, or a directory larger than the tail
-		}
-		dir := t[cd:i]
-		for len(dir) >= centralLen && bytes.HasPrefix(dir, []byte(centralSig)) {
-			if le.Uint16(dir[8:])&1 != 0 {
-				a.encrypted = true
-				return true
+		size, off := int64(le.Uint32(t[i+12:])), int64(le.Uint32(t[i+16:]))
+		if le.Uint16(t[i+10:]) == 0xffff || size == 0xffff || off == 0xffffffff {
+			// zip64: the locator before this record names the zip64
+			// end record, which holds the real size and offset.
+			if j := i - 20; j >= 0 && string(t[j:j+4]) == "PK\x06\x07" {
+				if k := int64(le.Uint64(t[j+8:])) - base; k >= 0 && k+56 <= int64(len(t)) && string(t[k:k+4]) == "PK\x06\x06" {
+					size, off = int64(le.Uint64(t[k+40:])), int64(le.Uint64(t[k+48:]))
+					if a.directoryEncrypted(t, k-size, k) || a.directoryEncrypted(t, off-base, k) {
+						return true
+					}
+				}
 			}
-			n := centralLen + int(le.Uint16(dir[28:])) + int(le.Uint16(dir[30:])) + int(le.Uint16(dir[32:]))
-			if n > len(dir) {
-				break
-			}
-			dir = dir[n:]
 		}
+		if a.directoryEncrypted(t, int64(i)-size, int64(i)) || a.directoryEncrypted(t, off-base, int64(i)) {
+			return true
+		}
+	}
+	return false
+}
+
+// directoryEncrypted reads central directory records from t[start:] while
+// they come, up to end, and reports whether one is flagged encrypted.
+func (a *ArchiveProbe) directoryEncrypted(t []byte, start, end int64) bool {
+	if start < 0 || start > end || end > int64(len(t)) {
 		return false
+	}
+	le := binary.LittleEndian
+	dir := t[start:]
+	for len(dir) >= centralLen && string(dir[:4]) == centralSig {
+		if le.Uint16(dir[8:])&1 != 0 {
+			a.encrypted = true
+			return true
+		}
+		n := centralLen + int(le.Uint16(dir[28:])) + int(le.Uint16(dir[30:])) + int(le.Uint16(dir[32:]))
+		if n > len(dir) {
+			break
+		}
+		dir = dir[n:]
 	}
 	return false
 }

@@ -81,6 +81,8 @@ func TestArchiveProbe(t *testing.T) {
 		{"encrypted entry after a streamed 1 MiB one", buildZip(t, zipEntry{name: "big.bin", data: big}, zipEntry{name: "s.txt", data: text, encrypted: true}), true},
 		{"encrypted entry with a data descriptor", buildZip(t, zipEntry{name: "s.txt", data: big, encrypted: true}), true},
 		{"empty zip", buildZip(t), false},
+		{"encrypted zip behind a prefix (self-extracting)", append([]byte("MZ\x90\x00 stub "+strings.Repeat("x", 5000)), buildZip(t, zipEntry{name: "s.txt", data: text, encrypted: true, raw: true})...), true},
+		{"clean zip behind a prefix", append([]byte("MZ stub"), buildZip(t, zipEntry{name: "a.txt", data: text, raw: true})...), false},
 		{"not a zip", big, false},
 		{"text mentioning PK", []byte("PK\x03\x04 is how a zip starts"), false},
 		{"pdf", []byte("%PDF-1.7\n" + strings.Repeat("x", 100)), false},
@@ -102,8 +104,8 @@ func TestArchiveProbe(t *testing.T) {
 			if got := p.Encrypted(); got != tt.want {
 				t.Errorf("%s (writes of %d): Encrypted = %v, want %v", tt.name, step, got, tt.want)
 			}
-			if cap(p.tail) > tailSize {
-				t.Errorf("%s: tail grew to %d bytes", tt.name, cap(p.tail))
+			if len(p.ring) > tailSize {
+				t.Errorf("%s: tail grew to %d bytes", tt.name, len(p.ring))
 			}
 		}
 	}
@@ -197,4 +199,43 @@ func TestDryRunShowsEncryptedArchive(t *testing.T) {
 	if !strings.Contains(out.String(), "application/zip (encrypted archive)") || !strings.Contains(out.String(), "quarantine by rule ppap") {
 		t.Errorf("dry run output:\n%s", out.String())
 	}
+}
+
+// FuzzArchiveProbe: the probe never panics, keeps at most its tail,
+// answers the same however the bytes are split, and agrees with
+// archive/zip: an archive Go's reader opens, with an encrypted entry and a
+// central directory that fits the tail, is found.
+func FuzzArchiveProbe(f *testing.F) {
+	text := []byte("quarterly numbers\n")
+	f.Add(buildZip(f, zipEntry{name: "a.txt", data: text, encrypted: true, raw: true}), uint16(7))
+	f.Add(buildZip(f, zipEntry{name: "a.txt", data: text}, zipEntry{name: "s.txt", data: text, encrypted: true}), uint16(1))
+	f.Add(buildZip(f, zipEntry{name: "a.txt", data: text, raw: true}, zipEntry{name: "b.txt", data: text}), uint16(100))
+	f.Add(append([]byte("junk"), buildZip(f, zipEntry{name: "s.txt", data: text, encrypted: true})...), uint16(3))
+	f.Add([]byte("PK\x03\x04"), uint16(2))
+	f.Fuzz(func(t *testing.T, data []byte, step uint16) {
+		var whole, split ArchiveProbe
+		whole.Write(data)
+		k := int(step%512) + 1
+		for rest := data; len(rest) > 0; {
+			n := min(k, len(rest))
+			split.Write(rest[:n])
+			rest = rest[n:]
+		}
+		got := whole.Encrypted()
+		if split.Encrypted() != got {
+			t.Fatalf("split in %d-byte writes: %v, whole: %v", k, split.Encrypted(), got)
+		}
+		if len(whole.ring) > tailSize || len(split.ring) > tailSize {
+			t.Fatal("the tail grew")
+		}
+		zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+		if err != nil || got {
+			return
+		}
+		for _, f := range zr.File {
+			if f.Flags&1 != 0 && len(data) <= tailSize {
+				t.Fatalf("archive/zip sees encrypted entry %q; the probe does not", f.Name)
+			}
+		}
+	})
 }
