@@ -394,3 +394,39 @@ func TestScanLargeAttachment(t *testing.T) {
 		t.Fatalf("scan.clean: %v", c)
 	}
 }
+
+// TestScanConcurrentClients: 30 clients at once, every other one with
+// EICAR; each gets its own verdict (no stream mixed up with another).
+func TestScanConcurrentClients(t *testing.T) {
+	g := startScanGateway(t, scanSetup{onInfected: policies.Reject})
+	const n = 30
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			content := random(100000 + i*1000)
+			if i%2 == 1 {
+				content = append(content, clamdtest.EICAR...)
+			}
+			errs <- g.send("alice@example.com", []string{"bob@example.net"},
+				mailWithAttachment("c", "attached", "f.bin", content))
+		}()
+	}
+	accepted, refused := 0, 0
+	for range n {
+		err := <-errs
+		switch {
+		case err == nil:
+			accepted++
+		case replyOf(t, err).Code == 554:
+			refused++
+		default:
+			t.Errorf("unexpected: %v", err)
+		}
+	}
+	if accepted != n/2 || refused != n/2 || len(g.hop.Messages()) != n/2 {
+		t.Fatalf("accepted %d, refused %d, relayed %d", accepted, refused, len(g.hop.Messages()))
+	}
+	if c, i := g.events(audit.TypeScanClean), g.events(audit.TypeScanInfected); len(c) != n/2 || len(i) != n/2 {
+		t.Fatalf("scan.clean %d, scan.infected %d", len(c), len(i))
+	}
+}
