@@ -41,14 +41,14 @@ type scanSetup struct {
 	pass       bool   // scan.on_error: pass
 	onInfected policies.Action
 	clamd      clamdtest.Options
-	timeout    time.Duration // scan.timeout; 0: 10 s
+	timeout    time.Duration // scan.timeout; 0: 60 s
 }
 
 func startScanGateway(t *testing.T, s scanSetup) *scanGateway {
 	t.Helper()
 	clamd := clamdtest.Start(t, s.clamd)
 	if s.timeout == 0 {
-		s.timeout = 10 * time.Second
+		s.timeout = 60 * time.Second
 	}
 	client, err := scan.New(clamd.Addr, s.timeout)
 	if err != nil {
