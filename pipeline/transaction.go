@@ -647,8 +647,24 @@ func (t *Transaction) Abort(err error) error {
 	t.rollback()
 	if t.outcomes {
 		t.recordOutcome(err)
+	} else {
+		t.recordScans()
 	}
 	return err
+}
+
+// recordScans records the scan verdicts of a transaction whose outcome
+// its caller records (a release).
+func (t *Transaction) recordScans() {
+	ev := t.scanVerdicts()
+	if len(ev) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), outcomeTimeout)
+	defer cancel()
+	if err := audit.RecordAll(ctx, t.p.Audit, ev); err != nil {
+		t.log.Error("audit scan verdicts failed", "err", err)
+	}
 }
 
 func (t *Transaction) rollback() {

@@ -171,6 +171,10 @@ func TestScanEICARIsQuarantined(t *testing.T) {
 			if len(g.heldItems(t)) != 1 {
 				t.Fatal("the infected message left the quarantine")
 			}
+			inf = g.events(audit.TypeScanInfected)
+			if len(inf) != 2 || inf[1]["actor"] != "admin:test" || inf[1]["message_id"] != items[0].ID {
+				t.Fatalf("the release's scan.infected: %v", inf)
+			}
 		})
 	}
 }
