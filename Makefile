@@ -23,8 +23,10 @@ run: build
 # (the Postfix recipe test runs a private instance; the package is
 # preseeded to "No configuration" and a temporary policy-rc.d keeps its
 # system service from starting), systemd's systemd-analyze (the unit
-# test), chromium for the browser test and a Japanese font so its
-# screenshots show Japanese pages.
+# test), chromium for the browser test, a Japanese font so its
+# screenshots show Japanese pages, and ClamAV's clamd (clamav-daemon; the
+# scan tests start their own with a signature database they write, so
+# freshclam is never run and its service never started).
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -34,6 +36,7 @@ deps:
 	command -v wget >/dev/null || missing="$$missing wget"; \
 	[ -x /usr/sbin/postfix ] || missing="$$missing postfix"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	[ -x /usr/sbin/clamd ] || missing="$$missing clamav-daemon"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
@@ -107,7 +110,7 @@ bench-deps:
 # from Go's fuzz cache into the package's testdata/fuzz/, to be committed;
 # `go test` replays them as regression tests from then on.
 FUZZ_TARGETS ?= mailpart:FuzzWalk mailpart:FuzzRewrite mailpart:FuzzTextEncoding \
-	mailpart:FuzzFilename mailpart:FuzzTNEF smtpd:FuzzSession smtpd:FuzzAuthSession \
+	mailpart:FuzzFilename mailpart:FuzzTNEF smtpd:FuzzSession smtpd:FuzzAuthSession policies:FuzzArchiveProbe \
 	third_party/go-smtp:FuzzDataReader linkserver:FuzzDownloadRequest
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

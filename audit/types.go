@@ -31,6 +31,12 @@ const (
 	// TypeNoticeFailed: such a mail will not reach the recipients listed
 	// (refused for good, given up after retries, or not queued).
 	TypeNoticeFailed EventType = "notice.failed"
+	// TypeScanClean, TypeScanInfected, TypeScanError: the malware scan
+	// of one attachment found nothing, found malware, or gave no verdict
+	// (clamd down, too slow, over its size limit).
+	TypeScanClean    EventType = "scan.clean"
+	TypeScanInfected EventType = "scan.infected"
+	TypeScanError    EventType = "scan.error"
 
 	// AdminTypePrefix starts the type of every admin action
 	// ("admin.token.created", "admin.link.revoke", ...). Admin types are an
@@ -48,6 +54,7 @@ var fixedTypes = []EventType{
 	TypeFileStored, TypeLinkCreated, TypeLinkViewed,
 	TypeDownloadOK, TypeDownloadDenied, TypeLinkRevoked, TypeFilePurged,
 	TypeAuthFailed, TypeAuditPurged, TypeNoticeSent, TypeNoticeFailed,
+	TypeScanClean, TypeScanInfected, TypeScanError,
 }
 
 // Types returns the fixed event types in documentation order; admin types

@@ -23,6 +23,7 @@ import (
 	"github.com/attachgate/attachgate/notify"
 	"github.com/attachgate/attachgate/notify/mailtmpl"
 	"github.com/attachgate/attachgate/policies"
+	"github.com/attachgate/attachgate/scan"
 )
 
 // Config is the whole configuration file.
@@ -42,6 +43,8 @@ type Config struct {
 	// DKIM lists the signing domains; see package dkim.
 	DKIM   []DKIM `yaml:"dkim"`
 	Notify Notify `yaml:"notify"`
+	// Scan sends every attachment to ClamAV's clamd; see package scan.
+	Scan Scan `yaml:"scan"`
 
 	engine   *policies.Engine
 	dkimKeys *dkim.Keys
@@ -75,6 +78,27 @@ type Notify struct {
 // Templates returns the validated mail templates (embedded, with the
 // overrides of notify.templates_dir), showing times in links.time_zone.
 func (n *Notify) Templates() *mailtmpl.Set { return n.templates }
+
+// Scan configures malware scanning (package scan): every attachment the
+// gateway stores or keeps streams to clamd in the same pass.
+type Scan struct {
+	// Clamd is where clamd listens: "tcp:127.0.0.1:3310" or
+	// "unix:/run/clamav/clamd.ctl"; "" scans nothing.
+	Clamd string `yaml:"clamd"`
+	// Timeout bounds each step of one scan: connecting, sending a chunk,
+	// and clamd's verdict after the last one.
+	Timeout Duration `yaml:"timeout"`
+	// OnError is what a scan without a verdict (clamd down, too slow,
+	// StreamMaxLength) does to the message: tempfail (451 4.7.1, the
+	// client retries) or pass (relayed unscanned, audited scan.error).
+	OnError string `yaml:"on_error"`
+	// OnInfected is what malware does to the message when the rule
+	// deciding the attachment sets no on_infected: quarantine or reject.
+	OnInfected policies.Action `yaml:"on_infected"`
+}
+
+// Enabled reports whether attachments are scanned.
+func (s *Scan) Enabled() bool { return s.Clamd != "" }
 
 // Quarantine configures held mail (policy actions quarantine and hold).
 type Quarantine struct {
@@ -390,6 +414,7 @@ func Defaults() Config {
 		Log:     Log{Level: "info", Format: "text"},
 
 		Quarantine: Quarantine{HoldFor: Duration(time.Hour)},
+		Scan:       Scan{Timeout: Duration(scan.DefaultTimeout), OnError: "tempfail", OnInfected: policies.Quarantine},
 	}
 }
 
@@ -475,6 +500,7 @@ var sectionByType = map[string]string{
 	"policies.Rule":       "policies[]", "policies.Match": "policies[].match", "config.Quarantine": "quarantine",
 	"config.DKIM":   "dkim[]",
 	"config.Notify": "notify",
+	"config.Scan":   "scan",
 }
 
 func sectionOf(rest string) string {
@@ -719,6 +745,7 @@ func (c *Config) validate() error {
 			}
 		}
 	}
+	c.validateScan(bad)
 	if c.Quarantine.HoldFor <= 0 {
 		bad("quarantine.hold_for", "must be a positive duration")
 	}
@@ -762,6 +789,46 @@ func (c *Config) validate() error {
 		bad("log.format", "want text or json, got %q", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// validateScan checks the scan section and the rules' on_infected.
+func (c *Config) validateScan(bad func(key, format string, args ...any)) {
+	s := &c.Scan
+	if s.Clamd != "" {
+		if _, _, err := scan.ParseAddress(s.Clamd); err != nil {
+			bad("scan.clamd", "%v", err)
+		}
+	}
+	if s.Timeout <= 0 {
+		bad("scan.timeout", "must be a positive duration")
+	}
+	switch s.OnError {
+	case "tempfail", "pass":
+	default:
+		bad("scan.on_error", "want tempfail or pass, got %q", s.OnError)
+	}
+	switch s.OnInfected {
+	case policies.Quarantine, policies.Reject:
+	default:
+		bad("scan.on_infected", "want quarantine or reject, got %q", s.OnInfected)
+	}
+	for i, r := range c.Policies {
+		if r.OnInfected != "" && !s.Enabled() {
+			bad(fmt.Sprintf("policies[%d].on_infected", i), "takes effect only with scan.clamd: without it nothing is scanned")
+		}
+	}
+	if s.Enabled() && c.Store.Backend == "redis" {
+		// Held mail lives in the SQLite database only (see the check of
+		// held actions above).
+		if s.OnInfected == policies.Quarantine {
+			bad("scan.on_infected", "quarantine needs store.backend: sqlite: held mail is indexed in the SQLite database (not supported with Redis yet); set scan.on_infected: reject")
+		}
+		for i, r := range c.Policies {
+			if r.OnInfected == policies.Quarantine {
+				bad(fmt.Sprintf("policies[%d].on_infected", i), "quarantine needs store.backend: sqlite: held mail is indexed in the SQLite database (not supported with Redis yet)")
+			}
+		}
+	}
 }
 
 func checkHostPort(s string) error {

@@ -35,6 +35,9 @@ var dependentKeys = []dependentKey{
 	{"next_hop.insecure_skip_verify", hopUsesTLS, "next_hop.tls: opportunistic or required (and a host:port address)", "no certificate is checked without TLS to the next hop"},
 	{"admin.trusted_proxies", adminEnabled, "admin.listen", "the admin API is off while admin.listen is empty"},
 	{"admin.tokens", adminEnabled, "admin.listen", "the admin API is off while admin.listen is empty"},
+	{"scan.timeout", scanEnabled, "scan.clamd", "nothing is scanned without a clamd address"},
+	{"scan.on_error", scanEnabled, "scan.clamd", "nothing is scanned without a clamd address"},
+	{"scan.on_infected", scanEnabled, "scan.clamd", "nothing is scanned without a clamd address"},
 	{"quarantine.hold_for", holdRuleExists, "a policy with action: hold", "only held mail is released after hold_for"},
 }
 
@@ -42,6 +45,7 @@ func authEnabled(c *Config) bool  { return c.SMTP.Auth.UsersFile != "" }
 func hopIsSMTP(c *Config) bool    { return c.NextHop.OutboxDir() == "" }
 func hopUsesTLS(c *Config) bool   { return hopIsSMTP(c) && c.NextHop.TLS != "none" }
 func adminEnabled(c *Config) bool { return c.Admin.Listen != "" }
+func scanEnabled(c *Config) bool  { return c.Scan.Enabled() }
 func holdRuleExists(c *Config) bool {
 	for _, r := range c.Policies {
 		if r.Action == policies.Hold {

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"github.com/attachgate/attachgate/mailpart"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/store"
+	"github.com/attachgate/attachgate/vault"
 )
 
 // This file is the check stage: every attachment is decided by the
@@ -84,9 +86,9 @@ func released(d policies.Decision) policies.Decision {
 	return d
 }
 
-// decideAttachment applies the policies to one attachment and stores those
-// to be linked.
-func (t *Transaction) decideAttachment(env policies.Envelope, part *mailpart.Part, body io.Reader) error {
+// decideAttachment applies the policies to one attachment, scans it
+// (scan.go) and stores those to be linked.
+func (t *Transaction) decideAttachment(ctx context.Context, env policies.Envelope, part *mailpart.Part, body io.Reader) error {
 	pp := policies.PartOf(part)
 	d, final := t.decide.Early(env, pp)
 	if final {
@@ -97,30 +99,45 @@ func (t *Transaction) decideAttachment(env policies.Envelope, part *mailpart.Par
 		}
 		switch {
 		case d.Action == policies.Keep:
-			return nil
+			if t.p.Scan == nil {
+				return nil
+			}
+			// Kept in the mail: scanned on its way to the spool.
+			sc := t.startScan(ctx, part)
+			if _, err := io.Copy(io.Discard, sc.tee(body)); err != nil {
+				sc.abandon()
+				return fmt.Errorf("read attachment %s: %w", part.Path, err)
+			}
+			return t.scanned(sc, d.Rule, nil, "")
 		case d.Action.MessageLevel():
 			return t.messageLevel(d)
 		case t.verdict.MessageLevel():
 			return nil // the message is not relayed now: nothing to link
 		}
 		fileID := store.NewID()
-		info, err := t.p.Blobs.PutUnsynced(fileID, body)
+		sc := t.startScan(ctx, part)
+		info, err := t.p.Blobs.PutUnsynced(fileID, sc.tee(body))
 		if err != nil {
+			sc.abandon()
 			return fmt.Errorf("store attachment %s: %w", part.Path, err)
 		}
 		pp.Size = info.Size
 		t.parts = append(t.parts, pp)
+		if err := t.scanned(sc, d.Rule, &info, fileID); err != nil || t.verdict.MessageLevel() {
+			return err
+		}
 		return t.link(part, fileID, info)
 	}
 
-	// A rule with a size condition may decide: the size is known only
-	// after the body went by.
+	// A rule with a size condition (or encrypted_archive) may decide:
+	// the size is known only after the body went by.
+	var probe policies.ArchiveProbe
 	if t.verdict.MessageLevel() {
-		n, err := io.Copy(io.Discard, body)
+		n, err := io.Copy(&probe, body)
 		if err != nil {
 			return fmt.Errorf("read attachment %s: %w", part.Path, err)
 		}
-		pp.Size = n
+		pp.Size, pp.EncryptedArchive = n, probe.Encrypted()
 		t.parts = append(t.parts, pp)
 		if d := t.decide.Decide(env, pp); d.Action.MessageLevel() {
 			return t.messageLevel(d)
@@ -128,22 +145,43 @@ func (t *Transaction) decideAttachment(env policies.Envelope, part *mailpart.Par
 		return nil
 	}
 	fileID := store.NewID()
-	info, err := t.p.Blobs.PutUnsynced(fileID, body)
+	sc := t.startScan(ctx, part)
+	info, err := t.p.Blobs.PutUnsynced(fileID, sc.tee(body, &probe))
 	if err != nil {
+		sc.abandon()
 		return fmt.Errorf("store attachment %s: %w", part.Path, err)
 	}
-	pp.Size = info.Size
+	pp.Size, pp.EncryptedArchive = info.Size, probe.Encrypted()
 	t.parts = append(t.parts, pp)
 	d = t.decide.Decide(env, pp)
-	if d.Action == policies.Link {
+	err = t.scanned(sc, d.Rule, &info, "")
+	if err == nil && d.Action == policies.Link && !t.verdict.MessageLevel() {
 		return t.link(part, fileID, info)
 	}
-	// Streamed only to learn the size: the blob goes again.
+	// Streamed only to learn the size (or refused, held, unscanned): the
+	// blob goes again.
 	t.p.deleteBlobs([]store.File{{ID: fileID}}, t.log)
+	if err != nil {
+		return err
+	}
 	if d.Action.MessageLevel() {
 		return t.messageLevel(d)
 	}
 	return nil // keep
+}
+
+// scanned applies the scan's verdict on an attachment rule decided;
+// fileID is its blob in the vault ("" for a kept part or one the caller handles), which goes when
+// the attachment is not to be linked after all.
+func (t *Transaction) scanned(sc *scanning, rule string, info *vault.BlobInfo, fileID string) error {
+	d, infected, err := sc.verdict(rule, info)
+	if err == nil && infected {
+		err = t.messageLevel(d)
+	}
+	if fileID != "" && (err != nil || t.verdict.MessageLevel()) {
+		t.p.deleteBlobs([]store.File{{ID: fileID}}, t.log)
+	}
+	return err
 }
 
 // messageLevel takes a reject, quarantine or hold into the verdict; a

@@ -96,6 +96,9 @@ type Pipeline struct {
 	// Notify sends the gateway's own mail (receipts, notices, DSNs); nil
 	// sends none. A notice never fails the mail it is about.
 	Notify *notify.Service
+	// Scan sends every attachment read to clamd (scan.go); nil scans
+	// nothing.
+	Scan *Scan
 
 	settings atomic.Pointer[Settings] // set by Reload
 

@@ -53,6 +53,16 @@ type Transaction struct {
 	actor string
 	// decide applies the policies to one attachment.
 	decide decider
+	// engine is the policies snapshot decide uses (on_infected).
+	engine *policies.Engine
+	// releasing: a held message going out (malware fails the release
+	// instead of holding it again).
+	releasing bool
+	// scanEvents are the scan verdicts (scan.go), recorded with the
+	// message's records or its outcome.
+	scanEvents []audit.Event
+	// infected is the first malware signature found ("" none).
+	infected string
 	// dkim signs the final message (dkim.go); settings snapshot at Begin.
 	dkim *dkim.Keys
 	// fromDomain is the domain of the From header, the DKIM signing
@@ -99,7 +109,7 @@ func (p *Pipeline) Begin(ctx context.Context, env Envelope, hop relay.Session) *
 	now := p.now()
 	set := p.current() // policies and DKIM keys, fixed for this message
 	t := &Transaction{p: p, id: store.NewID(), env: env, hop: hop, start: now, receivedAt: now,
-		actor: "smtp", decide: smtpDecider{set.Policies}, dkim: set.DKIM, outcomes: true, remove: map[string]bool{},
+		actor: "smtp", decide: smtpDecider{set.Policies}, engine: set.Policies, dkim: set.DKIM, outcomes: true, remove: map[string]bool{},
 		mayHold: set.Policies.HasAction(policies.Quarantine) || set.Policies.HasAction(policies.Hold) ||
 			set.Policies.HasAction(policies.Approve)}
 	t.log = p.logger().With("msg", t.id, "from", env.From)
@@ -112,7 +122,8 @@ func (p *Pipeline) Begin(ctx context.Context, env Envelope, hop relay.Session) *
 func (p *Pipeline) beginRelease(ctx context.Context, m Released, hop relay.Session) *Transaction {
 	set := p.current()
 	t := &Transaction{p: p, id: m.ID, env: m.Env, hop: hop, start: p.now(), receivedAt: m.ReceivedAt.Local(),
-		actor: m.Actor, decide: releaseDecider{set.Policies}, dkim: set.DKIM, remove: map[string]bool{}}
+		actor: m.Actor, decide: releaseDecider{set.Policies}, engine: set.Policies, releasing: true, dkim: set.DKIM,
+		remove: map[string]bool{}}
 	t.log = p.logger().With("msg", m.ID, "from", m.Env.From, "release", m.Actor)
 	return t
 }
@@ -310,6 +321,10 @@ func (t *Transaction) run(ctx context.Context, src Source, size int64, walk walk
 		return err
 	}
 	switch v := t.verdict; {
+	case v.Action == policies.Reject && strings.HasPrefix(v.Rule, MalwareRule):
+		t.reason = v.Rule
+		t.log.Info("refused: malware", "signature", t.infected, "size", t.size, "rcpts", len(t.env.To))
+		return smtpreply.Infected(t.infected)
 	case v.Action == policies.Reject:
 		t.reason = v.Rule
 		t.log.Info("refused by policy", "rule", v.Rule, "size", t.size, "rcpts", len(t.env.To))
@@ -336,7 +351,7 @@ func (t *Transaction) store(ctx context.Context, walk walkFunc) error {
 		if !part.Attachment {
 			return nil
 		}
-		return t.decideAttachment(penv, part, body)
+		return t.decideAttachment(ctx, penv, part, body)
 	})
 	if errors.Is(err, errRefusedByPolicy) {
 		err = nil // the rest of a refused message needs no look
@@ -439,6 +454,7 @@ func (t *Transaction) record(ctx context.Context) error {
 		e.Detail = strings.Join(detail, "; ")
 		events = append(events, e)
 	}
+	events = append(events, t.scanVerdicts()...)
 	for i, f := range t.files {
 		l := t.links[i]
 		events = append(events,
@@ -456,6 +472,7 @@ func (t *Transaction) record(ctx context.Context) error {
 		if err := audit.RecordAll(ctx, t.p.Audit, events); err != nil {
 			return fmt.Errorf("audit %s: %w", events[0].Type, err)
 		}
+		t.scanEvents = nil
 		return nil
 	}
 	msg := store.Message{ID: t.id, MessageID: t.header, Sender: t.env.From, Recipients: t.env.To,
@@ -473,7 +490,7 @@ func (t *Transaction) record(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("record message: %w", err)
 		}
-		t.inStore = true
+		t.inStore, t.scanEvents = true, nil
 		return nil
 	}
 	if err := t.p.Blobs.SyncPending(); err != nil {
@@ -486,6 +503,7 @@ func (t *Transaction) record(ctx context.Context) error {
 	if err := audit.RecordAll(ctx, t.p.Audit, events); err != nil {
 		return fmt.Errorf("audit %s: %w", events[0].Type, err)
 	}
+	t.scanEvents = nil
 	return nil
 }
 
@@ -637,8 +655,24 @@ func (t *Transaction) Abort(err error) error {
 	t.rollback()
 	if t.outcomes {
 		t.recordOutcome(err)
+	} else {
+		t.recordScans()
 	}
 	return err
+}
+
+// recordScans records the scan verdicts of a transaction whose outcome
+// its caller records (a release).
+func (t *Transaction) recordScans() {
+	ev := t.scanVerdicts()
+	if len(ev) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), outcomeTimeout)
+	defer cancel()
+	if err := audit.RecordAll(ctx, t.p.Audit, ev); err != nil {
+		t.log.Error("audit scan verdicts failed", "err", err)
+	}
 }
 
 func (t *Transaction) rollback() {
@@ -671,9 +705,10 @@ func (t *Transaction) recordOutcome(err error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), outcomeTimeout)
 	defer cancel()
-	if aerr := t.p.Audit.Record(ctx, audit.Event{Type: typ, Actor: t.actor, ClientAddr: t.env.ClientAddr,
+	events := append(t.scanVerdicts(), audit.Event{Type: typ, Actor: t.actor, ClientAddr: t.env.ClientAddr,
 		MessageID: t.id, HeaderID: t.header, Sender: t.env.From, Recipients: t.env.To, Reason: t.reason,
-		Reply: reply}); aerr != nil {
+		Reply: reply})
+	if aerr := audit.RecordAll(ctx, t.p.Audit, events); aerr != nil {
 		t.log.Error("audit outcome failed", "type", typ, "err", aerr)
 	}
 }

@@ -33,7 +33,10 @@ type DryRunPart struct {
 	ContentType string
 	Size        int64 // decoded bytes
 	Attachment  bool  // false: body text or inline part, never subject to policies
-	Decision    Decision
+	// EncryptedArchive: a ZIP with an encrypted entry (match field
+	// encrypted_archive); shown after the type.
+	EncryptedArchive bool
+	Decision         Decision
 }
 
 // DryRun is what the policies would do with one message.
@@ -60,14 +63,16 @@ func (e *Engine) Test(r io.Reader, lim mailpart.Limits, env Envelope) (DryRun, e
 	out.Verdict.Action = Link
 	var attachments []Part
 	sum, err := mailpart.Walk(r, lim, func(p *mailpart.Part, body io.Reader) error {
-		n, err := io.Copy(io.Discard, body)
+		var probe ArchiveProbe
+		n, err := io.Copy(&probe, body)
 		if err != nil {
 			return err
 		}
 		dp := DryRunPart{Path: p.Path, Filename: p.Filename, ContentType: p.MediaType, Size: n, Attachment: p.Attachment}
 		if p.Attachment {
+			dp.EncryptedArchive = probe.Encrypted()
 			pp := PartOf(p)
-			pp.Size = n
+			pp.Size, pp.EncryptedArchive = n, dp.EncryptedArchive
 			dp.Decision = e.Decide(env, pp)
 			out.Verdict.Add(dp.Decision)
 			attachments = append(attachments, pp)
@@ -114,7 +119,11 @@ func (d DryRun) Write(w io.Writer, holdFor string) error {
 				action, rule = string(Keep), "("+d.PassThrough+" mail, untouched)"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", p.Path, sanitize(name), p.ContentType, p.Size, action, rule)
+		typ := p.ContentType
+		if p.EncryptedArchive {
+			typ += " (encrypted archive)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", p.Path, sanitize(name), typ, p.Size, action, rule)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -243,7 +243,7 @@ func (r *compiled) matchesMail(env Envelope, m Mail) bool {
 	if r.partCheck {
 		// Envelope and attachment fields must hold for one attachment.
 		return slices.ContainsFunc(m.Attachments, func(p Part) bool {
-			return r.matchesWithoutSize(env, p) && r.matchesSize(p.Size)
+			return r.matchesWithoutSize(env, p) && r.matchesSize(p.Size) && r.matchesBody(p)
 		})
 	}
 	return true

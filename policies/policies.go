@@ -12,8 +12,8 @@
 // message's action is the strongest message-level action of its parts
 // (reject > quarantine > hold), and without one each part gets its own.
 //
-// The size of an attachment is known only after its body has been read.
-// Early decides from everything else and says when a rule with a size
+// The size of an attachment is known only after its body has been read,
+// and so is whether it is an encrypted archive (ArchiveProbe). Early decides from everything else and says when a rule with a size
 // condition could still match first; the caller then streams the part
 // (attachgate's pipeline streams it into the vault) and calls Decide with
 // the size. Both give the same answer for the same part.
@@ -103,6 +103,10 @@ type Rule struct {
 	Approvers []string `yaml:"approvers"`
 	// ApprovalTimeout rejects a message nobody approved by then (0: 24h).
 	ApprovalTimeout time.Duration `yaml:"approval_timeout"`
+	// OnInfected is what happens to the message when malware scanning
+	// (scan.clamd) finds malware in an attachment this rule decides:
+	// quarantine or reject (554 5.7.1); "" leaves it to scan.on_infected.
+	OnInfected Action `yaml:"on_infected"`
 }
 
 // DefaultApprovalTimeout is a rule's approval_timeout when it sets none.
@@ -174,6 +178,11 @@ type Match struct {
 	// HasAttachments: true, the message has at least one attachment;
 	// false, it has none. Unset: either.
 	HasAttachments *bool `yaml:"has_attachments"`
+	// EncryptedArchive: the attachment is a ZIP archive with at least
+	// one encrypted (password-protected) entry, which a malware scanner
+	// cannot look into (ArchiveProbe). Like a size, this is known only
+	// once the attachment's bytes went by. false: no condition.
+	EncryptedArchive bool `yaml:"encrypted_archive"`
 }
 
 // Envelope is what the SMTP conversation says about a message.
@@ -191,6 +200,9 @@ type Part struct {
 	// InContainer: the file was found inside a TNEF winmail.dat, which
 	// can only leave the mail whole: keep counts as link for it.
 	InContainer bool
+	// EncryptedArchive: a ZIP with an encrypted entry (ArchiveProbe);
+	// known only once the body is read, like Size.
+	EncryptedArchive bool
 
 	// live is the walk's part, whose name may become final only once its
 	// body is read (PartOf); Decide looks at it.
@@ -247,6 +259,9 @@ type compiled struct {
 	maxSize   int64 // -1: none
 	glob      string
 	needsSize bool
+	// encArchive: only encrypted archives match (needs the body).
+	encArchive bool
+	onInfected Action
 	// message rules (signed, encrypted) match whole messages only
 	signed, encrypted bool
 
@@ -283,7 +298,13 @@ func New(rules []Rule) (*Engine, error) {
 		bad := func(field, format string, args ...any) {
 			errs = append(errs, fmt.Errorf("%s.%s: %s", key, field, fmt.Sprintf(format, args...)))
 		}
-		c := compiled{name: r.Name, action: r.Action, minSize: -1, maxSize: -1}
+		c := compiled{name: r.Name, action: r.Action, minSize: -1, maxSize: -1, onInfected: r.OnInfected,
+			encArchive: r.Match.EncryptedArchive}
+		switch r.OnInfected {
+		case "", Quarantine, Reject:
+		default:
+			bad("on_infected", "want quarantine or reject, got %q", r.OnInfected)
+		}
 		switch {
 		case r.Name == "":
 			bad("name", "must be set (it names the rule in replies, the audit log and the quarantine)")
@@ -362,14 +383,17 @@ func New(rules []Rule) (*Engine, error) {
 			if r.Action != Reject && r.Action != Quarantine {
 				bad("action", "%q cannot apply to %s mail (%s): it passes through untouched unless a rule rejects or quarantines it; want reject or quarantine", r.Action, strings.TrimPrefix(field, "match."), field)
 			}
-			if len(m.ContentTypes) > 0 || len(m.Extensions) > 0 || m.MinSize != nil || m.MaxSize != nil || m.FilenameGlob != "" {
-				bad(field, "matches the whole message and combines only with sender_domains, recipient_domains and recipient_domains_not, not with attachment fields (content_types, extensions, min_size, max_size, filename_glob)")
+			if len(m.ContentTypes) > 0 || len(m.Extensions) > 0 || m.MinSize != nil || m.MaxSize != nil || m.FilenameGlob != "" || m.EncryptedArchive {
+				bad(field, "matches the whole message and combines only with sender_domains, recipient_domains and recipient_domains_not, not with attachment fields (content_types, extensions, min_size, max_size, filename_glob, encrypted_archive)")
+			}
+			if r.OnInfected != "" {
+				bad("on_infected", "a message rule (%s) decides no attachment, so no scan verdict applies to it", field)
 			}
 			if m.hasMailFields() {
 				bad(field, "combines only with sender_domains, recipient_domains and recipient_domains_not, not with mail fields (%s)", mailFieldNames)
 			}
 		}
-		c.partCheck = len(m.ContentTypes) > 0 || len(m.Extensions) > 0 || m.MinSize != nil || m.MaxSize != nil || m.FilenameGlob != ""
+		c.partCheck = len(m.ContentTypes) > 0 || len(m.Extensions) > 0 || m.MinSize != nil || m.MaxSize != nil || m.FilenameGlob != "" || m.EncryptedArchive
 		compileMail(&c, r, bad)
 		e.rules = append(e.rules, c)
 	}
@@ -442,7 +466,7 @@ func (e *Engine) Decide(env Envelope, p Part) Decision {
 	if e != nil {
 		for i := range e.rules {
 			r := &e.rules[i]
-			if !r.messageRule() && !r.mail.set && r.matchesWithoutSize(env, p) && r.matchesSize(p.Size) {
+			if !r.messageRule() && !r.mail.set && r.matchesWithoutSize(env, p) && r.matchesSize(p.Size) && r.matchesBody(p) {
 				return r.decision(p.effective(r.action))
 			}
 		}
@@ -451,8 +475,9 @@ func (e *Engine) Decide(env Envelope, p Part) Decision {
 }
 
 // Early decides before the part's size is known. ok is false when the
-// first rule whose other conditions hold has a size condition: the caller
-// must read the part and call Decide with its size. When ok is true the
+// first rule whose other conditions hold has a size condition (or
+// encrypted_archive): the caller must read the part and call Decide with
+// its size (and Part.EncryptedArchive). When ok is true the
 // decision is final and equals Decide's for any size.
 func (e *Engine) Early(env Envelope, p Part) (d Decision, ok bool) {
 	if p.provisional() && e.Rules() > 0 {
@@ -465,7 +490,7 @@ func (e *Engine) Early(env Envelope, p Part) (d Decision, ok bool) {
 			if r.messageRule() || r.mail.set || !r.matchesWithoutSize(env, p) {
 				continue
 			}
-			if r.needsSize {
+			if r.needsSize || r.encArchive {
 				return Decision{}, false
 			}
 			return r.decision(p.effective(r.action)), true
@@ -506,6 +531,26 @@ func (p Part) effective(a Action) Action {
 		return Link
 	}
 	return a
+}
+
+// matchesBody checks what only the attachment's bytes tell.
+func (r *compiled) matchesBody(p Part) bool {
+	return !r.encArchive || p.EncryptedArchive
+}
+
+// OnInfected is what happens to a message when malware scanning finds
+// malware in an attachment the rule named rule decided: Quarantine,
+// Reject, or "" when the rule leaves it to the default (scan.on_infected),
+// as the default decision (rule "") does.
+func (e *Engine) OnInfected(rule string) Action {
+	if e != nil && rule != "" {
+		for i := range e.rules {
+			if e.rules[i].name == rule {
+				return e.rules[i].onInfected
+			}
+		}
+	}
+	return ""
 }
 
 func (r *compiled) matchesSize(size int64) bool {

@@ -41,6 +41,7 @@ var (
 	E442BadConnection   = smtp.EnhancedCode{4, 4, 2}
 	E453TooManyRcpts    = smtp.EnhancedCode{4, 5, 3}
 	E470SecurityOther   = smtp.EnhancedCode{4, 7, 0}
+	E471Denied          = smtp.EnhancedCode{4, 7, 1} // delivery not authorized (yet)
 	E513BadRcptSyntax   = smtp.EnhancedCode{5, 1, 3}
 	E517BadSenderSyntax = smtp.EnhancedCode{5, 1, 7}
 	E534MsgTooBig       = smtp.EnhancedCode{5, 3, 4}
@@ -108,6 +109,33 @@ func Internal(ref string) *smtp.SMTPError {
 func Refused(rule string) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: C550MailboxUnavail, EnhancedCode: E571Denied,
 		Message: "Message refused by policy " + rule}
+}
+
+// Infected is the reply to a message whose attachment malware scanning
+// found malware in, when the rule says reject: a verdict, so a 5xx.
+// signature is the scanner's name for it (printable ASCII kept).
+func Infected(signature string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: C554TransactionFail, EnhancedCode: E571Denied,
+		Message: "Message refused: malware found in an attachment (" + Printable(signature, 100) + ")"}
+}
+
+// ScanFailed is the reply when an attachment could not be scanned for
+// malware (scanner down or too slow): temporary, the client retries.
+var ScanFailed = &smtp.SMTPError{Code: C451LocalError, EnhancedCode: E471Denied,
+	Message: "Malware scan unavailable, try again later"}
+
+// Printable keeps printable ASCII of s, at most n bytes.
+func Printable(s string, n int) string {
+	out := []byte{}
+	for i := 0; i < len(s) && len(out) < n; i++ {
+		if c := s[i]; c >= ' ' && c < 0x7f {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return "unknown"
+	}
+	return string(out)
 }
 
 // Accepted hands the next hop's own 250 text (its queue ID, say) on;

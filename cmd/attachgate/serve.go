@@ -186,6 +186,9 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		Metrics: m,
 		Notify:  notices,
 	}
+	if pl.Scan, err = openScanner(c, log); err != nil {
+		return err
+	}
 	held, err := openQuarantine(c, b, obs, pl, notices, log)
 	if err != nil {
 		return err
