@@ -35,6 +35,17 @@ const (
 	AdminTypePrefix = "admin."
 )
 
+// Outcomes of held mail that end without delivery to some recipients.
+const (
+	// TypeMailBounced: a held message will not reach the recipients
+	// listed (the next hop refused them for good at release, or retries
+	// ran out); the sender was sent a DSN.
+	TypeMailBounced = "mail.bounced"
+	// TypeMailPurged: a held message nobody released or deleted was
+	// removed after quarantine.retention; the sender was sent a DSN.
+	TypeMailPurged = "mail.purged"
+)
+
 // ActorSystem is the Actor of events the daemon raises on its own
 // (retention, expiry purges).
 const ActorSystem = "system"
@@ -45,6 +56,7 @@ var fixedTypes = []string{
 	TypeFileStored, TypeLinkCreated, TypeLinkViewed,
 	TypeDownloadOK, TypeDownloadDenied, TypeLinkRevoked, TypeFilePurged,
 	TypeAuthFailed, TypeAuditPurged, TypeNoticeSent, TypeNoticeFailed,
+	TypeMailBounced, TypeMailPurged,
 }
 
 // Types returns the fixed event types in documentation order; admin types
