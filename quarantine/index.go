@@ -2,10 +2,13 @@ package quarantine
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/attachgate/attachgate/policies"
@@ -74,15 +77,25 @@ var migrations = []string{
 	`ALTER TABLE quarantine_items ADD COLUMN released_by TEXT NOT NULL DEFAULT '';
 	ALTER TABLE quarantine_items ADD COLUMN first_failed_at INTEGER;
 	ALTER TABLE quarantine_items ADD COLUMN failures TEXT NOT NULL DEFAULT '{}';`,
+	// Claims across processes (the CLI beside the daemon): one row per
+	// item being worked on, owned until a lease ends.
+	`CREATE TABLE quarantine_claims (
+		id    TEXT PRIMARY KEY,
+		owner TEXT NOT NULL,
+		until INTEGER NOT NULL -- unix ns
+	);`,
 }
 
-type sqliteIndex struct{ db *sql.DB }
+type sqliteIndex struct {
+	db     *sql.DB
+	leases *leases
+}
 
 func openSQLiteIndex(ctx context.Context, db *sql.DB) (*sqliteIndex, error) {
 	if err := store.Migrate(ctx, db, component, migrations); err != nil {
 		return nil, err
 	}
-	return &sqliteIndex{db: db}, nil
+	return &sqliteIndex{db: db, leases: newLeases()}, nil
 }
 
 const columns = `id, header_id, sender, recipients, client_addr, helo, auth_user, tls, smtputf8, size,
@@ -219,10 +232,84 @@ func (x *sqliteIndex) nextDue(ctx context.Context) (time.Time, bool, error) {
 	return time.Unix(0, ns.Int64), true, nil
 }
 
-// claim: one process owns a SQLite database, and the Manager's busy map
-// already serialises its calls.
-func (x *sqliteIndex) claim(context.Context, string) (bool, error) { return true, nil }
-func (x *sqliteIndex) unclaim(string)                              {}
+// claim takes a row in quarantine_claims, or an expired one: the daemon
+// and a CLI command on the same database exclude each other.
+func (x *sqliteIndex) claim(ctx context.Context, id string) (bool, error) {
+	now := time.Now()
+	res, err := x.db.ExecContext(ctx, `INSERT INTO quarantine_claims (id, owner, until) VALUES (?, ?, ?)
+		ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, until = excluded.until
+		WHERE quarantine_claims.until < ?`, id, x.leases.token, now.Add(x.leases.lease).UnixNano(), now.UnixNano())
+	if err != nil {
+		return false, fmt.Errorf("claim %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return false, err
+	}
+	x.leases.keep(id, func(ctx context.Context) {
+		x.db.ExecContext(ctx, `UPDATE quarantine_claims SET until = ? WHERE id = ? AND owner = ?`,
+			time.Now().Add(x.leases.lease).UnixNano(), id, x.leases.token)
+	})
+	return true, nil
+}
+
+func (x *sqliteIndex) unclaim(id string) {
+	x.leases.drop(id)
+	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+	defer cancel()
+	x.db.ExecContext(ctx, `DELETE FROM quarantine_claims WHERE id = ? AND owner = ?`, id, x.leases.token)
+}
+
+// leases keeps this Manager's claims alive: a claim lasts lease and is
+// renewed every third of it while held, so a process that dies holding
+// one loses it soon, and a long release keeps it.
+type leases struct {
+	token string // this Manager's owner token
+	lease time.Duration
+
+	mu    sync.Mutex
+	stops map[string]chan struct{}
+}
+
+// claimLease is how long a claim outlives a process that died holding it.
+const claimLease = 30 * time.Second
+
+func newLeases() *leases {
+	var b [16]byte
+	rand.Read(b[:])
+	return &leases{token: hex.EncodeToString(b[:]), lease: claimLease, stops: map[string]chan struct{}{}}
+}
+
+// keep runs renew every third of the lease until drop(id).
+func (l *leases) keep(id string, renew func(ctx context.Context)) {
+	stop := make(chan struct{})
+	l.mu.Lock()
+	l.stops[id] = stop
+	l.mu.Unlock()
+	go func() {
+		t := time.NewTicker(l.lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), l.lease/3)
+				renew(ctx)
+				cancel()
+			}
+		}
+	}()
+}
+
+func (l *leases) drop(id string) {
+	l.mu.Lock()
+	stop := l.stops[id]
+	delete(l.stops, id)
+	l.mu.Unlock()
+	if stop != nil {
+		close(stop)
+	}
+}
 
 func scanItems(rows *sql.Rows) ([]Item, error) {
 	defer rows.Close()

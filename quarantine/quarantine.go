@@ -168,6 +168,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Notify tells senders (DSNs, hold notices); nil tells nobody.
 	Notify *notify.Service
+	// KeepLeftovers skips removing crash leftovers (temp files, blobs
+	// without a record) at Open: set by a command run beside a serving
+	// daemon, whose message being held right now looks like a leftover.
+	KeepLeftovers bool
 }
 
 const (
@@ -257,13 +261,15 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 		m.log = slog.Default()
 	}
 	m.log = m.log.With("component", "quarantine")
-	if o.Redis != nil {
+	switch {
+	case o.KeepLeftovers:
+	case o.Redis != nil:
 		// Other instances share the directory and may be holding a
 		// message right now: only leftovers older than an hour go.
 		if err := m.removeSharedOrphans(ctx); err != nil {
 			return nil, fmt.Errorf("quarantine: %w", err)
 		}
-	} else {
+	default:
 		if _, err := blobs.CleanTemp(0); err != nil {
 			return nil, fmt.Errorf("quarantine: %w", err)
 		}

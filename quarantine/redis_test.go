@@ -3,8 +3,8 @@ package quarantine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,10 +130,14 @@ func TestTwoInstancesReleaseADueMessageOnce(t *testing.T) {
 	}
 }
 
-// TestRedisClaimExcludesOtherInstances: while one instance works on a held
-// message, the other gets ErrBusy; the claim is given back afterwards.
-func TestRedisClaimExcludesOtherInstances(t *testing.T) {
-	e := newRedisEnv(t)
+// TestClaimExcludesOtherInstances: while one instance (Redis) or process
+// (the CLI beside the daemon on SQLite) works on a held message, the other
+// gets ErrBusy; the claim is given back afterwards.
+func TestClaimExcludesOtherInstances(t *testing.T) {
+	forEachBackend(t, testClaimExcludes)
+}
+
+func testClaimExcludes(t *testing.T, e *env) {
 	a, b := e.open(t), e.open(t)
 	ctx := context.Background()
 	id := store.NewID()
@@ -143,11 +147,11 @@ func TestRedisClaimExcludesOtherInstances(t *testing.T) {
 	if !a.claim(id) {
 		t.Fatal("claim")
 	}
-	if _, err := b.Release(ctx, id, "admin:ops"); err == nil || !strings.Contains(err.Error(), "busy") {
+	if _, err := b.Release(ctx, id, "admin:ops"); !errors.Is(err, ErrBusy) {
 		t.Errorf("release by the other instance while claimed: %v", err)
 	}
-	if _, err := b.Delete(ctx, id, "admin:ops"); err == nil {
-		t.Error("delete by the other instance while claimed succeeded")
+	if _, err := b.Delete(ctx, id, "admin:ops"); !errors.Is(err, ErrBusy) {
+		t.Errorf("delete by the other instance while claimed: %v", err)
 	}
 	a.unclaim(id)
 	if _, err := b.Delete(ctx, id, "admin:ops"); err != nil {

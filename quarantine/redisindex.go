@@ -2,13 +2,10 @@ package quarantine
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -30,24 +27,13 @@ import (
 // the lease while held, given back only by its owner (a script compares
 // the token); an instance that dies loses it when the lease runs out.
 type redisIndex struct {
-	c     redis.UniversalClient
-	p     string
-	token string // this Manager's claim token
-	lease time.Duration
-
-	mu     sync.Mutex
-	claims map[string]chan struct{} // id -> stops its renewal
+	c      redis.UniversalClient
+	p      string
+	leases *leases
 }
 
-// claimLease is how long a claim outlives an instance that died holding
-// it; a live owner renews it every third of that.
-const claimLease = 30 * time.Second
-
 func newRedisIndex(c redis.UniversalClient, prefix string) *redisIndex {
-	var b [16]byte
-	rand.Read(b[:])
-	return &redisIndex{c: c, p: prefix + "quarantine:", token: hex.EncodeToString(b[:]), lease: claimLease,
-		claims: map[string]chan struct{}{}}
+	return &redisIndex{c: c, p: prefix + "quarantine:", leases: newLeases()}
 }
 
 func (x *redisIndex) itemKey(id string) string  { return x.p + "item:" + id }
@@ -246,43 +232,19 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0`)
 
 func (x *redisIndex) claim(ctx context.Context, id string) (bool, error) {
-	ok, err := x.c.SetNX(ctx, x.claimKey(id), x.token, x.lease).Result()
+	ok, err := x.c.SetNX(ctx, x.claimKey(id), x.leases.token, x.leases.lease).Result()
 	if err != nil || !ok {
 		return false, err
 	}
-	stop := make(chan struct{})
-	x.mu.Lock()
-	x.claims[id] = stop
-	x.mu.Unlock()
-	go x.renew(id, stop)
+	x.leases.keep(id, func(ctx context.Context) {
+		renewScript.Run(ctx, x.c, []string{x.claimKey(id)}, x.leases.token, x.leases.lease.Milliseconds())
+	})
 	return true, nil
 }
 
-// renew keeps the claim on id alive until stop is closed.
-func (x *redisIndex) renew(id string, stop chan struct{}) {
-	t := time.NewTicker(x.lease / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), x.lease/3)
-			renewScript.Run(ctx, x.c, []string{x.claimKey(id)}, x.token, x.lease.Milliseconds())
-			cancel()
-		}
-	}
-}
-
 func (x *redisIndex) unclaim(id string) {
-	x.mu.Lock()
-	stop := x.claims[id]
-	delete(x.claims, id)
-	x.mu.Unlock()
-	if stop != nil {
-		close(stop)
-	}
+	x.leases.drop(id)
 	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
 	defer cancel()
-	unclaimScript.Run(ctx, x.c, []string{x.claimKey(id)}, x.token)
+	unclaimScript.Run(ctx, x.c, []string{x.claimKey(id)}, x.leases.token)
 }
