@@ -168,6 +168,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Notify tells senders (DSNs, hold notices); nil tells nobody.
 	Notify *notify.Service
+	// Usable, when set, says whether the metadata backend may be used
+	// (store.Guard.Check): while it returns an error (the backend is
+	// unreachable, or not the dataset this instance served), nothing is
+	// held, released, deleted, rejected or purged, and blobs are not
+	// taken for leftovers.
+	Usable func() error
 	// KeepLeftovers skips removing crash leftovers (temp files, blobs
 	// without a record) at Open: set by a command run beside a serving
 	// daemon, whose message being held right now looks like a leftover.
@@ -206,6 +212,8 @@ type Manager struct {
 	now         func() time.Time
 	log         *slog.Logger
 
+	usable func() error
+
 	mu   sync.Mutex
 	busy map[string]bool
 	wake chan struct{}
@@ -241,7 +249,10 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 	}
 	m := &Manager{idx: idx, maxRetryAge: o.MaxRetryAge, retention: o.Retention, blobs: blobs, dir: o.Dir, audit: o.Audit, hop: o.Hop, deliverer: o.Deliverer,
 		holdFor: o.HoldFor, interval: o.Interval, now: o.Now, log: o.Logger, notify: o.Notify,
-		busy: map[string]bool{}, wake: make(chan struct{}, 1)}
+		usable: o.Usable, busy: map[string]bool{}, wake: make(chan struct{}, 1)}
+	if m.usable == nil {
+		m.usable = func() error { return nil }
+	}
 	if m.holdFor <= 0 {
 		m.holdFor = defaultHoldFor
 	}
@@ -263,6 +274,10 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 	m.log = m.log.With("component", "quarantine")
 	switch {
 	case o.KeepLeftovers:
+	case m.usable() != nil:
+		// A lost dataset makes every held blob look orphaned: keep them
+		// for the operator's recovery decision.
+		m.log.Warn("quarantine: backend refusing; leftovers are not looked for", "err", m.usable())
 	case o.Redis != nil:
 		// Other instances share the directory and may be holding a
 		// message right now: only leftovers older than an hour go.
@@ -351,6 +366,9 @@ func (m *Manager) removeOrphans(ctx context.Context) error {
 // claim marks id busy, in this process and (Redis) across instances;
 // false when it already is, or the claim cannot be taken.
 func (m *Manager) claim(id string) bool {
+	if err := m.usable(); err != nil {
+		return false
+	}
 	m.mu.Lock()
 	if m.busy[id] {
 		m.mu.Unlock()
@@ -388,6 +406,9 @@ func (m *Manager) unclaim(id string) {
 func (m *Manager) Hold(ctx context.Context, it Item, msg io.Reader) (Item, error) {
 	if !it.Action.Held() {
 		return Item{}, fmt.Errorf("quarantine: hold %s: action %q does not hold", it.ID, it.Action)
+	}
+	if err := m.usable(); err != nil {
+		return Item{}, fmt.Errorf("quarantine: %w", err)
 	}
 	if !m.claim(it.ID) {
 		return Item{}, fmt.Errorf("hold %s: %w", it.ID, ErrBusy)
@@ -491,6 +512,9 @@ const (
 func (m *Manager) Release(ctx context.Context, id, actor string) (Result, error) {
 	if m.hop == nil || m.deliverer == nil {
 		return Result{}, errors.New("quarantine: release needs Options.Hop and Options.Deliverer")
+	}
+	if err := m.usable(); err != nil {
+		return Result{}, fmt.Errorf("quarantine: %w", err)
 	}
 	if !m.claim(id) {
 		return Result{}, fmt.Errorf("release %s: %w", id, ErrBusy)
@@ -931,6 +955,9 @@ func backoff(n int) time.Duration {
 // decision (Reject tells the sender). An error wrapping ErrUnaudited comes with a
 // Result: the message was deleted.
 func (m *Manager) Delete(ctx context.Context, id, actor string) (Result, error) {
+	if err := m.usable(); err != nil {
+		return Result{}, fmt.Errorf("quarantine: %w", err)
+	}
 	if !m.claim(id) {
 		return Result{}, fmt.Errorf("delete %s: %w", id, ErrBusy)
 	}
@@ -995,6 +1022,9 @@ func (m *Manager) Reject(ctx context.Context, id, actor, reason string) (Result,
 	if len(reason) > maxReason || !utf8.ValidString(reason) {
 		return Result{}, fmt.Errorf("quarantine: reject reason: at most %d bytes of UTF-8 text", maxReason)
 	}
+	if err := m.usable(); err != nil {
+		return Result{}, fmt.Errorf("quarantine: %w", err)
+	}
 	if !m.claim(id) {
 		return Result{}, fmt.Errorf("reject %s: %w", id, ErrBusy)
 	}
@@ -1047,6 +1077,9 @@ const ReasonRetention = "retention"
 // Options.Retention ago: the sender gets a DSN, mail.purged is recorded
 // (actor system). It returns how many went.
 func (m *Manager) PurgeExpired(ctx context.Context) (int, error) {
+	if err := m.usable(); err != nil {
+		return 0, fmt.Errorf("quarantine: %w", err)
+	}
 	before := m.now().Add(-m.retention)
 	ids, err := m.idx.expired(ctx, before)
 	if err != nil {
@@ -1090,6 +1123,9 @@ func (m *Manager) purge(ctx context.Context, id string, before time.Time) bool {
 // instance) are skipped; failures stay held (with a back-off) and are
 // logged.
 func (m *Manager) ReleaseDue(ctx context.Context) (int, error) {
+	if err := m.usable(); err != nil {
+		return 0, fmt.Errorf("quarantine: %w", err)
+	}
 	ids, err := m.idx.due(ctx, m.now())
 	if err != nil {
 		return 0, fmt.Errorf("quarantine: due items: %w", err)
@@ -1118,11 +1154,15 @@ func (m *Manager) ReleaseDue(ctx context.Context) (int, error) {
 // ends.
 func (m *Manager) Run(ctx context.Context) {
 	for {
-		if _, err := m.ReleaseDue(ctx); err != nil {
-			m.log.Error("quarantine: timed release", "err", err)
-		}
-		if _, err := m.PurgeExpired(ctx); err != nil {
-			m.log.Error("quarantine: retention purge", "err", err)
+		// While the backend is refusing, its guard logs the state change;
+		// nothing is released or purged meanwhile.
+		if m.usable() == nil {
+			if _, err := m.ReleaseDue(ctx); err != nil {
+				m.log.Error("quarantine: timed release", "err", err)
+			}
+			if _, err := m.PurgeExpired(ctx); err != nil {
+				m.log.Error("quarantine: retention purge", "err", err)
+			}
 		}
 		wait := m.interval
 		if next, ok, err := m.idx.nextDue(ctx); err == nil && ok {
@@ -1141,10 +1181,20 @@ func (m *Manager) Run(ctx context.Context) {
 }
 
 // Get returns the held item id, or ErrNotFound.
-func (m *Manager) Get(ctx context.Context, id string) (Item, error) { return m.idx.get(ctx, id) }
+func (m *Manager) Get(ctx context.Context, id string) (Item, error) {
+	if err := m.usable(); err != nil {
+		return Item{}, fmt.Errorf("quarantine: %w", err)
+	}
+	return m.idx.get(ctx, id)
+}
 
 // List returns every held item, oldest first.
-func (m *Manager) List(ctx context.Context) ([]Item, error) { return m.idx.list(ctx) }
+func (m *Manager) List(ctx context.Context) ([]Item, error) {
+	if err := m.usable(); err != nil {
+		return nil, fmt.Errorf("quarantine: %w", err)
+	}
+	return m.idx.list(ctx)
+}
 
 // Original opens the held message id as it arrived (decrypted, streamed).
 // Reading it is for admins: callers audit it.
@@ -1205,6 +1255,9 @@ func ParseCursor(s string) (Cursor, error) {
 func (m *Manager) Page(ctx context.Context, after Cursor, limit int) (items []Item, more bool, err error) {
 	if limit <= 0 {
 		return nil, false, fmt.Errorf("quarantine: page: limit %d, want > 0", limit)
+	}
+	if err := m.usable(); err != nil {
+		return nil, false, fmt.Errorf("quarantine: %w", err)
 	}
 	return m.idx.page(ctx, after, limit)
 }

@@ -454,3 +454,57 @@ func TestPurgeAfterRetention(t *testing.T) {
 		}
 	})
 }
+
+// TestNothingMovesWhileTheBackendRefuses: with the store's guard refusing
+// (backend unreachable, or a lost dataset), nothing is held, released or
+// purged, and the held blobs are not taken for leftovers.
+func TestNothingMovesWhileTheBackendRefuses(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		m := e.open(t)
+		ctx := context.Background()
+		id := store.NewID()
+		if _, err := m.Hold(ctx, item(id, policies.Hold), bytes.NewReader(testMsg)); err != nil {
+			t.Fatal(err)
+		}
+		lost := errors.New("dataset lost (test)")
+		refusing := func() error { return lost }
+		o := Options{DB: e.st.DB(), Dir: m.dir, Ring: e.ring, Audit: e.rec, Hop: e.hop, Deliverer: rawDeliverer{},
+			Now: e.clock.Now, Logger: discardLog(), Notify: e.notify, Usable: refusing, Retention: time.Hour}
+		if e.redis != nil {
+			o.DB, o.Redis, o.RedisPrefix = nil, e.redis, "other-dataset:" // empty: every blob looks orphaned
+		}
+		r, err := Open(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := countBlobs(t, m.dir); n != 1 {
+			t.Fatalf("%d blobs after opening on a refusing backend, want the held one kept", n)
+		}
+		e.clock.Add(1000 * time.Hour)
+		if _, err := r.Hold(ctx, item(store.NewID(), policies.Quarantine), bytes.NewReader(testMsg)); !errors.Is(err, lost) {
+			t.Errorf("Hold while refusing: %v", err)
+		}
+		if _, err := r.ReleaseDue(ctx); !errors.Is(err, lost) {
+			t.Errorf("ReleaseDue while refusing: %v", err)
+		}
+		if _, err := r.PurgeExpired(ctx); !errors.Is(err, lost) {
+			t.Errorf("PurgeExpired while refusing: %v", err)
+		}
+		for name, call := range map[string]func() error{
+			"Release": func() error { _, err := r.Release(ctx, id, "admin:ops"); return err },
+			"Delete":  func() error { _, err := r.Delete(ctx, id, "admin:ops"); return err },
+			"Reject":  func() error { _, err := r.Reject(ctx, id, "admin:ops", "no"); return err },
+			"List":    func() error { _, err := r.List(ctx); return err },
+		} {
+			if err := call(); !errors.Is(err, lost) {
+				t.Errorf("%s while refusing: %v", name, err)
+			}
+		}
+		if len(e.next.Messages()) != 0 {
+			t.Error("something was sent while the backend refused")
+		}
+		if _, err := m.Get(ctx, id); err != nil {
+			t.Errorf("held message lost: %v", err)
+		}
+	})
+}

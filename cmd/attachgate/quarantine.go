@@ -33,6 +33,7 @@ func openQuarantine(c *config.Config, b *backend, obs *observed, p *pipeline.Pip
 		Retention:   c.Quarantine.Retention.D(),
 		Logger:      log,
 		Notify:      notices,
+		Usable:      b.guard.Check,
 	}
 	if err := quarantineIndex(b, &o); err != nil {
 		return nil, err

@@ -209,7 +209,7 @@ func openQuarantineCLI(c *config.Config, forRelease bool, stderr io.Writer) (*cl
 	q := &cliQuarantine{c: c, b: b, audit: b.audit, actor: actor, loc: c.Links.Location()}
 	o := quarantine.Options{Dir: c.Storage.Path("quarantine"), Ring: b.ring, Audit: b.audit,
 		HoldFor: c.Quarantine.HoldFor.D(), MaxRetryAge: c.Quarantine.MaxRetryAge.D(),
-		Retention: c.Quarantine.Retention.D(), Logger: log, KeepLeftovers: true}
+		Retention: c.Quarantine.Retention.D(), Logger: log, KeepLeftovers: true, Usable: b.guard.Check}
 	if err := quarantineIndex(b, &o); err != nil {
 		b.Close()
 		return nil, err
