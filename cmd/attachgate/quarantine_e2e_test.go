@@ -2,13 +2,17 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/attachgate/attachgate/redistest"
 	"github.com/attachgate/attachgate/smtptest"
 )
 
@@ -200,5 +204,58 @@ func TestPrintableEscapesControls(t *testing.T) {
 		if got := printable(tt.in); got != tt.want {
 			t.Errorf("printable(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestTwoInstancesReleaseHeldMailOnce is issue 12 part 5 on Redis: two
+// gateways share held mail; each message held for a timed release goes
+// out exactly once, whichever instance held it, and the command line on
+// either instance sees the same held mail.
+func TestTwoInstancesReleaseHeldMailOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	// A slow next hop keeps each release in flight while the other
+	// instance's timer looks at the same due message.
+	hop := smtptest.NewServer(t, smtptest.Behaviour{HangAtDataEnd: 300 * time.Millisecond})
+	storage := filepath.Join(t.TempDir(), "shared")
+	held := `policies:
+  - name: hold-zip
+    match: {extensions: [".zip"]}
+    action: hold
+quarantine:
+  hold_for: "3s"
+`
+	a, _ := startRedisInstanceExtra(t, hop.Addr, storage, srv.URL(), held)
+	b, _ := startRedisInstanceExtra(t, hop.Addr, storage, srv.URL(), held)
+	const n = 4
+	for i := 0; i < n; i++ {
+		d := []*daemon{a, b}[i%2]
+		if err := d.send("alice@example.com", []string{fmt.Sprintf("r%d@example.net", i)},
+			mailWithAttachment("archive.zip", []byte(fmt.Sprintf("zip %d", i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ids := heldIDs(t, b); len(ids) != n && len(hop.Messages()) == 0 {
+		t.Errorf("instance b lists %d held messages, want all %d", len(ids), n)
+	}
+	waitUntil(t, "every held message released", func() bool {
+		return len(heldIDs(t, a)) == 0
+	})
+	got := map[string]int{}
+	for _, m := range hop.Messages() {
+		got[strings.Join(m.To, ",")]++
+	}
+	for i := 0; i < n; i++ {
+		if c := got[fmt.Sprintf("r%d@example.net", i)]; c != 1 {
+			t.Errorf("r%d@ got the message %d times, want once (next hop: %v)", i, c, got)
+		}
+	}
+	released := 0
+	for _, ev := range exportEvents(t, a) {
+		if ev["type"] == "mail.released" {
+			released++
+		}
+	}
+	if released != n {
+		t.Errorf("%d mail.released events, want %d", released, n)
 	}
 }
