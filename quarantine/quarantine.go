@@ -69,9 +69,9 @@ var (
 	ErrUnaudited = errors.New("quarantine: done, but the audit event could not be recorded")
 )
 
-// DeliveryError is a release the next hop refused or could not take; the
-// item stays held. Op is "connect", "MAIL FROM", "RCPT TO <addr>", "DATA",
-// ...; Err is an *smtp.SMTPError when the next hop answered.
+// DeliveryError is a step of a release the next hop refused or could not
+// take. Op is "connect", "MAIL FROM", "RCPT TO <addr>", "DATA", ...; Err
+// is an *smtp.SMTPError when the next hop answered.
 type DeliveryError = relay.Error
 
 // Item is one held message.
@@ -623,9 +623,10 @@ func (m *Manager) release(ctx context.Context, it Item, actor string) (Result, e
 
 	reason := ReasonAdmin
 	switch {
+	case actor != audit.ActorSystem:
 	case it.ReleasedBy != "":
 		reason = ReasonRetry
-	case actor == audit.ActorSystem:
+	default:
 		reason = ReasonHoldExpired
 	}
 	if it.ReleasedBy == "" {
@@ -689,7 +690,7 @@ func (m *Manager) release(ctx context.Context, it Item, actor string) (Result, e
 		e.Reason = reason
 		e.Reply = res.Reply
 		e.Detail = "action=" + string(it.Action) + " rule=" + it.Rule
-		if reason == ReasonRetry {
+		if it.ReleasedBy != actor {
 			e.Detail += " released_by=" + it.ReleasedBy
 		}
 		if len(res.Pending) > 0 {

@@ -508,3 +508,29 @@ func TestNothingMovesWhileTheBackendRefuses(t *testing.T) {
 		}
 	})
 }
+
+// TestBounceOfNullSenderSendsNoDSN: mail from <> never gets a DSN (no
+// loops); the bounce is still audited, saying so.
+func TestBounceOfNullSenderSendsNoDSN(t *testing.T) {
+	e := newEnv(t)
+	m := e.open(t)
+	ctx := context.Background()
+	id := store.NewID()
+	it := item(id, policies.Quarantine)
+	it.From = ""
+	if _, err := m.Hold(ctx, it, bytes.NewReader(testMsg)); err != nil {
+		t.Fatal(err)
+	}
+	e.next.SetBehaviour(smtptest.Behaviour{RejectRcpt: map[string]*smtp.SMTPError{"c@example.org": unknownUser}})
+	res, err := m.Release(ctx, id, "admin:ops")
+	if err != nil || len(res.Delivered) != 1 || len(res.Bounced) != 1 {
+		t.Fatalf("release: %+v, %v", res, err)
+	}
+	if n, err := e.notify.Sender.Pending(); err != nil || n != 0 {
+		t.Errorf("%d notices queued for a null sender (%v)", n, err)
+	}
+	b := e.events(t, audit.TypeMailBounced)
+	if len(b) != 1 || !strings.Contains(b[0].Detail, "dsn=none (null sender)") {
+		t.Errorf("mail.bounced: %+v", b)
+	}
+}
