@@ -65,6 +65,16 @@ func (s *countedStore) LinkByID(ctx context.Context, id string) (store.LinkView,
 	return v, s.count("link_by_id", err)
 }
 
+func (s *countedStore) MessageByTokenHash(ctx context.Context, kind store.MessageToken, hash []byte) (store.MessageView, error) {
+	v, err := s.Store.MessageByTokenHash(ctx, kind, hash)
+	return v, s.count("message_by_token", err)
+}
+
+func (s *countedStore) MessageByID(ctx context.Context, id string) (store.MessageView, error) {
+	v, err := s.Store.MessageByID(ctx, id)
+	return v, s.count("message_by_id", err)
+}
+
 func (s *countedStore) CountDownload(ctx context.Context, linkID string, now time.Time) (store.Link, error) {
 	l, err := s.Store.CountDownload(ctx, linkID, now)
 	return l, s.count("count_download", err)

@@ -90,8 +90,11 @@ type Item struct {
 	Rule       string          // the policy rule that held it
 	HeldAt     time.Time
 	ReleaseAt  time.Time // when Run releases it (hold); zero for quarantine
-	KeyID      string    // key ring entry the blob is encrypted to
-	SHA256     string    // of the held message
+	// HoldFor is the holding rule's hold_for when Hold is called (0: the
+	// Manager's default); ReleaseAt is what is kept.
+	HoldFor time.Duration
+	KeyID   string // key ring entry the blob is encrypted to
+	SHA256  string // of the held message
 	// Attempts counts failed releases; LastError is the latest failure.
 	Attempts      int
 	LastError     string
@@ -426,7 +429,11 @@ func (m *Manager) Hold(ctx context.Context, it Item, msg io.Reader) (Item, error
 	now := m.now()
 	it.HeldAt, it.ReleaseAt = now, time.Time{}
 	if it.Action == policies.Hold {
-		it.ReleaseAt = now.Add(m.holdFor)
+		holdFor := it.HoldFor
+		if holdFor <= 0 {
+			holdFor = m.holdFor
+		}
+		it.ReleaseAt = now.Add(holdFor)
 	}
 	it.KeyID, it.SHA256, it.Size = info.KeyID, info.SHA256, info.Size
 	if err := m.idx.insert(ctx, it); err != nil {
@@ -458,7 +465,7 @@ func (m *Manager) Hold(ctx context.Context, it Item, msg io.Reader) (Item, error
 }
 
 // event starts an audit event about it.
-func (m *Manager) event(typ, actor string, it Item) audit.Event {
+func (m *Manager) event(typ audit.EventType, actor string, it Item) audit.Event {
 	return audit.Event{Type: typ, Actor: actor, MessageID: it.ID, HeaderID: it.HeaderID,
 		Sender: it.From, Recipients: it.To, Size: it.Size}
 }
@@ -927,7 +934,7 @@ func (h holder) Hold(ctx context.Context, held pipeline.Held, msg io.Reader) (st
 	e := held.Env
 	it, err := h.m.Hold(ctx, Item{ID: held.ID, HeaderID: held.HeaderID, From: e.From, To: e.To,
 		ClientAddr: e.ClientAddr, Helo: e.Helo, AuthUser: e.AuthUser, TLS: e.TLS, UTF8: e.UTF8,
-		Size: held.Size, Action: held.Action, Rule: held.Rule}, msg)
+		Size: held.Size, Action: held.Action, Rule: held.Rule, HoldFor: held.HoldFor}, msg)
 	if err != nil {
 		return "", err
 	}
@@ -1043,7 +1050,7 @@ func (m *Manager) Reject(ctx context.Context, id, actor, reason string) (Result,
 
 // drop bounces every pending recipient of it with a DSN saying why, then
 // removes it and records typ with reason.
-func (m *Manager) drop(ctx context.Context, it Item, actor, typ, reason, why string) (Result, error) {
+func (m *Manager) drop(ctx context.Context, it Item, actor string, typ audit.EventType, reason, why string) (Result, error) {
 	now := m.now()
 	rcpts := make([]notify.DSNRecipient, 0, len(it.To))
 	for _, r := range it.To {

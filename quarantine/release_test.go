@@ -34,7 +34,7 @@ type loggedEvent struct {
 }
 
 // events returns the audit log's events of the given types (all when none).
-func (e *env) events(t *testing.T, types ...string) []loggedEvent {
+func (e *env) events(t *testing.T, types ...audit.EventType) []loggedEvent {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := e.log.Export(context.Background(), audit.Query{}, &buf, audit.FormatJSONL, false); err != nil {
@@ -49,7 +49,7 @@ func (e *env) events(t *testing.T, types ...string) []loggedEvent {
 		} else if err != nil {
 			t.Fatal(err)
 		}
-		if len(types) == 0 || slices.Contains(types, ev.Type) {
+		if len(types) == 0 || slices.Contains(types, audit.EventType(ev.Type)) {
 			out = append(out, ev)
 		}
 	}
@@ -219,9 +219,9 @@ func TestReleasePerRecipient(t *testing.T) {
 
 		// Per-recipient audit.
 		evs := e.events(t, audit.TypeMailReleased, audit.TypeMailBounced, audit.TypeMailDeferred)
-		byType := map[string][]loggedEvent{}
+		byType := map[audit.EventType][]loggedEvent{}
 		for _, ev := range evs {
-			byType[ev.Type] = append(byType[ev.Type], ev)
+			byType[audit.EventType(ev.Type)] = append(byType[audit.EventType(ev.Type)], ev)
 		}
 		if r := byType[audit.TypeMailReleased]; len(r) != 1 || !slices.Equal(r[0].Recipients, []string{"ok@example.net"}) ||
 			r[0].Actor != "admin:ops" || r[0].Reason != ReasonAdmin || !strings.HasPrefix(r[0].Reply, "250 ") {

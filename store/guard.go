@@ -75,6 +75,7 @@ func NewGuard(inner Store, expected string, interval time.Duration, log *slog.Lo
 	if log == nil {
 		log = slog.Default()
 	}
+	log = log.With("component", "store")
 	return &Guard{inner: inner, gen: gen, ping: p.Ping, expected: expected, log: log,
 		interval: interval, kick: make(chan struct{}, 1)}, nil
 }
@@ -238,6 +239,22 @@ func (g *Guard) LinkByID(ctx context.Context, id string) (LinkView, error) {
 		return LinkView{}, err
 	}
 	v, err := g.inner.LinkByID(ctx, id)
+	return v, g.Observe(ctx, err)
+}
+
+func (g *Guard) MessageByTokenHash(ctx context.Context, kind MessageToken, hash []byte) (MessageView, error) {
+	if err := g.Check(); err != nil {
+		return MessageView{}, err
+	}
+	v, err := g.inner.MessageByTokenHash(ctx, kind, hash)
+	return v, g.Observe(ctx, err)
+}
+
+func (g *Guard) MessageByID(ctx context.Context, id string) (MessageView, error) {
+	if err := g.Check(); err != nil {
+		return MessageView{}, err
+	}
+	v, err := g.inner.MessageByID(ctx, id)
 	return v, g.Observe(ctx, err)
 }
 

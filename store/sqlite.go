@@ -78,6 +78,15 @@ var storeMigrations = []string{
 		downloads     INTEGER NOT NULL DEFAULT 0
 	);
 	CREATE INDEX links_file ON links(file_id);`,
+	// 2: what pages and notices about a message need (people in the loop).
+	`ALTER TABLE messages ADD COLUMN subject TEXT NOT NULL DEFAULT '';
+	ALTER TABLE messages ADD COLUMN lang TEXT NOT NULL DEFAULT '';
+	ALTER TABLE messages ADD COLUMN verify TEXT NOT NULL DEFAULT '';
+	ALTER TABLE messages ADD COLUMN notify_sender TEXT NOT NULL DEFAULT '';
+	ALTER TABLE messages ADD COLUMN page_token_hash BLOB;
+	ALTER TABLE messages ADD COLUMN manage_token_hash BLOB;
+	CREATE UNIQUE INDEX messages_page_token ON messages(page_token_hash) WHERE page_token_hash IS NOT NULL;
+	CREATE UNIQUE INDEX messages_manage_token ON messages(manage_token_hash) WHERE manage_token_hash IS NOT NULL;`,
 }
 
 // OpenSQLite opens (creating if needed) the database at path and brings its
@@ -212,9 +221,11 @@ func insertMessage(ctx context.Context, tx execer, m Message, files []File, link
 		return fmt.Errorf("create message %s: recipients: %w", m.ID, err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO messages
-		(id, message_id, sender, recipients, client_addr, auth_user, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		m.ID, m.MessageID, m.Sender, string(recipients), m.ClientAddr, m.AuthUser, toNanos(m.CreatedAt)); err != nil {
+		(id, message_id, sender, recipients, client_addr, auth_user, created_at,
+		 subject, lang, verify, notify_sender, page_token_hash, manage_token_hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.ID, m.MessageID, m.Sender, string(recipients), m.ClientAddr, m.AuthUser, toNanos(m.CreatedAt),
+		m.Subject, m.Lang, m.Verify, m.NotifySender, nullBytes(m.PageTokenHash), nullBytes(m.ManageTokenHash)); err != nil {
 		return fmt.Errorf("create message %s: %w", m.ID, err)
 	}
 	for _, f := range files {
@@ -319,6 +330,67 @@ func (s *SQLite) LinkByID(ctx context.Context, id string) (LinkView, error) {
 		return LinkView{}, fmt.Errorf("link %s: %w", id, err)
 	}
 	return v, nil
+}
+
+// MessageByTokenHash finds a message by its page or manage token hash.
+func (s *SQLite) MessageByTokenHash(ctx context.Context, kind MessageToken, hash []byte) (MessageView, error) {
+	column := "page_token_hash"
+	if kind == ManageToken {
+		column = "manage_token_hash"
+	}
+	if len(hash) == 0 {
+		return MessageView{}, fmt.Errorf("message by token: %w", ErrNotFound)
+	}
+	v, err := s.messageView(ctx, `m.`+column+` = ?`, hash)
+	if err != nil {
+		return MessageView{}, fmt.Errorf("message by token: %w", err)
+	}
+	return v, nil
+}
+
+// MessageByID finds a message by its ID.
+func (s *SQLite) MessageByID(ctx context.Context, id string) (MessageView, error) {
+	v, err := s.messageView(ctx, `m.id = ?`, id)
+	if err != nil {
+		return MessageView{}, fmt.Errorf("message %s: %w", id, err)
+	}
+	return v, nil
+}
+
+// messageView reads the message and its links in one read transaction,
+// so the page never shows a half-deleted message.
+func (s *SQLite) messageView(ctx context.Context, where string, arg any) (MessageView, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+linkColumns+`, `+fileColumns+`, `+messageColumns+`
+		FROM messages m
+		JOIN files f ON f.message_id = m.id
+		JOIN links l ON l.file_id = f.id
+		WHERE `+where+` ORDER BY f.id, l.id`, arg)
+	if err != nil {
+		return MessageView{}, err
+	}
+	defer rows.Close()
+	var mv MessageView
+	for rows.Next() {
+		var v LinkView
+		var recipients string
+		dest := append(append(linkDest(&v.Link), fileDest(&v.File)...), messageDest(&v.Message, &recipients)...)
+		if err := rows.Scan(dest...); err != nil {
+			return MessageView{}, err
+		}
+		normaliseLink(&v.Link)
+		if err := normaliseMessage(&v.Message, recipients); err != nil {
+			return MessageView{}, err
+		}
+		mv.Message = v.Message
+		mv.Links = append(mv.Links, v)
+	}
+	if err := rows.Err(); err != nil {
+		return MessageView{}, err
+	}
+	if len(mv.Links) == 0 {
+		return MessageView{}, ErrNotFound
+	}
+	return mv, nil
 }
 
 func (s *SQLite) linkView(ctx context.Context, where string, arg any) (LinkView, error) {
@@ -460,7 +532,8 @@ const (
 	linkColumnsBare = `id, file_id, token_hash, created_at, expires_at, revoked_at, max_downloads, downloads`
 	linkColumns     = `l.id, l.file_id, l.token_hash, l.created_at, l.expires_at, l.revoked_at, l.max_downloads, l.downloads`
 	fileColumns     = `f.id, f.message_id, f.name, f.content_type, f.size, f.sha256, f.key_id, f.created_at, f.expires_at`
-	messageColumns  = `m.id, m.message_id, m.sender, m.recipients, m.client_addr, m.auth_user, m.created_at`
+	messageColumns  = `m.id, m.message_id, m.sender, m.recipients, m.client_addr, m.auth_user, m.created_at,
+		m.subject, m.lang, m.verify, m.notify_sender, m.page_token_hash, m.manage_token_hash`
 )
 
 // nanoTime scans an INTEGER unix-ns column (NULL or 0 = zero time) into a
@@ -490,7 +563,16 @@ func fileDest(f *File) []any {
 }
 
 func messageDest(m *Message, recipients *string) []any {
-	return []any{&m.ID, &m.MessageID, &m.Sender, recipients, &m.ClientAddr, &m.AuthUser, nanoTime{&m.CreatedAt}}
+	return []any{&m.ID, &m.MessageID, &m.Sender, recipients, &m.ClientAddr, &m.AuthUser, nanoTime{&m.CreatedAt},
+		&m.Subject, &m.Lang, &m.Verify, &m.NotifySender, &m.PageTokenHash, &m.ManageTokenHash}
+}
+
+// nullBytes stores an empty hash as NULL, which the unique indexes skip.
+func nullBytes(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
 }
 
 func normaliseLink(l *Link) {
@@ -500,6 +582,12 @@ func normaliseLink(l *Link) {
 }
 
 func normaliseMessage(m *Message, recipients string) error {
+	if len(m.PageTokenHash) == 0 {
+		m.PageTokenHash = nil
+	}
+	if len(m.ManageTokenHash) == 0 {
+		m.ManageTokenHash = nil
+	}
 	if err := json.Unmarshal([]byte(recipients), &m.Recipients); err != nil {
 		return fmt.Errorf("message %s: recipients: %w", m.ID, err)
 	}

@@ -28,6 +28,49 @@ type Message struct {
 	ClientAddr string
 	AuthUser   string // SMTP AUTH identity, "" when relayed by network trust
 	CreatedAt  time.Time
+
+	// Subject is the decoded Subject header, shown to the sender on the
+	// manage page and in receipts; "" when the message had none.
+	Subject string
+	// Lang is the language of pages and notices about this message: en,
+	// ja or both (the rule's, else links.language).
+	Lang string
+	// Verify is how a visitor proves to be a recipient: VerifyNone or
+	// VerifyRecipientCode.
+	Verify string
+	// NotifySender is what the envelope sender is told: NotifyNone,
+	// NotifyReceipt or NotifyDownloads.
+	NotifySender string
+	// PageTokenHash is the SHA-256 of the message page token
+	// (base_url/m/{token}); nil when the message has no page.
+	PageTokenHash []byte
+	// ManageTokenHash is the SHA-256 of the sender's manage token
+	// (base_url/s/{token}); nil when the sender got none.
+	ManageTokenHash []byte
+}
+
+// Values of Message.Verify and Message.NotifySender.
+const (
+	VerifyNone          = ""
+	VerifyRecipientCode = "recipient-code"
+	NotifyNone          = ""
+	NotifyReceipt       = "receipt"
+	NotifyDownloads     = "downloads"
+)
+
+// Kinds of message token (MessageByTokenHash).
+type MessageToken int
+
+const (
+	PageToken   MessageToken = iota // base_url/m/{token}
+	ManageToken                     // base_url/s/{token}
+)
+
+// MessageView is a message with every link of its files, ordered by file
+// ID then link ID.
+type MessageView struct {
+	Message Message
+	Links   []LinkView
 }
 
 // File is one attachment stored encrypted in the blob store.
@@ -77,6 +120,12 @@ type Store interface {
 	LinkByTokenHash(ctx context.Context, hash []byte) (LinkView, error)
 	// LinkByID finds a link by its ID (signed download URLs carry the ID).
 	LinkByID(ctx context.Context, id string) (LinkView, error)
+	// MessageByTokenHash finds a message by the SHA-256 of its page or
+	// manage token, with all its links (expired and revoked included);
+	// ErrNotFound when unknown.
+	MessageByTokenHash(ctx context.Context, kind MessageToken, hash []byte) (MessageView, error)
+	// MessageByID finds a message by its ID with all its links.
+	MessageByID(ctx context.Context, id string) (MessageView, error)
 	// CountDownload atomically checks that the link is usable at now and
 	// increments its download counter. It returns ErrNotFound, ErrExpired,
 	// ErrRevoked or ErrLimit when it is not; the counter is then unchanged.

@@ -45,10 +45,10 @@ recipient, ...), 2 bad arguments.
 
 // Admin types of the CLI's own reads (the admin API's release, delete and
 // list types are shared).
-const (
-	typeQuarantineShow     = audit.AdminTypePrefix + "quarantine.show"
-	typeQuarantineOriginal = audit.AdminTypePrefix + "quarantine.original"
-	typeQuarantineReject   = audit.AdminTypePrefix + "quarantine.reject"
+var (
+	typeQuarantineShow     = audit.AdminType("quarantine.show")
+	typeQuarantineOriginal = audit.AdminType("quarantine.original")
+	typeQuarantineReject   = audit.AdminType("quarantine.reject")
 )
 
 // cliReleaseTimeout bounds a release from the command line.
@@ -249,7 +249,7 @@ func (q *cliQuarantine) record(ctx context.Context, e audit.Event) error {
 }
 
 // heldEvent is an admin event of the CLI about it.
-func (q *cliQuarantine) heldEvent(typ string, it quarantine.Item) audit.Event {
+func (q *cliQuarantine) heldEvent(typ audit.EventType, it quarantine.Item) audit.Event {
 	return audit.Event{Type: typ, Actor: q.actor, MessageID: it.ID, HeaderID: it.HeaderID, Sender: it.From,
 		Recipients: it.To, Size: it.Size}
 }

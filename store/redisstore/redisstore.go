@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -252,9 +253,12 @@ func (s *Store) createArgs(m store.Message, files []store.File, links []store.Li
 			args = append(args, f)
 		}
 	}
-	record("m", m.ID, "", "",
+	pageHash, manageHash := hex.EncodeToString(m.PageTokenHash), hex.EncodeToString(m.ManageTokenHash)
+	record("m", m.ID, pageHash, manageHash,
 		"id", m.ID, "message_id", m.MessageID, "sender", m.Sender, "recipients", string(recipients),
-		"client_addr", m.ClientAddr, "auth_user", m.AuthUser, "created_at", nanos(m.CreatedAt))
+		"client_addr", m.ClientAddr, "auth_user", m.AuthUser, "created_at", nanos(m.CreatedAt),
+		"subject", m.Subject, "lang", m.Lang, "verify", m.Verify, "notify_sender", m.NotifySender,
+		"page_token_hash", pageHash, "manage_token_hash", manageHash)
 	for _, f := range files {
 		record("f", f.ID, expiryScore(f.ExpiresAt), "",
 			"id", f.ID, "message_id", m.ID, "name", f.Name, "content_type", f.ContentType,
@@ -391,6 +395,71 @@ func (s *Store) LinkByID(ctx context.Context, id string) (store.LinkView, error)
 		return store.LinkView{}, fmt.Errorf("link %s: %w", id, err)
 	}
 	return v, nil
+}
+
+func (s *Store) messageTokenKey(kind store.MessageToken, hash []byte) string {
+	if kind == store.ManageToken {
+		return s.prefix + "mtoken:manage:" + hex.EncodeToString(hash)
+	}
+	return s.prefix + "mtoken:page:" + hex.EncodeToString(hash)
+}
+
+// MessageByTokenHash finds a message by its page or manage token hash.
+func (s *Store) MessageByTokenHash(ctx context.Context, kind store.MessageToken, hash []byte) (store.MessageView, error) {
+	if len(hash) == 0 {
+		return store.MessageView{}, fmt.Errorf("message by token: %w", store.ErrNotFound)
+	}
+	v, err := s.messageView(ctx, s.messageTokenKey(kind, hash), "token")
+	if err != nil {
+		return store.MessageView{}, fmt.Errorf("message by token: %w", err)
+	}
+	return v, nil
+}
+
+// MessageByID finds a message by its ID.
+func (s *Store) MessageByID(ctx context.Context, id string) (store.MessageView, error) {
+	v, err := s.messageView(ctx, s.messageKey(id), "id")
+	if err != nil {
+		return store.MessageView{}, fmt.Errorf("message %s: %w", id, err)
+	}
+	return v, nil
+}
+
+func (s *Store) messageView(ctx context.Context, key, by string) (store.MessageView, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	reply, err := messageViewScript.Run(ctx, s.client, []string{key}, s.prefix, by).Slice()
+	if err != nil {
+		return store.MessageView{}, err
+	}
+	if len(reply) < 2 {
+		return store.MessageView{}, store.ErrNotFound
+	}
+	var mv store.MessageView
+	if mv.Message, err = parseMessage(fieldMap(reply[0])); err != nil {
+		return store.MessageView{}, err
+	}
+	for _, item := range reply[1:] {
+		pair, _ := item.([]any)
+		if len(pair) != 2 {
+			return store.MessageView{}, fmt.Errorf("message %s: malformed reply", mv.Message.ID)
+		}
+		v := store.LinkView{Message: mv.Message}
+		if v.Link, err = parseLink(fieldMap(pair[0])); err != nil {
+			return store.MessageView{}, err
+		}
+		if v.File, err = parseFile(fieldMap(pair[1])); err != nil {
+			return store.MessageView{}, err
+		}
+		mv.Links = append(mv.Links, v)
+	}
+	slices.SortFunc(mv.Links, func(a, b store.LinkView) int {
+		if c := strings.Compare(a.File.ID, b.File.ID); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Link.ID, b.Link.ID)
+	})
+	return mv, nil
 }
 
 func (s *Store) linkView(ctx context.Context, key, by string) (store.LinkView, error) {
@@ -602,6 +671,15 @@ func parseMessage(fields map[string]string) (store.Message, error) {
 	m := store.Message{
 		ID: fields["id"], MessageID: fields["message_id"], Sender: fields["sender"],
 		ClientAddr: fields["client_addr"], AuthUser: fields["auth_user"], CreatedAt: p.time("created_at"),
+		Subject: fields["subject"], Lang: fields["lang"], Verify: fields["verify"], NotifySender: fields["notify_sender"],
+	}
+	for name, dst := range map[string]*[]byte{"page_token_hash": &m.PageTokenHash, "manage_token_hash": &m.ManageTokenHash} {
+		if h := fields[name]; h != "" {
+			var err error
+			if *dst, err = hex.DecodeString(h); err != nil && p.err == nil {
+				p.err = fmt.Errorf("field %s: %w", name, err)
+			}
+		}
 	}
 	if p.err == nil {
 		if err := json.Unmarshal([]byte(fields["recipients"]), &m.Recipients); err != nil {

@@ -24,6 +24,8 @@ import "github.com/redis/go-redis/v9"
 //	p link:<id>          hash   link fields; revoked_at only once revoked
 //	p token:<sha256 hex> string the link ID
 //	p files:by-expiry    zset   file IDs scored by ExpiresAt in microseconds
+//	p mtoken:page:<sha256 hex>   string the message ID (message page token)
+//	p mtoken:manage:<sha256 hex> string the message ID (sender's manage token)
 
 // luaHelpers is prepended to scripts that need them.
 const luaHelpers = `
@@ -41,6 +43,13 @@ local function deleteLinksOfFile(p, fileID)
     redis.call('DEL', linkKey)
   end
   redis.call('DEL', set)
+end
+
+local function deleteMessageKeys(p, messageKey)
+  local h = redis.call('HMGET', messageKey, 'page_token_hash', 'manage_token_hash')
+  if h[1] and h[1] ~= '' then redis.call('DEL', p .. 'mtoken:page:' .. h[1]) end
+  if h[2] and h[2] ~= '' then redis.call('DEL', p .. 'mtoken:manage:' .. h[2]) end
+  redis.call('DEL', messageKey, messageKey .. ':files')
 end
 `
 
@@ -78,6 +87,12 @@ for _, r in ipairs(records) do
   if r.kind == 'l' and redis.call('EXISTS', p .. 'token:' .. r.extra2) == 1 then
     return redis.error_reply('link ' .. r.id .. ': token hash already in use')
   end
+  if r.kind == 'm' and r.extra1 ~= '' and redis.call('EXISTS', p .. 'mtoken:page:' .. r.extra1) == 1 then
+    return redis.error_reply('message ' .. r.id .. ': page token hash already in use')
+  end
+  if r.kind == 'm' and r.extra2 ~= '' and redis.call('EXISTS', p .. 'mtoken:manage:' .. r.extra2) == 1 then
+    return redis.error_reply('message ' .. r.id .. ': manage token hash already in use')
+  end
 end
 
 local messageKey
@@ -87,6 +102,8 @@ for _, r in ipairs(records) do
   redis.call('PEXPIRE', key, ttl)
   if r.kind == 'm' then
     messageKey = key
+    if r.extra1 ~= '' then redis.call('SET', p .. 'mtoken:page:' .. r.extra1, r.id, 'PX', ttl) end
+    if r.extra2 ~= '' then redis.call('SET', p .. 'mtoken:manage:' .. r.extra2, r.id, 'PX', ttl) end
   elseif r.kind == 'f' then
     local set = messageKey .. ':files'
     redis.call('SADD', set, r.id)
@@ -122,6 +139,34 @@ local messageID = redis.call('HGET', p .. 'file:' .. fileID, 'message_id')
 local message = redis.call('HGETALL', p .. 'msg:' .. messageID)
 if #message == 0 then return {} end
 return {link, file, message}
+`)
+
+// messageViewScript reads a message with every link of its files in one
+// consistent step. KEYS[1] is the message key, or a message token key when
+// ARGV[2] is "token". It returns {} when the message is missing, else
+// {message fields, {link fields, file fields}...}.
+var messageViewScript = redis.NewScript(`
+local p = ARGV[1]
+local messageKey = KEYS[1]
+if ARGV[2] == 'token' then
+  local id = redis.call('GET', KEYS[1])
+  if not id then return {} end
+  messageKey = p .. 'msg:' .. id
+end
+local message = redis.call('HGETALL', messageKey)
+if #message == 0 then return {} end
+local out = {message}
+for _, fileID in ipairs(redis.call('SMEMBERS', messageKey .. ':files')) do
+  local file = redis.call('HGETALL', p .. 'file:' .. fileID)
+  if #file > 0 then
+    for _, linkID in ipairs(redis.call('SMEMBERS', p .. 'file:' .. fileID .. ':links')) do
+      local link = redis.call('HGETALL', p .. 'link:' .. linkID)
+      if #link > 0 then out[#out + 1] = {link, file} end
+    end
+  end
+end
+if #out == 1 then return {} end
+return out
 `)
 
 // Outcomes of countDownloadScript, its first reply element.
@@ -176,7 +221,7 @@ for _, fileID in ipairs(redis.call('SMEMBERS', messageKey .. ':files')) do
   redis.call('DEL', fileKey)
   redis.call('ZREM', p .. 'files:by-expiry', fileID)
 end
-redis.call('DEL', messageKey, messageKey .. ':files')
+deleteMessageKeys(p, messageKey)
 return {1, removed}
 `)
 
@@ -202,6 +247,6 @@ redis.call('SREM', files, fileID)
 for _, other in ipairs(redis.call('SMEMBERS', files)) do
   if redis.call('EXISTS', p .. 'file:' .. other) == 0 then redis.call('SREM', files, other) end
 end
-if redis.call('SCARD', files) == 0 then redis.call('DEL', messageKey, files) end
+if redis.call('SCARD', files) == 0 then deleteMessageKeys(p, messageKey) end
 return 1
 `)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeleteMessage", testDeleteMessage},
 		{"ExpiredFilesAndDeleteFile", testExpiredFilesAndDeleteFile},
 		{"Tombstones", testTombstones},
+		{"MessageView", testMessageView},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -148,7 +150,9 @@ func sameTime(a, b time.Time) bool {
 func sameMessage(a, b store.Message) bool {
 	return a.ID == b.ID && a.MessageID == b.MessageID && a.Sender == b.Sender &&
 		slices.Equal(a.Recipients, b.Recipients) && a.ClientAddr == b.ClientAddr &&
-		a.AuthUser == b.AuthUser && sameTime(a.CreatedAt, b.CreatedAt)
+		a.AuthUser == b.AuthUser && sameTime(a.CreatedAt, b.CreatedAt) &&
+		a.Subject == b.Subject && a.Lang == b.Lang && a.Verify == b.Verify && a.NotifySender == b.NotifySender &&
+		bytes.Equal(a.PageTokenHash, b.PageTokenHash) && bytes.Equal(a.ManageTokenHash, b.ManageTokenHash)
 }
 
 func sameFile(a, b store.File) bool {
@@ -485,5 +489,120 @@ func testExpiredFilesAndDeleteFile(t *testing.T, s store.Store) {
 	}
 	if _, err := s.LinkByID(ctx, later.links[0].ID); err != nil {
 		t.Errorf("other message's link: %v", err)
+	}
+}
+
+// testMessageView: a message's page and manage tokens find it with all its
+// links; the tokens are separate (a page token is no manage token); a
+// second message may not reuse a token hash; deleting the message (or its
+// last file) makes the tokens unknown.
+func testMessageView(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	f := newFixture(t, 3, time.Hour, 2)
+	_, page, _ := store.NewToken()
+	_, manage, _ := store.NewToken()
+	f.msg.Subject, f.msg.Lang = "見積書 Q3", "ja"
+	f.msg.Verify, f.msg.NotifySender = store.VerifyRecipientCode, store.NotifyDownloads
+	f.msg.PageTokenHash, f.msg.ManageTokenHash = page, manage
+	f.create(t, s)
+
+	check := func(what string, mv store.MessageView, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !sameMessage(mv.Message, f.msg) {
+			t.Errorf("%s: message = %+v, want %+v", what, mv.Message, f.msg)
+		}
+		if len(mv.Links) != len(f.links) {
+			t.Fatalf("%s: %d links, want %d", what, len(mv.Links), len(f.links))
+		}
+		for _, v := range mv.Links {
+			i := slices.IndexFunc(f.links, func(l store.Link) bool { return l.ID == v.Link.ID })
+			if i < 0 {
+				t.Fatalf("%s: unexpected link %s", what, v.Link.ID)
+			}
+			checkView(t, v, f.msg, f.files[i], f.links[i])
+		}
+		if !slices.IsSortedFunc(mv.Links, func(a, b store.LinkView) int { return strings.Compare(a.File.ID, b.File.ID) }) {
+			t.Errorf("%s: links not ordered by file ID", what)
+		}
+	}
+	mv, err := s.MessageByTokenHash(ctx, store.PageToken, page)
+	check("by page token", mv, err)
+	mv, err = s.MessageByTokenHash(ctx, store.ManageToken, manage)
+	check("by manage token", mv, err)
+	mv, err = s.MessageByID(ctx, f.msg.ID)
+	check("by ID", mv, err)
+
+	// A page token is not a manage token, nor the other way round.
+	if _, err := s.MessageByTokenHash(ctx, store.ManageToken, page); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("page token as manage token: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.MessageByTokenHash(ctx, store.PageToken, manage); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("manage token as page token: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.MessageByTokenHash(ctx, store.PageToken, nil); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("empty token: err = %v, want ErrNotFound", err)
+	}
+	// Revocation shows in the view.
+	if err := s.RevokeLink(ctx, f.links[1].ID, base.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	mv, err = s.MessageByTokenHash(ctx, store.PageToken, page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range mv.Links {
+		if v.Link.ID == f.links[1].ID && v.Link.RevokedAt.IsZero() {
+			t.Errorf("revoked link shows as not revoked in the message view")
+		}
+	}
+
+	// A second message reusing the page token hash is refused whole.
+	g := newFixture(t, 1, time.Hour, 0)
+	g.msg.PageTokenHash = page
+	if err := s.CreateMessage(ctx, g.msg, g.files, g.links); err == nil {
+		t.Errorf("second message with the same page token hash was stored")
+	}
+	if _, err := s.LinkByID(ctx, g.links[0].ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("refused message left its link behind: %v", err)
+	}
+	// A message without tokens is found by ID only.
+	h := newFixture(t, 1, time.Hour, 0)
+	h.create(t, s)
+	if mv, err := s.MessageByID(ctx, h.msg.ID); err != nil || mv.Message.PageTokenHash != nil || len(mv.Links) != 1 {
+		t.Errorf("message without tokens: %+v, %v", mv, err)
+	}
+
+	// Deleting every file removes the message and its tokens.
+	for _, file := range f.files {
+		if err := s.DeleteFile(ctx, file.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, kind := range []store.MessageToken{store.PageToken, store.ManageToken} {
+		hash := page
+		if kind == store.ManageToken {
+			hash = manage
+		}
+		if _, err := s.MessageByTokenHash(ctx, kind, hash); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("token kind %d after the last file went: err = %v, want ErrNotFound", kind, err)
+		}
+	}
+	if _, err := s.MessageByID(ctx, f.msg.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("MessageByID after the last file went: err = %v, want ErrNotFound", err)
+	}
+	// The freed page token hash may be used again.
+	g = newFixture(t, 1, time.Hour, 0)
+	g.msg.PageTokenHash = page
+	if err := s.CreateMessage(ctx, g.msg, g.files, g.links); err != nil {
+		t.Errorf("page token hash of a deleted message not reusable: %v", err)
+	}
+	if _, err := s.DeleteMessage(ctx, g.msg.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.MessageByTokenHash(ctx, store.PageToken, page); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("page token after DeleteMessage: err = %v, want ErrNotFound", err)
 	}
 }
