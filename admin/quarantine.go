@@ -60,7 +60,12 @@ type heldInfo struct {
 type releaseResult struct {
 	ID         string `json:"id"`
 	ReleasedAt string `json:"released_at"`
-	Reply      string `json:"reply"` // the next hop's
+	Reply      string `json:"reply"` // the next hop's, for delivered
+	// Delivered got the message; Bounced were refused for good (the
+	// sender gets a DSN); Pending were deferred and are retried.
+	Delivered []string `json:"delivered"`
+	Bounced   []string `json:"bounced"`
+	Pending   []string `json:"pending"`
 }
 
 // deleteResult is the answer of POST /admin/quarantine/{id}/delete.
@@ -189,7 +194,8 @@ func (s *Server) handleQuarantineRelease(w http.ResponseWriter, r *http.Request,
 		return
 	}
 	s.log.Info("admin: held message released", "actor", c.actor(), "client", c.clientAddr, "msg", it.ID, "reply", res.Reply)
-	writeJSON(w, http.StatusOK, releaseResult{ID: it.ID, ReleasedAt: s.formatTime(res.At), Reply: res.Reply})
+	writeJSON(w, http.StatusOK, releaseResult{ID: it.ID, ReleasedAt: s.formatTime(res.At), Reply: res.Reply,
+		Delivered: nonNilList(res.Delivered), Bounced: nonNilList(res.Bounced), Pending: nonNilList(res.Pending)})
 }
 
 // handleQuarantineDelete deletes a held message. admin.quarantine.delete is
@@ -232,7 +238,7 @@ func (s *Server) heldFailed(w http.ResponseWriter, r *http.Request, op, id strin
 		writeError(w, http.StatusConflict, "the held message is being released or deleted right now; look again shortly")
 	case errors.As(err, &de):
 		s.log.Warn("admin: release failed at the next hop", "msg", id, "err", err)
-		writeError(w, http.StatusBadGateway, "the next hop did not take the message, it stays held: "+de.Error())
+		writeError(w, http.StatusBadGateway, "the next hop did not take the message for any recipient; it stays held and is retried: "+de.Error())
 	default:
 		s.log.Error("admin: quarantine call failed", "op", op, "msg", id, "err", err)
 		w.Header().Set("Retry-After", retryAfter)
@@ -277,6 +283,13 @@ func (s *Server) answerUnknownHeld(w http.ResponseWriter, r *http.Request, e aud
 		return
 	}
 	writeError(w, http.StatusNotFound, reasonUnknownHeld)
+}
+
+func nonNilList(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // withHeld fills the fields that name the held message concerned.

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/quarantine"
@@ -414,5 +416,36 @@ func TestQuarantineListRefusesBadQueries(t *testing.T) {
 				t.Errorf("recorded %+v", e)
 			}
 		})
+	}
+}
+
+// TestQuarantineReleasePerRecipient: a release the next hop refuses for
+// one recipient answers 200 naming who got it and who bounced.
+func TestQuarantineReleasePerRecipient(t *testing.T) {
+	h := newQuarantineHarness(t)
+	id := store.NewID()
+	if _, err := h.held.Hold(context.Background(), quarantine.Item{ID: id, HeaderID: "<h@example.com>", From: "alice@example.com",
+		To: []string{"bob@example.net", "gone@example.net", "busy@example.net"}, ClientAddr: "192.0.2.10",
+		Action: policies.Quarantine, Rule: "review"}, strings.NewReader("Subject: held\r\n\r\nbody\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	h.next.SetBehaviour(smtptest.Behaviour{RejectRcpt: map[string]*smtp.SMTPError{
+		"gone@example.net": {Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"},
+		"busy@example.net": {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}}})
+	resp := h.call("POST", "/admin/quarantine/"+id+"/release", opsSecret, nil)
+	if resp.status != 200 {
+		t.Fatalf("release: %d %s", resp.status, resp.body)
+	}
+	var rel releaseResult
+	if err := json.Unmarshal(resp.body, &rel); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(rel.Delivered, ",") != "bob@example.net" || strings.Join(rel.Bounced, ",") != "gone@example.net" ||
+		strings.Join(rel.Pending, ",") != "busy@example.net" || !strings.HasPrefix(rel.Reply, "250 ") {
+		t.Errorf("release answer %s", resp.body)
+	}
+	it, err := h.held.Get(context.Background(), id)
+	if err != nil || strings.Join(it.To, ",") != "busy@example.net" {
+		t.Errorf("still held: %+v, %v", it, err)
 	}
 }

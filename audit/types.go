@@ -44,6 +44,17 @@ const (
 	AdminTypePrefix = "admin."
 )
 
+// Outcomes of held mail that end without delivery to some recipients.
+const (
+	// TypeMailBounced: a held message will not reach the recipients
+	// listed (the next hop refused them for good at release, or retries
+	// ran out); the sender was sent a DSN.
+	TypeMailBounced EventType = "mail.bounced"
+	// TypeMailPurged: a held message nobody released or deleted was
+	// removed after quarantine.retention; the sender was sent a DSN.
+	TypeMailPurged EventType = "mail.purged"
+)
+
 // ActorSystem is the Actor of events the daemon raises on its own
 // (retention, expiry purges).
 const ActorSystem = "system"
@@ -55,6 +66,7 @@ var fixedTypes = []EventType{
 	TypeDownloadOK, TypeDownloadDenied, TypeLinkRevoked, TypeFilePurged,
 	TypeAuthFailed, TypeAuditPurged, TypeNoticeSent, TypeNoticeFailed,
 	TypeScanClean, TypeScanInfected, TypeScanError,
+	TypeMailBounced, TypeMailPurged,
 }
 
 // Types returns the fixed event types in documentation order; admin types

@@ -105,6 +105,12 @@ type Quarantine struct {
 	// HoldFor is how long action hold keeps a message before it goes out
 	// on its own.
 	HoldFor Duration `yaml:"hold_for"`
+	// MaxRetryAge is how long a release the next hop defers (4xx, or the
+	// next hop down) is retried before the sender gets a DSN.
+	MaxRetryAge Duration `yaml:"max_retry_age"`
+	// Retention is how long a quarantined message nobody released or
+	// deleted is kept; then it is purged and the sender gets a DSN.
+	Retention Duration `yaml:"retention"`
 }
 
 // Store chooses the metadata backend: the embedded SQLite database under
@@ -413,7 +419,7 @@ func Defaults() Config {
 		Admin:   Admin{Listen: "127.0.0.1:8081"},
 		Log:     Log{Level: "info", Format: "text"},
 
-		Quarantine: Quarantine{HoldFor: Duration(time.Hour)},
+		Quarantine: Quarantine{HoldFor: Duration(time.Hour), MaxRetryAge: Duration(120 * time.Hour), Retention: Duration(720 * time.Hour)},
 		Scan:       Scan{Timeout: Duration(scan.DefaultTimeout), OnError: "tempfail", OnInfected: policies.Quarantine},
 	}
 }
@@ -738,16 +744,15 @@ func (c *Config) validate() error {
 			bad(fmt.Sprintf("policies[%d].action", i), "approve is not available in this version (use quarantine and release over the admin API)")
 		}
 	}
-	if c.Store.Backend == "redis" {
-		for i, r := range c.Policies {
-			if r.Action.Held() {
-				bad(fmt.Sprintf("policies[%d].action", i), "%s needs store.backend: sqlite: held mail is indexed in the SQLite database (not supported with Redis yet)", r.Action)
-			}
-		}
-	}
 	c.validateScan(bad)
 	if c.Quarantine.HoldFor <= 0 {
 		bad("quarantine.hold_for", "must be a positive duration")
+	}
+	if c.Quarantine.MaxRetryAge <= 0 {
+		bad("quarantine.max_retry_age", "must be a positive duration")
+	}
+	if c.Quarantine.Retention <= 0 {
+		bad("quarantine.retention", "must be a positive duration")
 	}
 
 	entries := make([]dkim.Entry, len(c.DKIM))

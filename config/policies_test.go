@@ -49,6 +49,9 @@ func TestQuarantineDefaults(t *testing.T) {
 	if c.Quarantine.HoldFor.D() != time.Hour {
 		t.Errorf("hold_for default = %v, want 1h", c.Quarantine.HoldFor.D())
 	}
+	if c.Quarantine.MaxRetryAge.D() != 120*time.Hour || c.Quarantine.Retention.D() != 720*time.Hour {
+		t.Errorf("max_retry_age, retention defaults = %v, %v; want 120h, 720h", c.Quarantine.MaxRetryAge.D(), c.Quarantine.Retention.D())
+	}
 	if c.PolicyEngine() == nil || c.PolicyEngine().Rules() != 0 {
 		t.Errorf("no policies: engine %+v", c.PolicyEngine())
 	}
@@ -72,10 +75,8 @@ func TestPolicyErrorsNameTheKey(t *testing.T) {
 		{"bad size", "policies:\n  - name: a\n    match: {max_size: -3}\n    action: keep\n", "policies[0].match.max_size: must not be negative"},
 		{"size not a number", "policies:\n  - name: a\n    match: {max_size: big}\n    action: keep\n", "cannot unmarshal"},
 		{"bad hold_for", "quarantine:\n  hold_for: \"0s\"\n", "quarantine.hold_for: must be a positive duration"},
-		{"hold with redis", "store:\n  backend: redis\n  redis: {url: \"redis://127.0.0.1:6379/0\"}\npolicies:\n  - {name: h, action: hold}\n",
-			"policies[0].action: hold needs store.backend: sqlite"},
-		{"quarantine with redis", "store:\n  backend: redis\n  redis: {url: \"redis://127.0.0.1:6379/0\"}\npolicies:\n  - {name: k, action: keep}\n  - {name: q, action: quarantine}\n",
-			"policies[1].action: quarantine needs store.backend: sqlite"},
+		{"bad max_retry_age", "quarantine:\n  max_retry_age: \"-1h\"\n", "quarantine.max_retry_age: must be a positive duration"},
+		{"zero retention", "quarantine:\n  retention: \"0s\"\n", "quarantine.retention: must be a positive duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,5 +95,12 @@ func TestRedisAllowsPerPartPolicies(t *testing.T) {
 	doc := "store:\n  backend: redis\n  redis: {url: \"redis://127.0.0.1:6379/0\"}\npolicies:\n  - {name: k, action: keep}\n  - {name: r, match: {extensions: [exe]}, action: reject}\n"
 	if _, err := Parse(strings.NewReader(doc)); err != nil {
 		t.Fatalf("keep and reject need no quarantine: %v", err)
+	}
+}
+
+func TestRedisAllowsHeldMail(t *testing.T) {
+	doc := "store:\n  backend: redis\n  redis: {url: \"redis://127.0.0.1:6379/0\"}\npolicies:\n  - {name: h, action: hold}\n  - {name: q, action: quarantine}\n"
+	if _, err := Parse(strings.NewReader(doc)); err != nil {
+		t.Fatalf("held mail is indexed in Redis too: %v", err)
 	}
 }

@@ -1,49 +1,60 @@
-// Package quarantine owns held mail: durable encrypted storage, release,
-// deletion, timed release.
+// Package quarantine owns held mail: durable encrypted storage, release
+// per recipient (with DSNs for those that cannot be reached), retries,
+// rejection, deletion, timed release and the retention purge.
 //
 // A message a policy holds (action quarantine or hold) is stored whole as
 // one encrypted blob in its own blob store (storage.dir/quarantine, id =
 // attachgate's message ID, encrypted to the key ring like every attachment:
 // its plaintext never touches the disk) and indexed in the table
-// quarantine_items of the SQLite database. Only when both are durable, and
-// mail.held is in the audit log, does the SMTP client get its 250.
+// quarantine_items of the SQLite database, or in Redis with store.backend
+// redis (instances then share storage.dir). Only when both are durable,
+// and mail.held is in the audit log, does the SMTP client get its 250.
 //
 // The pipeline holds messages here through Manager.Holder; release calls
 // the pipeline back (Deliver): the message runs through the same stages as
 // any other (policies' per-part actions, attachment storage with links
 // made at release time, rewrite) and goes out through a fresh next-hop
-// session; only when the next hop
-// accepted it is the item removed. On any failure the item stays held and
-// the error is reported (and recorded). Held items (action hold) are
-// released by Run once their release_at has passed; quarantined ones only
-// by an admin. Delete removes the index record and the blob.
+// session, as an MTA delivers: every recipient the next hop accepts gets
+// it (mail.released), a recipient refused for good (5xx) is bounced to the
+// envelope sender with an RFC 3464 DSN carrying the next hop's reply
+// (mail.bounced), and recipients deferred (4xx, next hop down) stay held
+// and are retried with a back-off until Options.MaxRetryAge, then bounced.
+// Held items (action hold) are released by Run once their release_at has
+// passed; quarantined ones only by an admin (API or CLI). Delete removes
+// a message without telling the sender (an admin decision); Reject removes
+// it and sends the sender a DSN; Run purges quarantined messages nobody
+// decided on after Options.Retention, with a DSN (mail.purged).
 package quarantine
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
+	"github.com/emersion/go-message"
+	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/notify"
 	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/relay"
-	"github.com/attachgate/attachgate/store"
 	"github.com/attachgate/attachgate/vault"
 )
 
@@ -58,9 +69,9 @@ var (
 	ErrUnaudited = errors.New("quarantine: done, but the audit event could not be recorded")
 )
 
-// DeliveryError is a release the next hop refused or could not take; the
-// item stays held. Op is "connect", "MAIL FROM", "RCPT TO <addr>", "DATA",
-// ...; Err is an *smtp.SMTPError when the next hop answered.
+// DeliveryError is a step of a release the next hop refused or could not
+// take. Op is "connect", "MAIL FROM", "RCPT TO <addr>", "DATA", ...; Err
+// is an *smtp.SMTPError when the next hop answered.
 type DeliveryError = relay.Error
 
 // Item is one held message.
@@ -82,12 +93,29 @@ type Item struct {
 	// HoldFor is the holding rule's hold_for when Hold is called (0: the
 	// Manager's default); ReleaseAt is what is kept.
 	HoldFor time.Duration
-	KeyID      string    // key ring entry the blob is encrypted to
-	SHA256     string    // of the held message
+	KeyID   string // key ring entry the blob is encrypted to
+	SHA256  string // of the held message
 	// Attempts counts failed releases; LastError is the latest failure.
 	Attempts      int
 	LastError     string
 	LastAttemptAt time.Time
+	// ReleasedBy is the actor whose release is being carried out ("" until
+	// a release was tried); FirstFailedAt the first attempt that left
+	// recipients pending: they are given up at FirstFailedAt+MaxRetryAge.
+	ReleasedBy    string
+	FirstFailedAt time.Time
+	// Failures holds each pending recipient's latest refusal.
+	Failures map[string]Failure
+}
+
+// Failure is a recipient's latest temporary refusal at release.
+type Failure struct {
+	// Reply is the next hop's reply ("450 4.2.0 Mailbox busy"); "" when
+	// it never answered for this recipient (connection failed).
+	Reply  string    `json:"reply,omitempty"`
+	Status string    `json:"status"` // x.y.z for the DSN
+	Error  string    `json:"error"`  // the whole error, for people
+	At     time.Time `json:"at"`
 }
 
 // HeldReply is the reply text (after the code 250) a held message gets.
@@ -111,9 +139,16 @@ type Deliverer interface {
 
 // Options configures a Manager.
 type Options struct {
-	DB   *sql.DB        // the attachgate SQLite database (store.SQLite.DB)
-	Dir  string         // blob directory of held messages: storage.dir/quarantine
-	Ring *vault.KeyRing // encrypts the held messages
+	// DB is the attachgate SQLite database (store.SQLite.DB) that indexes
+	// held mail; with store.backend redis, Redis does instead.
+	DB *sql.DB
+	// Redis indexes held mail in the Redis of store.backend redis under
+	// RedisPrefix; instances sharing it (and storage.dir) share the held
+	// mail, and exactly one of them releases a due message.
+	Redis       redis.UniversalClient
+	RedisPrefix string
+	Dir         string         // blob directory of held messages: storage.dir/quarantine
+	Ring        *vault.KeyRing // encrypts the held messages
 	// Audit records mail.held, mail.released, mail.deleted, mail.deferred.
 	Audit audit.Recorder
 	// Hop and Deliverer release messages; both are needed for Release.
@@ -121,6 +156,13 @@ type Options struct {
 	Deliverer Deliverer
 	// HoldFor is how long action hold keeps a message; 0 means 1h.
 	HoldFor time.Duration
+	// MaxRetryAge is how long deferred recipients of a release are
+	// retried before they are bounced; 0 means 120h.
+	MaxRetryAge time.Duration
+	// Retention is how long a quarantined message nobody released,
+	// rejected or deleted is kept before it is purged (and bounced); 0
+	// means 720h.
+	Retention time.Duration
 	// Interval is the longest Run sleeps between looks for due items; 0
 	// means 30 s. Run also wakes when the next item is due.
 	Interval time.Duration
@@ -129,11 +171,23 @@ type Options struct {
 	Logger *slog.Logger
 	// Notify tells senders (DSNs, hold notices); nil tells nobody.
 	Notify *notify.Service
+	// Usable, when set, says whether the metadata backend may be used
+	// (store.Guard.Check): while it returns an error (the backend is
+	// unreachable, or not the dataset this instance served), nothing is
+	// held, released, deleted, rejected or purged, and blobs are not
+	// taken for leftovers.
+	Usable func() error
+	// KeepLeftovers skips removing crash leftovers (temp files, blobs
+	// without a record) at Open: set by a command run beside a serving
+	// daemon, whose message being held right now looks like a leftover.
+	KeepLeftovers bool
 }
 
 const (
-	defaultHoldFor  = time.Hour
-	defaultInterval = 30 * time.Second
+	defaultHoldFor     = time.Hour
+	defaultMaxRetryAge = 120 * time.Hour
+	defaultRetention   = 720 * time.Hour
+	defaultInterval    = 30 * time.Second
 	// minWait keeps Run from spinning on an item that is due but busy.
 	minWait = 500 * time.Millisecond
 	// maxBackoff bounds the delay after failed releases of a held item.
@@ -147,52 +201,25 @@ const (
 
 // Manager keeps held messages. It is safe for concurrent use.
 type Manager struct {
-	notify    *notify.Service
-	db        *sql.DB
-	blobs     *vault.BlobStore
-	dir       string
-	audit     audit.Recorder
-	hop       relay.Hop
-	deliverer Deliverer
-	holdFor   time.Duration
-	interval  time.Duration
-	now       func() time.Time
-	log       *slog.Logger
+	notify      *notify.Service
+	idx         index
+	maxRetryAge time.Duration
+	retention   time.Duration
+	blobs       *vault.BlobStore
+	dir         string
+	audit       audit.Recorder
+	hop         relay.Hop
+	deliverer   Deliverer
+	holdFor     time.Duration
+	interval    time.Duration
+	now         func() time.Time
+	log         *slog.Logger
+
+	usable func() error
 
 	mu   sync.Mutex
 	busy map[string]bool
 	wake chan struct{}
-}
-
-// component names the quarantine's schema in schema_version.
-const component = "quarantine"
-
-// migrations of the quarantine index; append only.
-var migrations = []string{
-	`CREATE TABLE quarantine_items (
-		id              TEXT PRIMARY KEY,
-		header_id       TEXT NOT NULL,
-		sender          TEXT NOT NULL,
-		recipients      TEXT NOT NULL, -- JSON array
-		client_addr     TEXT NOT NULL,
-		helo            TEXT NOT NULL,
-		auth_user       TEXT NOT NULL,
-		tls             INTEGER NOT NULL,
-		smtputf8        INTEGER NOT NULL,
-		size            INTEGER NOT NULL,
-		action          TEXT NOT NULL, -- hold or quarantine
-		rule            TEXT NOT NULL,
-		held_at         INTEGER NOT NULL, -- unix ns, UTC
-		release_at      INTEGER,          -- NULL for quarantine
-		key_id          TEXT NOT NULL,
-		sha256          TEXT NOT NULL,
-		attempts        INTEGER NOT NULL DEFAULT 0,
-		last_error      TEXT NOT NULL DEFAULT '',
-		last_attempt_at INTEGER
-	);
-	CREATE INDEX quarantine_items_release ON quarantine_items(release_at);`,
-	// The list order, for paging (Page).
-	`CREATE INDEX quarantine_items_held ON quarantine_items(held_at, id);`,
 }
 
 // Open brings the quarantine index up to date, opens the blob store and
@@ -200,8 +227,8 @@ var migrations = []string{
 // and recording it, or during a deletion). Call it before serving.
 func Open(ctx context.Context, o Options) (*Manager, error) {
 	switch {
-	case o.DB == nil:
-		return nil, errors.New("quarantine: Options.DB is required")
+	case o.DB == nil && o.Redis == nil:
+		return nil, errors.New("quarantine: Options.DB or Options.Redis is required")
 	case o.Dir == "":
 		return nil, errors.New("quarantine: Options.Dir is required")
 	case o.Ring == nil:
@@ -209,18 +236,34 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 	case o.Audit == nil:
 		return nil, errors.New("quarantine: Options.Audit is required")
 	}
-	if err := store.Migrate(ctx, o.DB, component, migrations); err != nil {
-		return nil, fmt.Errorf("quarantine: %w", err)
+	var idx index
+	if o.Redis != nil {
+		idx = newRedisIndex(o.Redis, o.RedisPrefix)
+	} else {
+		sq, err := openSQLiteIndex(ctx, o.DB)
+		if err != nil {
+			return nil, fmt.Errorf("quarantine: %w", err)
+		}
+		idx = sq
 	}
 	blobs, err := vault.NewBlobStore(o.Dir, o.Ring)
 	if err != nil {
 		return nil, fmt.Errorf("quarantine: %w", err)
 	}
-	m := &Manager{db: o.DB, blobs: blobs, dir: o.Dir, audit: o.Audit, hop: o.Hop, deliverer: o.Deliverer,
+	m := &Manager{idx: idx, maxRetryAge: o.MaxRetryAge, retention: o.Retention, blobs: blobs, dir: o.Dir, audit: o.Audit, hop: o.Hop, deliverer: o.Deliverer,
 		holdFor: o.HoldFor, interval: o.Interval, now: o.Now, log: o.Logger, notify: o.Notify,
-		busy: map[string]bool{}, wake: make(chan struct{}, 1)}
+		usable: o.Usable, busy: map[string]bool{}, wake: make(chan struct{}, 1)}
+	if m.usable == nil {
+		m.usable = func() error { return nil }
+	}
 	if m.holdFor <= 0 {
 		m.holdFor = defaultHoldFor
+	}
+	if m.maxRetryAge <= 0 {
+		m.maxRetryAge = defaultMaxRetryAge
+	}
+	if m.retention <= 0 {
+		m.retention = defaultRetention
 	}
 	if m.interval <= 0 {
 		m.interval = defaultInterval
@@ -232,17 +275,61 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 		m.log = slog.Default()
 	}
 	m.log = m.log.With("component", "quarantine")
-	if _, err := blobs.CleanTemp(0); err != nil {
-		return nil, fmt.Errorf("quarantine: %w", err)
-	}
-	if err := m.removeOrphans(ctx); err != nil {
-		return nil, fmt.Errorf("quarantine: %w", err)
+	switch {
+	case o.KeepLeftovers:
+	case m.usable() != nil:
+		// A lost dataset makes every held blob look orphaned: keep them
+		// for the operator's recovery decision.
+		m.log.Warn("quarantine: backend refusing; leftovers are not looked for", "err", m.usable())
+	case o.Redis != nil:
+		// Other instances share the directory and may be holding a
+		// message right now: only leftovers older than an hour go.
+		if err := m.removeSharedOrphans(ctx); err != nil {
+			return nil, fmt.Errorf("quarantine: %w", err)
+		}
+	default:
+		if _, err := blobs.CleanTemp(0); err != nil {
+			return nil, fmt.Errorf("quarantine: %w", err)
+		}
+		if err := m.removeOrphans(ctx); err != nil {
+			return nil, fmt.Errorf("quarantine: %w", err)
+		}
 	}
 	return m, nil
 }
 
 // HoldFor is how long action hold keeps a message.
 func (m *Manager) HoldFor() time.Duration { return m.holdFor }
+
+// sharedGrace is how old a blob or temp file in a shared directory must be
+// before it counts as left by a crash rather than being written now.
+const sharedGrace = time.Hour
+
+// removeSharedOrphans is removeOrphans for a directory other instances
+// share (Redis): only what is older than sharedGrace goes.
+func (m *Manager) removeSharedOrphans(ctx context.Context) error {
+	if _, err := m.blobs.CleanTemp(sharedGrace); err != nil {
+		return err
+	}
+	removed, err := m.blobs.Orphans(sharedGrace, func(ids []string) ([]string, error) {
+		var orphans []string
+		for _, id := range ids {
+			if _, err := m.Get(ctx, id); errors.Is(err, ErrNotFound) {
+				orphans = append(orphans, id)
+			} else if err != nil {
+				return nil, err
+			}
+		}
+		return orphans, nil
+	})
+	if err != nil {
+		return fmt.Errorf("look for orphaned blobs: %w", err)
+	}
+	if len(removed) > 0 {
+		m.log.Warn("quarantine: removed blobs without an index record (earlier crash)", "count", len(removed))
+	}
+	return nil
+}
 
 // removeOrphans deletes blobs that no index record names.
 func (m *Manager) removeOrphans(ctx context.Context) error {
@@ -279,18 +366,36 @@ func (m *Manager) removeOrphans(ctx context.Context) error {
 	return nil
 }
 
-// claim marks id busy; false when it already is.
+// claim marks id busy, in this process and (Redis) across instances;
+// false when it already is, or the claim cannot be taken.
 func (m *Manager) claim(id string) bool {
+	if err := m.usable(); err != nil {
+		return false
+	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.busy[id] {
+		m.mu.Unlock()
 		return false
 	}
 	m.busy[id] = true
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+	defer cancel()
+	ok, err := m.idx.claim(ctx, id)
+	if err != nil {
+		m.log.Warn("quarantine: claim held message", "msg", id, "err", err)
+	}
+	if !ok {
+		m.mu.Lock()
+		delete(m.busy, id)
+		m.mu.Unlock()
+		return false
+	}
 	return true
 }
 
 func (m *Manager) unclaim(id string) {
+	m.idx.unclaim(id)
 	m.mu.Lock()
 	delete(m.busy, id)
 	m.mu.Unlock()
@@ -305,11 +410,15 @@ func (m *Manager) Hold(ctx context.Context, it Item, msg io.Reader) (Item, error
 	if !it.Action.Held() {
 		return Item{}, fmt.Errorf("quarantine: hold %s: action %q does not hold", it.ID, it.Action)
 	}
+	if err := m.usable(); err != nil {
+		return Item{}, fmt.Errorf("quarantine: %w", err)
+	}
 	if !m.claim(it.ID) {
 		return Item{}, fmt.Errorf("hold %s: %w", it.ID, ErrBusy)
 	}
 	defer m.unclaim(it.ID)
 	it.Attempts, it.LastError, it.LastAttemptAt = 0, "", time.Time{}
+	it.ReleasedBy, it.FirstFailedAt, it.Failures = "", time.Time{}, nil
 	info, err := m.blobs.Put(it.ID, msg)
 	if err != nil {
 		return Item{}, fmt.Errorf("quarantine: hold %s: %w", it.ID, err)
@@ -327,7 +436,7 @@ func (m *Manager) Hold(ctx context.Context, it Item, msg io.Reader) (Item, error
 		it.ReleaseAt = now.Add(holdFor)
 	}
 	it.KeyID, it.SHA256, it.Size = info.KeyID, info.SHA256, info.Size
-	if err := m.insert(ctx, it); err != nil {
+	if err := m.idx.insert(ctx, it); err != nil {
 		m.deleteBlob(it.ID)
 		return Item{}, err
 	}
@@ -361,28 +470,58 @@ func (m *Manager) event(typ audit.EventType, actor string, it Item) audit.Event 
 		Sender: it.From, Recipients: it.To, Size: it.Size}
 }
 
-// Result is a carried out release or deletion.
+// Result is a carried out release, rejection or deletion.
 type Result struct {
-	Item  Item
-	At    time.Time
-	Reply string // the next hop's final reply (release), e.g. "250 2.0.0 Ok: queued as X"
+	Item Item // as it was before
+	At   time.Time
+	// Reply is the next hop's final reply for the Delivered recipients
+	// (release), e.g. "250 2.0.0 Ok: queued as X".
+	Reply string
+	// Delivered: recipients the next hop took in this release. Bounced:
+	// recipients refused for good or given up (a DSN went to the sender).
+	// Pending: recipients deferred, still held and retried.
+	Delivered, Bounced, Pending []string
 }
 
-// ReasonAdmin and ReasonHoldExpired are the Reason of mail.released.
+// Reasons of mail.released.
 const (
 	ReasonAdmin       = "admin"
 	ReasonHoldExpired = "hold expired"
+	// ReasonRetry: an automatic retry of a release that left recipients
+	// pending (detail names who released it).
+	ReasonRetry = "retry"
 )
 
-// Release sends the held message id on and removes it from the quarantine.
-// actor names who releases ("admin:<token>", or audit.ActorSystem for
-// timed release). On a *DeliveryError or any other failure the item stays
-// held, its failure is recorded (mail.deferred) and, for a held item, its
-// next automatic attempt is put back. An error wrapping ErrUnaudited
-// comes with a Result: the message was released.
+// Reasons of mail.bounced.
+const (
+	ReasonRefused = "refused by next hop"
+	reasonGaveUp  = "gave up after "
+)
+
+// Release sends the held message id on, recipient by recipient, as an MTA
+// does. actor names who releases ("admin:<token>", "cli:<user>", or
+// audit.ActorSystem for a timed release or retry).
+//
+// Recipients the next hop accepts get the message (mail.released lists
+// them). A recipient it refuses for good (5xx, at RCPT or at the end of
+// DATA) is bounced: the envelope sender gets a DSN with the next hop's
+// reply (mail.bounced). Recipients deferred (4xx, the next hop down, any
+// other failure) stay held (mail.deferred) and are retried by Run with a
+// back-off; at Options.MaxRetryAge after their first failure they are
+// bounced. The item keeps only the pending recipients and goes away when
+// none is left.
+//
+// The error is nil when some recipient got a final outcome (delivered or
+// bounced); Result says which. When every recipient was deferred, the
+// error is the first failure (a *DeliveryError when the next hop refused
+// or could not be reached). An error wrapping ErrUnaudited comes with a
+// full Result: the release happened but an audit event was not recorded.
 func (m *Manager) Release(ctx context.Context, id, actor string) (Result, error) {
 	if m.hop == nil || m.deliverer == nil {
 		return Result{}, errors.New("quarantine: release needs Options.Hop and Options.Deliverer")
+	}
+	if err := m.usable(); err != nil {
+		return Result{}, fmt.Errorf("quarantine: %w", err)
 	}
 	if !m.claim(id) {
 		return Result{}, fmt.Errorf("release %s: %w", id, ErrBusy)
@@ -392,45 +531,336 @@ func (m *Manager) Release(ctx context.Context, id, actor string) (Result, error)
 	if err != nil {
 		return Result{}, err
 	}
-	reply, err := m.deliver(ctx, it, actor)
-	if err != nil {
-		m.failed(it, actor, err)
-		return Result{Item: it}, err
-	}
-	// The next hop has it now: nothing may cancel the bookkeeping.
+	return m.release(ctx, it, actor)
+}
+
+// attempt is what one release attempt did.
+type attempt struct {
+	delivered []string
+	reply     string
+	// refused holds the next hop's per-recipient refusals at RCPT.
+	refused map[string]error
+	// err failed the whole transaction: it applies to every recipient
+	// neither delivered nor refused.
+	err error
+}
+
+func (m *Manager) release(ctx context.Context, it Item, actor string) (Result, error) {
+	a := m.deliver(ctx, it, actor)
+	// The next hop may have it now: nothing may cancel the bookkeeping.
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
 	defer cancel()
-	res := Result{Item: it, At: m.now(), Reply: "250 " + reply}
-	if err := m.deleteRecord(bctx, id); err != nil {
-		// It would be released again: say so loudly.
-		m.log.Error("quarantine: released, but removing the index record failed; it may be released twice", "msg", id, "err", err)
-		return res, fmt.Errorf("quarantine: released %s, but removing its record failed: %w", id, err)
+	now := m.now()
+	res := Result{Item: it, At: now, Delivered: a.delivered}
+	if len(a.delivered) > 0 {
+		res.Reply = "250 " + a.reply
 	}
-	m.deleteBlob(id)
-	reason := ReasonHoldExpired
-	if actor != audit.ActorSystem {
-		reason = ReasonAdmin
+
+	var bounced []notify.DSNRecipient
+	var firstCause error
+	pending := map[string]error{}
+	for _, rcpt := range it.To {
+		if slices.Contains(a.delivered, rcpt) {
+			continue
+		}
+		cause := a.refused[rcpt]
+		if cause == nil {
+			cause = a.err
+		}
+		if cause == nil { // cannot happen: every recipient has an outcome
+			cause = errors.New("no outcome")
+		}
+		if firstCause == nil {
+			firstCause = cause
+		}
+		if permanent(cause) {
+			bounced = append(bounced, notify.RecipientFromReply(rcpt, "", cause, now))
+			continue
+		}
+		pending[rcpt] = cause
 	}
-	e := m.event(audit.TypeMailReleased, actor, it)
-	e.ClientAddr = it.ClientAddr
-	e.Reason = reason
-	e.Reply = res.Reply
-	e.Detail = "action=" + string(it.Action) + " rule=" + it.Rule
-	m.log.Info("quarantine: message released", "msg", id, "actor", actor, "reply", reply)
-	if err := m.audit.Record(bctx, e); err != nil {
-		m.log.Error("quarantine: audit mail.released failed", "msg", id, "err", err)
-		return res, fmt.Errorf("%w: %s: %v", ErrUnaudited, e.Type, err)
+	first := it.FirstFailedAt
+	if first.IsZero() && len(pending) > 0 {
+		first = now
+	}
+	deadline := first.Add(m.maxRetryAge)
+	gaveUp := len(pending) > 0 && !now.Before(deadline)
+	var gaveUpRcpts []notify.DSNRecipient
+	if gaveUp {
+		for _, rcpt := range it.To {
+			cause, ok := pending[rcpt]
+			if !ok {
+				continue
+			}
+			r := notify.RecipientFromReply(rcpt, "", cause, now)
+			r.Action = notify.ActionFailed
+			gaveUpRcpts = append(gaveUpRcpts, r)
+		}
+		pending = map[string]error{}
+	}
+
+	// The DSN first, while the blob is there to quote: a crash before the
+	// record is updated repeats the release (at least once, never lost).
+	var unaudited error
+	record := func(e audit.Event) {
+		if err := m.audit.Record(bctx, e); err != nil {
+			m.log.Error("quarantine: audit failed", "type", e.Type, "msg", it.ID, "err", err)
+			if unaudited == nil {
+				unaudited = fmt.Errorf("%w: %s: %v", ErrUnaudited, e.Type, err)
+			}
+		}
+	}
+	if len(bounced) > 0 {
+		dsn := m.sendDSN(bctx, it, bounced, "The next hop refused these recipients when the held message was released.")
+		for _, r := range bounced {
+			e := m.bounceEvent(it, actor, r, ReasonRefused, dsn)
+			record(e)
+			res.Bounced = append(res.Bounced, r.Address)
+		}
+	}
+	if len(gaveUpRcpts) > 0 {
+		reason := reasonGaveUp + m.maxRetryAge.String()
+		dsn := m.sendDSN(bctx, it, gaveUpRcpts, fmt.Sprintf(
+			"The held message was released, but the next hop did not accept these recipients for %s; delivery was given up.", m.maxRetryAge))
+		for _, r := range gaveUpRcpts {
+			record(m.bounceEvent(it, actor, r, reason, dsn))
+			res.Bounced = append(res.Bounced, r.Address)
+		}
+	}
+
+	reason := ReasonAdmin
+	switch {
+	case actor != audit.ActorSystem:
+	case it.ReleasedBy != "":
+		reason = ReasonRetry
+	default:
+		reason = ReasonHoldExpired
+	}
+	if it.ReleasedBy == "" {
+		it.ReleasedBy = actor
+	}
+	if len(pending) == 0 {
+		if err := m.idx.remove(bctx, it.ID); err != nil && !errors.Is(err, ErrNotFound) {
+			// It would be released again: say so loudly.
+			m.log.Error("quarantine: released, but removing the index record failed; it may be released twice", "msg", it.ID, "err", err)
+			return res, fmt.Errorf("quarantine: released %s, but removing its record failed: %w", it.ID, err)
+		}
+		m.deleteBlob(it.ID)
+	} else {
+		left := it
+		left.To, left.Failures = nil, map[string]Failure{}
+		for _, rcpt := range it.To {
+			if cause, ok := pending[rcpt]; ok {
+				left.To = append(left.To, rcpt)
+				r := notify.RecipientFromReply(rcpt, "", cause, now)
+				left.Failures[rcpt] = Failure{Reply: r.Diagnostic, Status: r.Status, Error: truncate(cause.Error()), At: now}
+			}
+		}
+		res.Pending = left.To
+		left.Attempts++
+		left.LastError = truncate(firstPending(it.To, pending).Error())
+		left.LastAttemptAt = now
+		left.FirstFailedAt = first
+		next := now.Add(backoff(left.Attempts))
+		if next.After(deadline) {
+			next = deadline
+		}
+		left.ReleaseAt = next
+		if err := m.idx.update(bctx, left); err != nil {
+			m.log.Error("quarantine: record the pending recipients of a release", "msg", it.ID, "err", err)
+			if len(a.delivered) > 0 || len(res.Bounced) > 0 {
+				return res, fmt.Errorf("quarantine: released %s in part, but recording the rest failed: %w", it.ID, err)
+			}
+		}
+		// One mail.deferred per distinct failure.
+		for _, g := range groupByCause(left.To, pending) {
+			e := m.event(audit.TypeMailDeferred, actor, it)
+			e.ClientAddr = it.ClientAddr
+			e.Recipients = g.rcpts
+			e.Reason = "release failed"
+			e.Reply = replyOf(g.cause)
+			e.Detail = truncate(g.cause.Error()) + "; next attempt " + next.Format(time.RFC3339) +
+				", given up " + deadline.Format(time.RFC3339)
+			record(e)
+		}
+		m.log.Warn("quarantine: release deferred for some recipients; they stay held", "msg", it.ID, "actor", actor,
+			"pending", len(left.To), "attempts", left.Attempts, "next", next, "err", firstPending(it.To, pending))
+		select {
+		case m.wake <- struct{}{}:
+		default:
+		}
+	}
+	if len(a.delivered) > 0 {
+		e := m.event(audit.TypeMailReleased, actor, it)
+		e.ClientAddr = it.ClientAddr
+		e.Recipients = a.delivered
+		e.Reason = reason
+		e.Reply = res.Reply
+		e.Detail = "action=" + string(it.Action) + " rule=" + it.Rule
+		if it.ReleasedBy != actor {
+			e.Detail += " released_by=" + it.ReleasedBy
+		}
+		if len(res.Pending) > 0 {
+			e.Detail += fmt.Sprintf(" pending=%d", len(res.Pending))
+		}
+		m.log.Info("quarantine: message released", "msg", it.ID, "actor", actor, "rcpts", len(a.delivered), "reply", a.reply)
+		record(e)
+	}
+	if len(a.delivered) == 0 && len(res.Bounced) == 0 {
+		return res, firstCause
+	}
+	if unaudited != nil {
+		return res, unaudited
 	}
 	return res, nil
 }
 
-// deliver opens a next-hop session, passes MAIL and every RCPT and hands
-// the session to the Deliverer. Every recipient must be accepted: a
-// release is all or nothing, so no recipient silently misses the mail.
-func (m *Manager) deliver(ctx context.Context, it Item, actor string) (string, error) {
+// permanent reports whether err is the next hop's refusal for good (5xx).
+func permanent(err error) bool {
+	var se *smtp.SMTPError
+	return errors.As(err, &se) && se.Code >= 500 && se.Code < 600
+}
+
+func firstPending(order []string, pending map[string]error) error {
+	for _, r := range order {
+		if err, ok := pending[r]; ok {
+			return err
+		}
+	}
+	return nil
+}
+
+type causeGroup struct {
+	rcpts []string
+	cause error
+}
+
+// groupByCause groups rcpts (in order) by their error text.
+func groupByCause(rcpts []string, causes map[string]error) []causeGroup {
+	var groups []causeGroup
+	at := map[string]int{}
+	for _, r := range rcpts {
+		c := causes[r]
+		k := c.Error()
+		i, ok := at[k]
+		if !ok {
+			i = len(groups)
+			at[k] = i
+			groups = append(groups, causeGroup{cause: c})
+		}
+		groups[i].rcpts = append(groups[i].rcpts, r)
+	}
+	return groups
+}
+
+// replyOf is the next hop's reply in err, "" when it did not answer.
+func replyOf(err error) string {
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) {
+		return ""
+	}
+	if se.EnhancedCode == smtp.NoEnhancedCode || se.EnhancedCode[0] <= 0 {
+		return fmt.Sprintf("%d %s", se.Code, se.Message)
+	}
+	return fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
+}
+
+func truncate(s string) string {
+	if len(s) > maxErrorLen {
+		s = s[:maxErrorLen]
+		for !utf8.ValidString(s) {
+			s = s[:len(s)-1]
+		}
+	}
+	return s
+}
+
+// bounceEvent is mail.bounced for one recipient.
+func (m *Manager) bounceEvent(it Item, actor string, r notify.DSNRecipient, reason, dsn string) audit.Event {
+	e := m.event(audit.TypeMailBounced, actor, it)
+	e.ClientAddr = it.ClientAddr
+	e.Recipients = []string{r.Address}
+	e.Reason = reason
+	e.Reply = r.Diagnostic
+	e.Detail = "status=" + r.Status + " " + dsn + " action=" + string(it.Action) + " rule=" + it.Rule
+	return e
+}
+
+// DSN outcomes as they appear in the detail of audit events.
+const (
+	dsnQueued     = "dsn=queued"
+	dsnNullSender = "dsn=none (null sender)"
+)
+
+// sendDSN queues a DSN about it for rcpts to the envelope sender, quoting
+// the held message's header section (streamed from the blob), and returns
+// the outcome for the audit detail. A DSN that cannot be queued is logged
+// (the notifier records notice.failed); the bounce stands.
+func (m *Manager) sendDSN(ctx context.Context, it Item, rcpts []notify.DSNRecipient, reason string) string {
+	if it.From == "" {
+		return dsnNullSender
+	}
+	if m.notify == nil {
+		m.log.Error("quarantine: no notifier; the sender is not told", "msg", it.ID, "rcpts", len(rcpts))
+		return "dsn=none (no notifier)"
+	}
+	d := notify.DSN{To: it.From, About: it.ID, ArrivalDate: it.HeldAt, Reason: reason, Recipients: rcpts}
+	if h, err := m.header(it); err == nil {
+		d.Subject = decodeHeader(h.Get("Subject"))
+	} else {
+		m.log.Warn("quarantine: read the held message's header for a DSN", "msg", it.ID, "err", err)
+	}
+	rd, err := m.blobs.Open(it.ID, it.KeyID)
+	if err == nil {
+		defer rd.Close()
+		d.OriginalHeaders = rd
+	} else {
+		m.log.Warn("quarantine: open the held message for a DSN", "msg", it.ID, "err", err)
+	}
+	if err := m.notify.SendDSN(ctx, d); err != nil {
+		if errors.Is(err, notify.ErrNullSender) {
+			return dsnNullSender
+		}
+		return "dsn=failed (" + truncate(err.Error()) + ")"
+	}
+	m.log.Info("quarantine: DSN queued", "msg", it.ID, "to", it.From, "rcpts", len(rcpts))
+	return dsnQueued
+}
+
+// maxHeader bounds the header section read from a held message.
+const maxHeader = 1 << 20
+
+// header reads the held message's header section (not its body).
+func (m *Manager) header(it Item) (textproto.Header, error) {
+	rd, err := m.blobs.Open(it.ID, it.KeyID)
+	if err != nil {
+		return textproto.Header{}, err
+	}
+	defer rd.Close()
+	h, err := textproto.ReadHeader(bufio.NewReader(io.LimitReader(rd, maxHeader)))
+	if err != nil {
+		return textproto.Header{}, fmt.Errorf("header of %s: %w", it.ID, err)
+	}
+	return h, nil
+}
+
+// decodeHeader decodes RFC 2047 encoded words; undecodable text stays.
+func decodeHeader(v string) string {
+	dec := mime.WordDecoder{CharsetReader: message.CharsetReader}
+	if s, err := dec.DecodeHeader(v); err == nil {
+		return s
+	}
+	return v
+}
+
+// deliver opens a next-hop session, passes MAIL and each RCPT, and hands
+// the session with the accepted recipients to the Deliverer.
+func (m *Manager) deliver(ctx context.Context, it Item, actor string) attempt {
+	a := attempt{refused: map[string]error{}}
 	sess, err := m.hop.Open(ctx)
 	if err != nil {
-		return "", &DeliveryError{Op: "connect", Err: err}
+		a.err = &DeliveryError{Op: "connect", Err: err}
+		return a
 	}
 	defer sess.Close()
 	var opts *smtp.MailOptions
@@ -438,16 +868,39 @@ func (m *Manager) deliver(ctx context.Context, it Item, actor string) (string, e
 		opts = &smtp.MailOptions{UTF8: true}
 	}
 	if err := sess.Mail(it.From, opts); err != nil {
-		return "", &DeliveryError{Op: "MAIL FROM", Err: err}
+		a.err = &DeliveryError{Op: "MAIL FROM", Err: err}
+		return a
 	}
+	var accepted []string
 	for _, rcpt := range it.To {
-		if err := sess.Rcpt(rcpt, nil); err != nil {
-			sess.Reset()
-			return "", &DeliveryError{Op: "RCPT TO <" + rcpt + ">", Err: err}
+		err := sess.Rcpt(rcpt, nil)
+		if err == nil {
+			accepted = append(accepted, rcpt)
+			continue
 		}
+		de := &DeliveryError{Op: "RCPT TO <" + rcpt + ">", Err: err}
+		if relay.IsTransport(err) {
+			// The connection is gone (or 421): the recipients not yet
+			// refused are deferred.
+			a.err = de
+			return a
+		}
+		a.refused[rcpt] = de
 	}
+	if len(accepted) == 0 {
+		sess.Reset()
+		return a
+	}
+	out := it
+	out.To = accepted
 	src := blobSource{blobs: m.blobs, id: it.ID, keyID: it.KeyID}
-	return m.deliverer.Deliver(ctx, it, src, sess, actor)
+	reply, err := m.deliverer.Deliver(ctx, out, src, sess, actor)
+	if err != nil {
+		a.err = err
+		return a
+	}
+	a.delivered, a.reply = accepted, reply
+	return a
 }
 
 // Deliver is the Deliverer that runs held messages through p.
@@ -495,45 +948,6 @@ type blobSource struct {
 
 func (s blobSource) Open() (io.ReadCloser, error) { return s.blobs.Open(s.id, s.keyID) }
 
-// failed records a failed release: in the index (attempts, last error, and
-// for a held item the next attempt after a back-off) and in the audit log.
-func (m *Manager) failed(it Item, actor string, cause error) {
-	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
-	defer cancel()
-	now := m.now()
-	it.Attempts++
-	msg := cause.Error()
-	if len(msg) > maxErrorLen {
-		msg = msg[:maxErrorLen]
-	}
-	var releaseAt any
-	if it.Action == policies.Hold {
-		next := now.Add(backoff(it.Attempts))
-		if next.Before(it.ReleaseAt) {
-			next = it.ReleaseAt
-		}
-		releaseAt = next.UnixNano()
-	}
-	if _, err := m.db.ExecContext(ctx, `UPDATE quarantine_items
-		SET attempts = ?, last_error = ?, last_attempt_at = ?, release_at = ? WHERE id = ?`,
-		it.Attempts, msg, now.UnixNano(), releaseAt, it.ID); err != nil {
-		m.log.Error("quarantine: record failed release", "msg", it.ID, "err", err)
-	}
-	e := m.event(audit.TypeMailDeferred, actor, it)
-	e.ClientAddr = it.ClientAddr
-	e.Reason = "release failed"
-	var se *smtp.SMTPError
-	if errors.As(cause, &se) {
-		e.Reply = fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
-	}
-	e.Detail = msg
-	m.log.Warn("quarantine: release failed; the message stays held", "msg", it.ID, "actor", actor,
-		"attempts", it.Attempts, "err", cause)
-	if err := m.audit.Record(ctx, e); err != nil {
-		m.log.Error("quarantine: audit failed release", "msg", it.ID, "err", err)
-	}
-}
-
 // backoff is the delay before the next automatic attempt after n failures:
 // 30 s, 1 min, 2 min, ... up to an hour.
 func backoff(n int) time.Duration {
@@ -545,9 +959,13 @@ func backoff(n int) time.Duration {
 }
 
 // Delete removes the held message id, index record and blob, and records
-// mail.deleted with actor. An error wrapping ErrUnaudited comes with a
+// mail.deleted with actor. The sender is not told: deleting is an admin's
+// decision (Reject tells the sender). An error wrapping ErrUnaudited comes with a
 // Result: the message was deleted.
 func (m *Manager) Delete(ctx context.Context, id, actor string) (Result, error) {
+	if err := m.usable(); err != nil {
+		return Result{}, fmt.Errorf("quarantine: %w", err)
+	}
 	if !m.claim(id) {
 		return Result{}, fmt.Errorf("delete %s: %w", id, ErrBusy)
 	}
@@ -556,7 +974,7 @@ func (m *Manager) Delete(ctx context.Context, id, actor string) (Result, error) 
 	if err != nil {
 		return Result{}, err
 	}
-	if err := m.deleteRecord(ctx, id); err != nil {
+	if err := m.idx.remove(ctx, id); err != nil {
 		return Result{}, err
 	}
 	m.deleteBlob(id)
@@ -579,7 +997,7 @@ func (m *Manager) Delete(ctx context.Context, id, actor string) (Result, error) 
 func (m *Manager) remove(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
 	defer cancel()
-	if err := m.deleteRecord(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := m.idx.remove(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
 		m.log.Error("quarantine: remove record", "msg", id, "err", err)
 	}
 	m.deleteBlob(id)
@@ -592,26 +1010,132 @@ func (m *Manager) deleteBlob(id string) {
 	}
 }
 
-// ReleaseDue releases every held item whose release_at has passed and
-// returns how many went out. Items busy with an admin call are skipped;
-// failures stay held (with a back-off) and are logged.
-func (m *Manager) ReleaseDue(ctx context.Context) (int, error) {
-	rows, err := m.db.QueryContext(ctx, `SELECT id FROM quarantine_items
-		WHERE release_at IS NOT NULL AND release_at <= ? ORDER BY release_at, id`, m.now().UnixNano())
+// maxReason bounds the reason of Reject.
+const maxReason = 500
+
+// ErrNoReason: Reject needs a reason the sender can read.
+var ErrNoReason = errors.New("quarantine: a rejection needs a reason")
+
+// Reject removes the held message id without delivering it and sends the
+// envelope sender a DSN (every pending recipient failed, status 5.7.1)
+// saying reason; it records mail.rejected with actor and reason. This is
+// the refusal of an approver or an admin; Delete removes without a DSN.
+// An error wrapping ErrUnaudited comes with a Result: the message was
+// rejected.
+func (m *Manager) Reject(ctx context.Context, id, actor, reason string) (Result, error) {
+	reason = strings.TrimSpace(reason)
+	if reason == "" {
+		return Result{}, ErrNoReason
+	}
+	if len(reason) > maxReason || !utf8.ValidString(reason) {
+		return Result{}, fmt.Errorf("quarantine: reject reason: at most %d bytes of UTF-8 text", maxReason)
+	}
+	if err := m.usable(); err != nil {
+		return Result{}, fmt.Errorf("quarantine: %w", err)
+	}
+	if !m.claim(id) {
+		return Result{}, fmt.Errorf("reject %s: %w", id, ErrBusy)
+	}
+	defer m.unclaim(id)
+	it, err := m.Get(ctx, id)
 	if err != nil {
-		return 0, fmt.Errorf("quarantine: due items: %w", err)
+		return Result{}, err
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("quarantine: due items: %w", err)
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
+	defer cancel()
+	res, err := m.drop(bctx, it, actor, audit.TypeMailRejected, reason,
+		"The held message was not sent: "+reason)
+	return res, err
+}
+
+// drop bounces every pending recipient of it with a DSN saying why, then
+// removes it and records typ with reason.
+func (m *Manager) drop(ctx context.Context, it Item, actor string, typ audit.EventType, reason, why string) (Result, error) {
+	now := m.now()
+	rcpts := make([]notify.DSNRecipient, 0, len(it.To))
+	for _, r := range it.To {
+		rcpts = append(rcpts, notify.DSNRecipient{Address: r, Action: notify.ActionFailed, Status: "5.7.1", LastAttempt: now})
+	}
+	dsn := dsnNullSender
+	if len(rcpts) > 0 {
+		dsn = m.sendDSN(ctx, it, rcpts, why)
+	}
+	if err := m.idx.remove(ctx, it.ID); err != nil {
+		return Result{}, err
+	}
+	m.deleteBlob(it.ID)
+	res := Result{Item: it, At: now, Bounced: it.To}
+	e := m.event(typ, actor, it)
+	e.ClientAddr = it.ClientAddr
+	e.Reason = reason
+	e.Detail = "status=5.7.1 " + dsn + " action=" + string(it.Action) + " rule=" + it.Rule
+	m.log.Info("quarantine: held message dropped, sender told", "msg", it.ID, "type", typ, "actor", actor, "reason", reason, "dsn", dsn)
+	if err := m.audit.Record(ctx, e); err != nil {
+		m.log.Error("quarantine: audit failed", "type", typ, "msg", it.ID, "err", err)
+		return res, fmt.Errorf("%w: %s: %v", ErrUnaudited, typ, err)
+	}
+	return res, nil
+}
+
+// ReasonRetention is the Reason of mail.purged.
+const ReasonRetention = "retention"
+
+// PurgeExpired removes the held messages no release is pending for
+// (quarantined, never released) that were held longer than
+// Options.Retention ago: the sender gets a DSN, mail.purged is recorded
+// (actor system). It returns how many went.
+func (m *Manager) PurgeExpired(ctx context.Context) (int, error) {
+	if err := m.usable(); err != nil {
+		return 0, fmt.Errorf("quarantine: %w", err)
+	}
+	before := m.now().Add(-m.retention)
+	ids, err := m.idx.expired(ctx, before)
+	if err != nil {
+		return 0, fmt.Errorf("quarantine: expired items: %w", err)
+	}
+	n := 0
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			break
 		}
-		ids = append(ids, id)
+		if m.purge(ctx, id, before) {
+			n++
+		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	return n, nil
+}
+
+func (m *Manager) purge(ctx context.Context, id string, before time.Time) bool {
+	if !m.claim(id) {
+		return false
+	}
+	defer m.unclaim(id)
+	it, err := m.Get(ctx, id)
+	if err != nil || !it.ReleaseAt.IsZero() || !it.HeldAt.Before(before) {
+		return false // gone, or released meanwhile
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
+	defer cancel()
+	_, err = m.drop(bctx, it, audit.ActorSystem, audit.TypeMailPurged, ReasonRetention,
+		fmt.Sprintf("The held message was not released within %s and has been deleted.", m.retention))
+	if err != nil && !errors.Is(err, ErrUnaudited) {
+		m.log.Error("quarantine: purge", "msg", id, "err", err)
+		return false
+	}
+	return true
+}
+
+// ReleaseDue releases every held item whose release_at has passed (timed
+// holds and retries) and returns how many went out to at least one
+// recipient or were bounced. Items busy elsewhere (an admin call, another
+// instance) are skipped; failures stay held (with a back-off) and are
+// logged.
+func (m *Manager) ReleaseDue(ctx context.Context) (int, error) {
+	if err := m.usable(); err != nil {
+		return 0, fmt.Errorf("quarantine: %w", err)
+	}
+	ids, err := m.idx.due(ctx, m.now())
+	if err != nil {
 		return 0, fmt.Errorf("quarantine: due items: %w", err)
 	}
 	released := 0
@@ -619,27 +1143,37 @@ func (m *Manager) ReleaseDue(ctx context.Context) (int, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		_, err := m.Release(ctx, id, audit.ActorSystem)
+		res, err := m.Release(ctx, id, audit.ActorSystem)
 		switch {
 		case err == nil || errors.Is(err, ErrUnaudited):
-			released++
+			if len(res.Delivered) > 0 || len(res.Bounced) > 0 {
+				released++
+			}
 		case errors.Is(err, ErrBusy), errors.Is(err, ErrNotFound):
 		default:
-			// failed() logged and recorded it.
+			// release() logged and recorded it.
 		}
 	}
 	return released, nil
 }
 
 // Run releases due held items at start, whenever the next one is due, and
-// at least every Options.Interval, until ctx ends.
+// at least every Options.Interval, and purges expired ones, until ctx
+// ends.
 func (m *Manager) Run(ctx context.Context) {
 	for {
-		if _, err := m.ReleaseDue(ctx); err != nil {
-			m.log.Error("quarantine: timed release", "err", err)
+		// While the backend is refusing, its guard logs the state change;
+		// nothing is released or purged meanwhile.
+		if m.usable() == nil {
+			if _, err := m.ReleaseDue(ctx); err != nil {
+				m.log.Error("quarantine: timed release", "err", err)
+			}
+			if _, err := m.PurgeExpired(ctx); err != nil {
+				m.log.Error("quarantine: retention purge", "err", err)
+			}
 		}
 		wait := m.interval
-		if next, ok, err := m.nextDue(ctx); err == nil && ok {
+		if next, ok, err := m.idx.nextDue(ctx); err == nil && ok {
 			wait = min(wait, max(next.Sub(m.now()), minWait))
 		}
 		t := time.NewTimer(wait)
@@ -654,78 +1188,34 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
-// nextDue returns the earliest release_at.
-func (m *Manager) nextDue(ctx context.Context) (time.Time, bool, error) {
-	var ns sql.NullInt64
-	err := m.db.QueryRowContext(ctx, `SELECT MIN(release_at) FROM quarantine_items WHERE release_at IS NOT NULL`).Scan(&ns)
-	if err != nil || !ns.Valid {
-		return time.Time{}, false, err
-	}
-	return time.Unix(0, ns.Int64), true, nil
-}
-
-const columns = `id, header_id, sender, recipients, client_addr, helo, auth_user, tls, smtputf8, size,
-	action, rule, held_at, release_at, key_id, sha256, attempts, last_error, last_attempt_at`
-
-func (m *Manager) insert(ctx context.Context, it Item) error {
-	rcpts, err := json.Marshal(nonNil(it.To))
-	if err != nil {
-		return fmt.Errorf("quarantine: hold %s: %w", it.ID, err)
-	}
-	_, err = m.db.ExecContext(ctx, `INSERT INTO quarantine_items (`+columns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		it.ID, it.HeaderID, it.From, string(rcpts), it.ClientAddr, it.Helo, it.AuthUser, it.TLS, it.UTF8, it.Size,
-		string(it.Action), it.Rule, it.HeldAt.UnixNano(), nullNanos(it.ReleaseAt), it.KeyID, it.SHA256,
-		it.Attempts, it.LastError, nullNanos(it.LastAttemptAt))
-	if err != nil {
-		return fmt.Errorf("quarantine: hold %s: record: %w", it.ID, err)
-	}
-	return nil
-}
-
-func (m *Manager) deleteRecord(ctx context.Context, id string) error {
-	res, err := m.db.ExecContext(ctx, `DELETE FROM quarantine_items WHERE id = ?`, id)
-	if err != nil {
-		return fmt.Errorf("quarantine: delete %s: %w", id, err)
-	}
-	if n, err := res.RowsAffected(); err == nil && n == 0 {
-		return fmt.Errorf("delete %s: %w", id, ErrNotFound)
-	}
-	return nil
-}
-
 // Get returns the held item id, or ErrNotFound.
 func (m *Manager) Get(ctx context.Context, id string) (Item, error) {
-	row := m.db.QueryRowContext(ctx, `SELECT `+columns+` FROM quarantine_items WHERE id = ?`, id)
-	it, err := scanItem(row.Scan)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Item{}, fmt.Errorf("%s: %w", id, ErrNotFound)
+	if err := m.usable(); err != nil {
+		return Item{}, fmt.Errorf("quarantine: %w", err)
 	}
-	if err != nil {
-		return Item{}, fmt.Errorf("quarantine: get %s: %w", id, err)
-	}
-	return it, nil
+	return m.idx.get(ctx, id)
 }
 
 // List returns every held item, oldest first.
 func (m *Manager) List(ctx context.Context) ([]Item, error) {
-	rows, err := m.db.QueryContext(ctx, `SELECT `+columns+` FROM quarantine_items ORDER BY held_at, id`)
+	if err := m.usable(); err != nil {
+		return nil, fmt.Errorf("quarantine: %w", err)
+	}
+	return m.idx.list(ctx)
+}
+
+// Original opens the held message id as it arrived (decrypted, streamed).
+// Reading it is for admins: callers audit it.
+func (m *Manager) Original(ctx context.Context, id string) (Item, io.ReadCloser, error) {
+	it, err := m.Get(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("quarantine: list: %w", err)
+		return Item{}, nil, err
 	}
-	defer rows.Close()
-	items := []Item{}
-	for rows.Next() {
-		it, err := scanItem(rows.Scan)
-		if err != nil {
-			return nil, fmt.Errorf("quarantine: list: %w", err)
-		}
-		items = append(items, it)
+	rd, err := m.blobs.Open(it.ID, it.KeyID)
+	if err != nil {
+		return Item{}, nil, fmt.Errorf("quarantine: open %s: %w", id, err)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("quarantine: list: %w", err)
-	}
-	return items, nil
+	return it, rd, nil
 }
 
 // Cursor is a position in the list order (held time, then ID): a page
@@ -774,71 +1264,8 @@ func (m *Manager) Page(ctx context.Context, after Cursor, limit int) (items []It
 	if limit <= 0 {
 		return nil, false, fmt.Errorf("quarantine: page: limit %d, want > 0", limit)
 	}
-	var rows *sql.Rows
-	if after.ID == "" {
-		rows, err = m.db.QueryContext(ctx, `SELECT `+columns+` FROM quarantine_items
-			ORDER BY held_at, id LIMIT ?`, limit+1)
-	} else {
-		rows, err = m.db.QueryContext(ctx, `SELECT `+columns+` FROM quarantine_items
-			WHERE (held_at, id) > (?, ?) ORDER BY held_at, id LIMIT ?`, after.HeldAt.UnixNano(), after.ID, limit+1)
+	if err := m.usable(); err != nil {
+		return nil, false, fmt.Errorf("quarantine: %w", err)
 	}
-	if err != nil {
-		return nil, false, fmt.Errorf("quarantine: page: %w", err)
-	}
-	defer rows.Close()
-	items = []Item{}
-	for rows.Next() {
-		it, err := scanItem(rows.Scan)
-		if err != nil {
-			return nil, false, fmt.Errorf("quarantine: page: %w", err)
-		}
-		items = append(items, it)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, false, fmt.Errorf("quarantine: page: %w", err)
-	}
-	if len(items) > limit {
-		return items[:limit], true, nil
-	}
-	return items, false, nil
-}
-
-func scanItem(scan func(...any) error) (Item, error) {
-	var (
-		it                       Item
-		rcpts, action            string
-		heldAt                   int64
-		releaseAt, lastAttemptAt sql.NullInt64
-	)
-	if err := scan(&it.ID, &it.HeaderID, &it.From, &rcpts, &it.ClientAddr, &it.Helo, &it.AuthUser, &it.TLS, &it.UTF8,
-		&it.Size, &action, &it.Rule, &heldAt, &releaseAt, &it.KeyID, &it.SHA256, &it.Attempts, &it.LastError,
-		&lastAttemptAt); err != nil {
-		return Item{}, err
-	}
-	if err := json.Unmarshal([]byte(rcpts), &it.To); err != nil {
-		return Item{}, fmt.Errorf("recipients of %s: %w", it.ID, err)
-	}
-	it.Action = policies.Action(action)
-	it.HeldAt = time.Unix(0, heldAt).UTC()
-	if releaseAt.Valid {
-		it.ReleaseAt = time.Unix(0, releaseAt.Int64).UTC()
-	}
-	if lastAttemptAt.Valid {
-		it.LastAttemptAt = time.Unix(0, lastAttemptAt.Int64).UTC()
-	}
-	return it, nil
-}
-
-func nullNanos(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t.UnixNano()
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
+	return m.idx.page(ctx, after, limit)
 }

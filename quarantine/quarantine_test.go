@@ -17,8 +17,11 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/notify"
+	"github.com/attachgate/attachgate/notify/mailtmpl"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/smtptest"
@@ -81,16 +84,21 @@ func hopAt(addr string) relay.Hop {
 }
 func (e *env) open(t *testing.T) *Manager { t.Helper(); return e.openWith(t, e.hop) }
 
-// env is a quarantine over a real SQLite database, key ring and audit log.
+// env is a quarantine over a real SQLite database (or a real Redis), key
+// ring, audit log and notifier queue, with a real next hop.
 type env struct {
-	dir   string
-	st    *store.SQLite
-	log   *audit.SQLiteLog
-	rec   *failingRecorder
-	ring  *vault.KeyRing
-	clock *clock
-	hop   relay.Hop
-	next  *smtptest.Server
+	dir    string
+	st     *store.SQLite
+	redis  redis.UniversalClient // set: the index is in Redis
+	log    *audit.SQLiteLog
+	rec    *failingRecorder
+	ring   *vault.KeyRing
+	clock  *clock
+	hop    relay.Hop
+	next   *smtptest.Server
+	notify *notify.Service
+	// maxRetryAge and retention are the Options of open (0: defaults).
+	maxRetryAge, retention time.Duration
 }
 
 func newEnv(t *testing.T) *env {
@@ -110,14 +118,35 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	next := smtptest.NewServer(t, smtptest.Behaviour{})
-	return &env{dir: dir, st: st, log: al, rec: &failingRecorder{next: al}, ring: ring, clock: newClock(),
+	e := &env{dir: dir, st: st, log: al, rec: &failingRecorder{next: al}, ring: ring, clock: newClock(),
 		hop: hopAt(next.Addr), next: next}
+	set, err := mailtmpl.Load("", time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	composer, err := notify.NewComposer(notify.ComposerOptions{Templates: set, Hostname: "gw.test",
+		From: "Attachgate <attachgate@gw.test>", Language: "en", MarkerKey: ring.MACKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := notify.NewSender(notify.SenderOptions{Hop: e.hop, Audit: al, Ring: ring,
+		Dir: filepath.Join(dir, "notify"), Logger: discardLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.notify = &notify.Service{Composer: composer, Sender: sender, Logger: discardLog()}
+	return e
 }
 
 func (e *env) openWith(t *testing.T, hop relay.Hop) *Manager {
 	t.Helper()
-	m, err := Open(context.Background(), Options{DB: e.st.DB(), Dir: filepath.Join(e.dir, "quarantine"), Ring: e.ring,
-		Audit: e.rec, Hop: hop, Deliverer: rawDeliverer{}, HoldFor: time.Hour, Now: e.clock.Now, Logger: discardLog()})
+	o := Options{DB: e.st.DB(), Dir: filepath.Join(e.dir, "quarantine"), Ring: e.ring,
+		Audit: e.rec, Hop: hop, Deliverer: rawDeliverer{}, HoldFor: time.Hour, Now: e.clock.Now, Logger: discardLog(),
+		Notify: e.notify, MaxRetryAge: e.maxRetryAge, Retention: e.retention}
+	if e.redis != nil {
+		o.DB, o.Redis, o.RedisPrefix = nil, e.redis, "test:"
+	}
+	m, err := Open(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +369,7 @@ func TestFailedReleaseStaysHeldAndBacksOff(t *testing.T) {
 	}
 }
 
-func TestReleaseRefusedRecipientIsAllOrNothing(t *testing.T) {
+func TestReleaseEveryRecipientDeferredStaysHeld(t *testing.T) {
 	e := newEnv(t)
 	m := e.open(t)
 	ctx := context.Background()
@@ -348,18 +377,20 @@ func TestReleaseRefusedRecipientIsAllOrNothing(t *testing.T) {
 	if _, err := m.Hold(ctx, item(id, policies.Quarantine), bytes.NewReader(testMsg)); err != nil {
 		t.Fatal(err)
 	}
+	busy := &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "mailbox busy"}
 	e.next.SetBehaviour(smtptest.Behaviour{RejectRcpt: map[string]*smtp.SMTPError{
-		"c@example.org": {Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "unknown"}}})
-	_, err := m.Release(ctx, id, "admin:ops")
+		"b@example.net": busy, "c@example.org": busy}})
+	res, err := m.Release(ctx, id, "admin:ops")
 	var de *DeliveryError
-	if !errors.As(err, &de) || !strings.Contains(de.Op, "c@example.org") {
+	if !errors.As(err, &de) || !strings.Contains(de.Op, "b@example.net") {
 		t.Fatalf("release: %v", err)
 	}
-	if len(e.next.Messages()) != 0 {
-		t.Error("delivered to part of the recipients")
+	if len(e.next.Messages()) != 0 || len(res.Delivered) != 0 || len(res.Pending) != 2 {
+		t.Errorf("delivered %v, result %+v", e.next.Messages(), res)
 	}
 	it, _ := m.Get(ctx, id)
-	if it.Attempts != 1 || !it.ReleaseAt.IsZero() {
+	// An admin's release is carried out: retried on its own from now on.
+	if it.Attempts != 1 || !it.ReleaseAt.Equal(e.clock.Now().Add(30*time.Second)) || it.ReleasedBy != "admin:ops" {
 		t.Errorf("quarantined item after a failure: %+v", it)
 	}
 }

@@ -509,13 +509,16 @@ func TestQuarantineReleaseFailureKeepsTheMessage(t *testing.T) {
 	g.sendHeld(t, "alice@example.com", []string{"bob@example.net"}, mailWith("m", "b",
 		attachment{"a.docm", "application/octet-stream", random(100)}, attachment{"r.pdf", "application/pdf", pdf}))
 	id := g.list(t)[0].ID
+	// A temporary refusal of every recipient: nothing went anywhere, the
+	// message stays held (a permanent one would bounce; see package
+	// quarantine).
 	g.hop.SetBehaviour(smtptest.Behaviour{RejectRcpt: map[string]*smtp.SMTPError{
-		"bob@example.net": {Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user"}}})
+		"bob@example.net": {Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 1}, Message: "Mailbox busy"}}})
 	if code := g.adminCall(t, "POST", "/admin/quarantine/"+id+"/release", opsSecret, nil); code != http.StatusBadGateway {
 		t.Fatalf("release to a refusing next hop: %d, want 502", code)
 	}
 	items := g.list(t)
-	if len(items) != 1 || items[0].Attempts != 1 || !strings.Contains(items[0].LastError, "No such user") {
+	if len(items) != 1 || items[0].Attempts != 1 || !strings.Contains(items[0].LastError, "Mailbox busy") {
 		t.Fatalf("after the failed release: %+v", items)
 	}
 	g.hop.SetBehaviour(smtptest.Behaviour{DataReply: &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}})

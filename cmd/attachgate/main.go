@@ -30,6 +30,10 @@ commands:
                                new DKIM signing key (0600) and its DNS TXT record
   policy test   -config FILE -from ADDR -to ADDR[,ADDR] FILE.eml
                                dry run: each part's policy decision
+  quarantine list|show|release|delete|reject -config FILE [ID]
+                               held mail: list it, look at one (-original:
+                               the message itself), release, delete, or
+                               reject with -reason (DSN to the sender)
   recover       -config FILE [-yes]
                                inspect a lost dataset (Redis came back empty,
                                database replaced); -yes re-initialises it
@@ -52,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runUser(args[1:], os.Stdin, stdout, stderr)
 	case "audit":
 		return runAudit(args[1:], stdout, stderr, openAuditLog)
+	case "quarantine":
+		return runQuarantine(args[1:], stdout, stderr)
 	case "recover":
 		return runRecover(args[1:], stdout, stderr)
 	case "dkim":

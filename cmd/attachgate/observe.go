@@ -61,10 +61,10 @@ func heldCounts(q *quarantine.Manager) metrics.HeldCounts {
 		counts := map[string]int{}
 		for _, it := range items {
 			switch {
+			case it.Attempts > 0: // released, recipients pending
+				counts[metrics.HeldRetrying]++
 			case it.Action != policies.Hold:
 				counts[metrics.HeldQuarantined]++
-			case it.Attempts > 0:
-				counts[metrics.HeldRetrying]++
 			default:
 				counts[metrics.HeldHolding]++
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/attachgate/attachgate/admin"
@@ -10,40 +11,55 @@ import (
 	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/quarantine"
 	"github.com/attachgate/attachgate/store"
+	"github.com/attachgate/attachgate/store/redisstore"
 )
 
 // openQuarantine opens held mail (policy actions quarantine and hold): its
-// index in the SQLite database, its blobs under storage.dir/quarantine.
-// The pipeline holds mail there and releases it through hop. With
-// store.backend redis there is none (nil): the configuration refuses
-// quarantine and hold rules there.
+// index in the SQLite database or in Redis (store.backend), its blobs
+// under storage.dir/quarantine. The pipeline holds mail there and
+// releases it through hop; refused recipients are bounced through notices.
 func openQuarantine(c *config.Config, b *backend, obs *observed, p *pipeline.Pipeline, notices *notify.Service, log *slog.Logger) (*quarantine.Manager, error) {
 	if n := c.PolicyEngine().Rules(); n > 0 {
 		log.Info("policies loaded", "rules", n)
 	}
-	sq, ok := b.raw.(*store.SQLite)
-	if !ok {
-		log.Info("quarantine off: store.backend is not sqlite")
-		return nil, nil
+	o := quarantine.Options{
+		Dir:         c.Storage.Path("quarantine"),
+		Ring:        b.ring,
+		Audit:       obs.audit,
+		Hop:         obs.hop,
+		Deliverer:   quarantine.Deliver(p),
+		HoldFor:     c.Quarantine.HoldFor.D(),
+		MaxRetryAge: c.Quarantine.MaxRetryAge.D(),
+		Retention:   c.Quarantine.Retention.D(),
+		Logger:      log,
+		Notify:      notices,
+		Usable:      b.guard.Check,
+	}
+	if err := quarantineIndex(b, &o); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), backendOpenTimeout)
 	defer cancel()
-	m, err := quarantine.Open(ctx, quarantine.Options{
-		DB:        sq.DB(),
-		Dir:       c.Storage.Path("quarantine"),
-		Ring:      b.ring,
-		Audit:     obs.audit,
-		Hop:       obs.hop,
-		Deliverer: quarantine.Deliver(p),
-		HoldFor:   c.Quarantine.HoldFor.D(),
-		Logger:    log,
-		Notify:    notices,
-	})
+	m, err := quarantine.Open(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	p.Quarantine = m.Holder()
 	return m, nil
+}
+
+// quarantineIndex points o at the backend's index of held mail: the SQLite
+// database or the Redis of store.backend.
+func quarantineIndex(b *backend, o *quarantine.Options) error {
+	switch st := b.raw.(type) {
+	case *store.SQLite:
+		o.DB = st.DB()
+	case *redisstore.Store:
+		o.Redis, o.RedisPrefix = st.Client(), st.KeyPrefix()
+	default:
+		return fmt.Errorf("quarantine: no index for store %T", b.raw)
+	}
+	return nil
 }
 
 // adminQuarantine is m for the admin API; a nil m leaves its routes out.

@@ -20,6 +20,7 @@ import (
 	"github.com/attachgate/attachgate/linkserver"
 	"github.com/attachgate/attachgate/mailpart"
 	"github.com/attachgate/attachgate/metrics"
+	"github.com/attachgate/attachgate/notify"
 	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/smtpd"
@@ -167,25 +168,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	pl := &pipeline.Pipeline{
-		Hostname:    c.SMTP.Hostname,
-		SpoolDir:    spoolDir,
-		Store:       obs.store,
-		Blobs:       b.blobs,
-		Audit:       obs.audit,
-		BaseURL:     c.Links.BaseURL,
-		Expiry:      c.Links.DefaultExpiry.D(),
-		Language:    c.Links.Language,
-		Location:    c.Links.Location(),
-		LogSubjects: c.Audit.LogSubjects,
-		Policies:    c.PolicyEngine(),
-		DKIM:        c.DKIMKeys(),
-		Limits: mailpart.Limits{MaxDepth: c.SMTP.MaxMIMEDepth, MaxParts: c.SMTP.MaxMIMEParts,
-			MaxHeaderBytes: c.SMTP.MaxHeaderBytes},
-		Logger:  log,
-		Metrics: m,
-		Notify:  notices,
-	}
+	pl := newPipeline(c, b, obs, notices, log)
 	if pl.Scan, err = openScanner(c, log); err != nil {
 		return err
 	}
@@ -323,4 +306,28 @@ func mustAbs(p string) string {
 		return a
 	}
 	return p
+}
+
+// newPipeline builds the pipeline mail runs through: serve's, and the one
+// the quarantine command releases held mail with.
+func newPipeline(c *config.Config, b *backend, obs *observed, notices *notify.Service, log *slog.Logger) *pipeline.Pipeline {
+	return &pipeline.Pipeline{
+		Hostname:    c.SMTP.Hostname,
+		SpoolDir:    c.Storage.SpoolDir,
+		Store:       obs.store,
+		Blobs:       b.blobs,
+		Audit:       obs.audit,
+		BaseURL:     c.Links.BaseURL,
+		Expiry:      c.Links.DefaultExpiry.D(),
+		Language:    c.Links.Language,
+		Location:    c.Links.Location(),
+		LogSubjects: c.Audit.LogSubjects,
+		Policies:    c.PolicyEngine(),
+		DKIM:        c.DKIMKeys(),
+		Limits: mailpart.Limits{MaxDepth: c.SMTP.MaxMIMEDepth, MaxParts: c.SMTP.MaxMIMEParts,
+			MaxHeaderBytes: c.SMTP.MaxHeaderBytes},
+		Logger:  log,
+		Metrics: obs.metrics,
+		Notify:  notices,
+	}
 }

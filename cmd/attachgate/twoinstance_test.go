@@ -49,6 +49,12 @@ const (
 // an MX or relayhost list.
 func startRedisInstance(t *testing.T, nextHop, storageDir, redisURL string) (*daemon, string) {
 	t.Helper()
+	return startRedisInstanceExtra(t, nextHop, storageDir, redisURL, "")
+}
+
+// startRedisInstanceExtra is startRedisInstance with more top-level YAML.
+func startRedisInstanceExtra(t *testing.T, nextHop, storageDir, redisURL, extra string) (*daemon, string) {
+	t.Helper()
 	dir := t.TempDir()
 	smtpAddr, linkAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	tokenSum := sha256.Sum256([]byte(adminToken))
@@ -79,7 +85,7 @@ admin:
       sha256: %q
       role: admin
       networks: ["127.0.0.0/8"]
-`, smtpAddr, nextHop, hopTimeout(nextHop), linkAddr, linkAddr, storageDir, redisURL, sharedKeyPrefix, adminAddr, hex.EncodeToString(tokenSum[:]))
+%s`, smtpAddr, nextHop, hopTimeout(nextHop), linkAddr, linkAddr, storageDir, redisURL, sharedKeyPrefix, adminAddr, hex.EncodeToString(tokenSum[:]), extra)
 	cfgPath := filepath.Join(dir, "attachgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
