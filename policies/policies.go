@@ -86,6 +86,10 @@ type Rule struct {
 	Name   string `yaml:"name"`
 	Match  Match  `yaml:"match"`
 	Action Action `yaml:"action"`
+	// Link sets the options of the links this rule makes (action link;
+	// for quarantine and hold, the links made when the message is
+	// released). Unset fields take the links.* defaults.
+	Link *LinkOptions `yaml:"link"`
 }
 
 // Match is a rule's condition. Every field is optional; the fields that are
@@ -181,6 +185,7 @@ type Engine struct {
 type compiled struct {
 	name      string
 	action    Action
+	link      LinkOptions
 	senders   []string
 	rcptIn    []string
 	rcptOut   []string
@@ -208,6 +213,17 @@ func New(rules []Rule) (*Engine, error) {
 			errs = append(errs, fmt.Errorf("%s.%s: %s", key, field, fmt.Sprintf(format, args...)))
 		}
 		c := compiled{name: r.Name, action: r.Action, minSize: -1, maxSize: -1}
+		if r.Link != nil {
+			c.link = *r.Link
+			switch r.Action {
+			case Link, Quarantine, Hold:
+			default:
+				bad("link", "only for action link, quarantine or hold (the options of the links made when the message is relayed), not %q", r.Action)
+			}
+			for _, e := range r.Link.validate() {
+				bad("link."+e.key, "%s", e.msg)
+			}
+		}
 		switch {
 		case r.Name == "":
 			bad("name", "must be set (it names the rule in replies, the audit log and the quarantine)")
@@ -329,6 +345,21 @@ func domains(in []string) ([]string, error) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// LinkOptions returns the link options of the rule named rule ("" or a
+// rule without a link block: the zero LinkOptions, every field taking its
+// links.* default).
+func (e *Engine) LinkOptions(rule string) LinkOptions {
+	if e == nil || rule == "" {
+		return LinkOptions{}
+	}
+	for i := range e.rules {
+		if e.rules[i].name == rule {
+			return e.rules[i].link
+		}
+	}
+	return LinkOptions{}
 }
 
 // Rules reports how many rules the engine has.
