@@ -485,8 +485,8 @@ var sectionByType = map[string]string{
 	"config.Microsoft365": "smtp.microsoft365",
 	"policies.Rule":       "policies[]", "policies.Match": "policies[].match", "config.Quarantine": "quarantine",
 	"policies.LinkOptions": "policies[].link",
-	"config.DKIM":   "dkim[]",
-	"config.Notify": "notify",
+	"config.DKIM":          "dkim[]",
+	"config.Notify":        "notify",
 }
 
 func sectionOf(rest string) string {
