@@ -92,7 +92,7 @@ func (t *Transaction) decideAttachment(env policies.Envelope, part *mailpart.Par
 		if err != nil {
 			return fmt.Errorf("store attachment %s: %w", part.Path, err)
 		}
-		return t.link(part, fileID, info)
+		return t.link(part, fileID, info, d)
 	}
 
 	// A rule with a size condition may decide: the size is known only
@@ -116,7 +116,7 @@ func (t *Transaction) decideAttachment(env policies.Envelope, part *mailpart.Par
 	pp.Size = info.Size
 	d = t.decide.Decide(env, pp)
 	if d.Action == policies.Link {
-		return t.link(part, fileID, info)
+		return t.link(part, fileID, info, d)
 	}
 	// Streamed only to learn the size: the blob goes again.
 	t.p.deleteBlobs([]store.File{{ID: fileID}}, t.log)
