@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"context"
 	"path/filepath"
 	"regexp"
@@ -247,5 +248,84 @@ func TestReceiptFailureLeavesMailRelayed(t *testing.T) {
 	}
 	if !relayed || rolledBack {
 		t.Errorf("audit: relayed %v, rolled back %v; want relayed only", relayed, rolledBack)
+	}
+}
+
+// TestReceiptSubjectCannotInjectHeaders: a Subject whose encoded words
+// decode to a line break and a Bcc field puts no header and no recipient
+// into the sender's receipt; the receipt goes to the envelope sender, not
+// to the From header's address.
+func TestReceiptSubjectCannotInjectHeaders(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	d := startDaemon(t, hop.Addr, linkOptsConfig)
+	evil := "=?UTF-8?B?" + base64.StdEncoding.EncodeToString([]byte("報告書\r\nBcc: evil@example.org\r\n\r\nbody")) + "?="
+	msg := mailWithAttachment("r.pdf", []byte("x"))
+	msg = bytes.Replace(msg, []byte("Subject: files"), []byte("Subject: "+evil), 1)
+	msg = bytes.Replace(msg, []byte("From: alice@example.com"), []byte("From: mallory@evil.example"), 1)
+	if err := d.send("alice@corp.example", []string{"bob@example.net"}, msg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the receipt", func() bool { return len(receiptsTo(hop, "alice@corp.example")) == 1 })
+	for _, m := range hop.Messages() {
+		for _, rc := range m.To {
+			if rc != "bob@example.net" && rc != "alice@corp.example" {
+				t.Errorf("mail went to %s", rc)
+			}
+		}
+	}
+	raw := receiptsTo(hop, "alice@corp.example")[0].Data
+	header := raw[:bytes.Index(raw, []byte("\r\n\r\n"))]
+	for _, line := range strings.Split(string(header), "\r\n") {
+		if strings.HasPrefix(strings.ToLower(line), "bcc:") {
+			t.Errorf("receipt header has %q", line)
+		}
+	}
+	if !bytes.Contains(header, []byte("\r\nTo: <alice@corp.example>")) && !bytes.Contains(header, []byte("\r\nTo: alice@corp.example")) {
+		t.Errorf("receipt To is not the envelope sender:\n%s", header)
+	}
+}
+
+// TestHeldMessageGetsItsRuleOptionsOnRelease: a hold rule's link options
+// apply to the links made when the held message goes out, and the sender's
+// receipt follows that release (not the hold).
+func TestHeldMessageGetsItsRuleOptionsOnRelease(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	d := startDaemon(t, hop.Addr, `policies:
+  - name: hold-external
+    match: {recipient_domains_not: ["corp.example"]}
+    action: hold
+    link:
+      expiry: 48h
+      max_downloads: 2
+      notify_sender: receipt
+quarantine:
+  hold_for: "2s"
+`)
+	if err := d.send("alice@corp.example", []string{"bob@example.net"}, mailWithAttachment("h.pdf", []byte("held"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the released mail and its receipt", func() bool {
+		return len(hop.Messages()) == 2 && len(receiptsTo(hop, "alice@corp.example")) == 1
+	})
+	var relayed []byte
+	for _, m := range hop.Messages() {
+		if m.To[0] == "bob@example.net" {
+			relayed = m.Data
+		}
+	}
+	tok := fileTokenRE.FindStringSubmatch(decodedText(t, relayed, "text/plain"))
+	if tok == nil {
+		t.Fatal("released mail has no link")
+	}
+	lv, err := openStore(t, d).LinkByTokenHash(context.Background(), store.HashToken(tok[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lv.Link.ExpiresAt.Sub(lv.Link.CreatedAt.Truncate(time.Second)); got != 48*time.Hour || lv.Link.MaxDownloads != 2 {
+		t.Errorf("released link: expiry %v, max_downloads %d; want the hold rule's 48h and 2", got, lv.Link.MaxDownloads)
+	}
+	sm := manageTokenRE.FindStringSubmatch(decodedText(t, receiptsTo(hop, "alice@corp.example")[0].Data, "text/plain"))
+	if sm == nil || !bytes.Equal(lv.Message.ManageTokenHash, store.HashToken(sm[1])) {
+		t.Errorf("the receipt's manage token is not the released message's")
 	}
 }
