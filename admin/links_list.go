@@ -7,11 +7,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/store"
 )
 
 // TypeLinkList records GET /admin/links.
-const TypeLinkList = "admin.link.list"
+const TypeLinkList audit.EventType = audit.AdminTypePrefix + "link.list"
 
 // LinkListParams are the query parameters of GET /admin/links, and the
 // flags of `attachgate links list`.
