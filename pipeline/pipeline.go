@@ -74,8 +74,8 @@ type Pipeline struct {
 	// MaxDownloads is links.max_downloads, for rules without
 	// link.max_downloads (0 = unlimited).
 	MaxDownloads int
-	Language string        // notice language: en, ja, both
-	Location *time.Location
+	Language     string // notice language: en, ja, both
+	Location     *time.Location
 	// LogSubjects puts the Subject into mail.received (audit.log_subjects);
 	// off by default, subjects being personal data.
 	LogSubjects bool
