@@ -16,7 +16,7 @@ type Notice struct {
 	// (base_url/m/{token}); it is listed first, before the files.
 	MessageURL string
 	Files      []NoticeFile
-	Language string // "en", "ja" or "both" ("" = both)
+	Language   string // "en", "ja" or "both" ("" = both)
 	// EightBit writes the rewritten text parts as 8bit UTF-8 instead of
 	// quoted-printable. Use it when the next hop offers 8BITMIME: links
 	// then stay whole on one line of the raw message, where people and
