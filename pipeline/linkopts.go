@@ -111,7 +111,7 @@ func (t *Transaction) sendReceipt(ctx context.Context) {
 		t.log.Warn("sender receipt not sent: no notifier configured")
 		return
 	}
-	data := mailtmpl.ReceiptData{Subject: t.subject, Sent: t.start, Recipients: t.env.To,
+	data := mailtmpl.ReceiptData{Subject: boundSubject(t.subject), Sent: t.start, Recipients: t.env.To,
 		ManageURL: t.p.BaseURL + "/s/" + t.opts.manageToken}
 	for _, f := range t.files {
 		data.Files = append(data.Files, mailtmpl.ReceiptFile{Name: f.Name, Size: f.Size, SHA256: f.SHA256, Expires: f.ExpiresAt})

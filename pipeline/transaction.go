@@ -387,7 +387,7 @@ func (t *Transaction) store(ctx context.Context, walk walkFunc) error {
 	if dec, err := subjectDecoder.DecodeHeader(raw); err == nil {
 		raw = dec
 	}
-	t.subject = boundSubject(raw)
+	t.subject = raw
 	return t.messageTokens()
 }
 
@@ -458,7 +458,7 @@ func (t *Transaction) record(ctx context.Context) error {
 	}
 	msg := store.Message{ID: t.id, MessageID: t.header, Sender: t.env.From, Recipients: t.env.To,
 		ClientAddr: t.env.ClientAddr, AuthUser: t.env.AuthUser, CreatedAt: t.start,
-		Subject: t.subject, Lang: t.opts.lang, Verify: t.opts.verify, NotifySender: t.opts.notify,
+		Subject: boundSubject(t.subject), Lang: t.opts.lang, Verify: t.opts.verify, NotifySender: t.opts.notify,
 		PageTokenHash: t.opts.pageHash, ManageTokenHash: t.opts.manageHash}
 	if st, al, ok := t.p.sharedDB(); ok {
 		err := al.RecordWith(ctx, events, func(ctx context.Context, conn *sql.Conn) error {
