@@ -115,3 +115,25 @@ func FormatDuration(d time.Duration) string {
 	}
 	return s
 }
+
+// describe lists the options set, for the dry run: "expiry 72h,
+// max_downloads 3, verify recipient-code"; the others take links.*.
+func (o LinkOptions) describe() string {
+	var parts []string
+	if o.Expiry > 0 {
+		parts = append(parts, "expiry "+o.Expiry.String())
+	}
+	if o.MaxDownloads != nil {
+		n := fmt.Sprint(*o.MaxDownloads)
+		if *o.MaxDownloads == 0 {
+			n = "unlimited"
+		}
+		parts = append(parts, "max_downloads "+n)
+	}
+	for _, kv := range [][2]string{{"verify", o.Verify}, {"notify_sender", o.NotifySender}, {"language", o.Language}} {
+		if kv[1] != "" {
+			parts = append(parts, kv[0]+" "+kv[1])
+		}
+	}
+	return strings.Join(parts, ", ") + " (the rest: links.* defaults)"
+}
