@@ -8,6 +8,8 @@
 //	GET  /readyz                     no auth, not audited: store and next hop reachable (metrics.go)
 //	GET  /metrics                    metrics networks, or any role: Prometheus (metrics.go)
 //	GET  /admin/audit?from=&to=&format=   admin, auditor: streams the export
+//	GET  /admin/links?sender=&recipient=&from=&to=&state=&limit=&after=
+//	                                 admin, auditor: links, filtered, paged (links_list.go)
 //	GET  /admin/links/{id}           admin, auditor: one link's metadata
 //	POST /admin/links/{id}/revoke    admin: revokes a link
 //	GET  /admin/quarantine?limit=&after=  admin, auditor: held messages, paged (quarantine.go)
@@ -269,6 +271,8 @@ func (s *Server) routes() *http.ServeMux {
 
 	mux.HandleFunc("GET /admin/audit", s.guard(anyRole, s.handleAuditExport))
 	mux.HandleFunc("/admin/audit", s.guard(anyRole, s.methodNotAllowed("GET, HEAD")))
+	mux.HandleFunc("GET /admin/links", s.guard(anyRole, s.handleLinkList))
+	mux.HandleFunc("/admin/links", s.guard(anyRole, s.methodNotAllowed("GET, HEAD")))
 	mux.HandleFunc("GET /admin/links/{id}", s.guard(anyRole, s.handleLinkView))
 	mux.HandleFunc("/admin/links/{id}", s.guard(anyRole, s.methodNotAllowed("GET, HEAD")))
 	mux.HandleFunc("POST /admin/links/{id}/revoke", s.guard(adminOnly, s.handleLinkRevoke))

@@ -412,6 +412,7 @@ func TestViewLink(t *testing.T) {
 		"revoked_at": nil, "downloads": 0.0, "max_downloads": 5.0,
 		"message_id": link.messageID, "header_id": "<m-plan.pdf@example.com>",
 		"sender": "alice@example.com", "recipients": []any{"bob@example.net", "carol@example.org"},
+		"verify": "none", "notify_sender": "none",
 	}
 	for k, v := range want {
 		if gv, ok := got[k]; !ok || !equalJSON(gv, v) {

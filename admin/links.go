@@ -37,6 +37,10 @@ type linkInfo struct {
 	HeaderID     string   `json:"header_id"` // the mail's Message-ID header
 	Sender       string   `json:"sender"`
 	Recipients   []string `json:"recipients"`
+	// Verify and NotifySender are the message's link options: none or
+	// recipient-code; none, receipt or downloads.
+	Verify       string `json:"verify"`
+	NotifySender string `json:"notify_sender"`
 }
 
 // DownloadsInFlight tells how many downloads of a link this instance is
@@ -252,6 +256,8 @@ func (s *Server) linkInfo(v store.LinkView) linkInfo {
 		HeaderID:     v.Message.MessageID,
 		Sender:       v.Message.Sender,
 		Recipients:   v.Message.Recipients,
+		Verify:       orNone(v.Message.Verify),
+		NotifySender: orNone(v.Message.NotifySender),
 	}
 	if info.Recipients == nil {
 		info.Recipients = []string{}
@@ -283,4 +289,12 @@ func linkStatus(v store.LinkView, now time.Time) string {
 	default:
 		return "active"
 	}
+}
+
+// orNone shows an unset message option as "none".
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

@@ -324,6 +324,16 @@ type Links struct {
 	Listen        string   `yaml:"listen"`
 	BaseURL       string   `yaml:"base_url"`
 	DefaultExpiry Duration `yaml:"default_expiry"`
+	// MaxExpiry bounds every link's expiry: default_expiry and each
+	// rule's link.expiry must not exceed it.
+	MaxExpiry Duration `yaml:"max_expiry"`
+	// MaxDownloads is the download limit of each link whose rule sets
+	// none; 0 = unlimited.
+	MaxDownloads int `yaml:"max_downloads"`
+	// MaxDownloadsCap, when not 0, bounds every link's download limit:
+	// max_downloads and each rule's link.max_downloads must be between 1
+	// and the cap (unlimited is refused). 0 = no cap.
+	MaxDownloadsCap int `yaml:"max_downloads_cap"`
 	// Language of the notice added to mail: en, ja or both.
 	Language string `yaml:"language"`
 	// TimeZone shows expiry times in notices and pages (IANA name or "Local").
@@ -410,6 +420,7 @@ func Defaults() Config {
 			Listen:        "127.0.0.1:8080",
 			BaseURL:       "http://127.0.0.1:8080",
 			DefaultExpiry: Duration(168 * time.Hour),
+			MaxExpiry:     Duration(720 * time.Hour),
 			Language:      "both",
 			TimeZone:      "Local",
 		},
@@ -504,9 +515,10 @@ var sectionByType = map[string]string{
 	"config.AdminToken": "admin.tokens[]", "config.TLS": "smtp.tls", "config.LinksTLS": "links.tls", "config.SMTPAuth": "smtp.auth",
 	"config.Microsoft365": "smtp.microsoft365",
 	"policies.Rule":       "policies[]", "policies.Match": "policies[].match", "config.Quarantine": "quarantine",
-	"config.DKIM":   "dkim[]",
-	"config.Notify": "notify",
-	"config.Scan":   "scan",
+	"policies.LinkOptions": "policies[].link",
+	"config.DKIM":          "dkim[]",
+	"config.Notify":        "notify",
+	"config.Scan":          "scan",
 }
 
 func sectionOf(rest string) string {
@@ -620,6 +632,7 @@ func (c *Config) validate() error {
 	if c.Links.DefaultExpiry <= 0 {
 		bad("links.default_expiry", "must be a positive duration")
 	}
+	c.validateLinkBounds(bad)
 	switch c.Links.Language {
 	case "en", "ja", "both":
 	default:

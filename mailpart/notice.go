@@ -12,8 +12,11 @@ import (
 
 // Notice is the text that replaces removed attachments in the mail.
 type Notice struct {
-	Files    []NoticeFile
-	Language string // "en", "ja" or "both" ("" = both)
+	// MessageURL, when set, is the page of the whole message
+	// (base_url/m/{token}); it is listed first, before the files.
+	MessageURL string
+	Files      []NoticeFile
+	Language   string // "en", "ja" or "both" ("" = both)
 	// EightBit writes the rewritten text parts as 8bit UTF-8 instead of
 	// quoted-printable. Use it when the next hop offers 8BITMIME: links
 	// then stay whole on one line of the raw message, where people and
@@ -40,13 +43,14 @@ const (
 
 // labels holds the per-file captions in one language, or both joined.
 type labels struct {
-	size, bytes, expires string
+	size, bytes, expires, all string
 }
 
 var (
-	labelsEN   = labels{size: "Size", bytes: "bytes", expires: "Expires"}
-	labelsJA   = labels{size: "サイズ", bytes: "バイト", expires: "有効期限"}
-	labelsBoth = labels{size: "Size / サイズ", bytes: "bytes / バイト", expires: "Expires / 有効期限"}
+	labelsEN   = labels{size: "Size", bytes: "bytes", expires: "Expires", all: "All files of this message"}
+	labelsJA   = labels{size: "サイズ", bytes: "バイト", expires: "有効期限", all: "このメールのすべてのファイル"}
+	labelsBoth = labels{size: "Size / サイズ", bytes: "bytes / バイト", expires: "Expires / 有効期限",
+		all: "All files of this message / このメールのすべてのファイル"}
 )
 
 func (n Notice) parts() (intro []string, l labels) {
@@ -59,8 +63,9 @@ func (n Notice) parts() (intro []string, l labels) {
 	return []string{introEN, introJA}, labelsBoth
 }
 
-// PlainText renders the notice for text/plain bodies. Each file is listed
-// once; its URL stands alone on its own line so clients make it a link.
+// PlainText renders the notice for text/plain bodies: the message page
+// first (when set), then each file once; every URL stands alone on its own
+// line so clients make it a link.
 // Lines end in "\n"; the rewriter converts them to CRLF.
 func (n Notice) PlainText() string {
 	intro, l := n.parts()
@@ -68,6 +73,9 @@ func (n Notice) PlainText() string {
 	for _, line := range intro {
 		b.WriteString(line)
 		b.WriteByte('\n')
+	}
+	if n.MessageURL != "" {
+		fmt.Fprintf(&b, "\n%s:\n  %s\n", l.all, oneLine(n.MessageURL))
 	}
 	for _, f := range n.Files {
 		b.WriteString("\n- ")
@@ -86,7 +94,8 @@ func (n Notice) PlainText() string {
 }
 
 // HTML renders the notice as an HTML fragment for text/html bodies; every
-// value is escaped. Each URL appears once, as the href of the file's link.
+// value is escaped. Each URL appears once, as the href of the message
+// page's link (first) or of a file's link.
 func (n Notice) HTML() string {
 	intro, l := n.parts()
 	var b strings.Builder
@@ -94,6 +103,9 @@ func (n Notice) HTML() string {
 	b.WriteByte('\n')
 	for _, line := range intro {
 		fmt.Fprintf(&b, "<p>%s</p>\n", html.EscapeString(line))
+	}
+	if n.MessageURL != "" {
+		fmt.Fprintf(&b, "<p><a href=\"%s\">%s</a></p>\n", html.EscapeString(oneLine(n.MessageURL)), html.EscapeString(l.all))
 	}
 	b.WriteString("<ul>\n")
 	for _, f := range n.Files {

@@ -73,3 +73,43 @@ func TestNoticeValuesStayOnOneLine(t *testing.T) {
 		t.Errorf("a line break in a name reached the notice:\n%s", n.PlainText())
 	}
 }
+
+// TestNoticeListsMessagePageFirst: the page of the whole message comes
+// before the files, on a line of its own in text and once as a link in
+// HTML, in every language.
+func TestNoticeListsMessagePageFirst(t *testing.T) {
+	const page = "https://files.example.com/m/PAGE&x"
+	files := []NoticeFile{{Name: "a.pdf", Size: 1, URL: "https://files.example.com/d/A"},
+		{Name: "b.pdf", Size: 2, URL: "https://files.example.com/d/B"}}
+	for lang, label := range map[string]string{"en": "All files of this message", "ja": "このメールのすべてのファイル",
+		"both": "All files of this message / このメールのすべてのファイル"} {
+		n := Notice{MessageURL: page, Files: files, Language: lang}
+		plain := n.PlainText()
+		want := "\n" + label + ":\n  " + page + "\n"
+		i := strings.Index(plain, want)
+		if i < 0 {
+			t.Fatalf("%s: plain text lacks %q:\n%s", lang, want, plain)
+		}
+		if j := strings.Index(plain, files[0].URL); j < i {
+			t.Errorf("%s: the first file comes before the message page:\n%s", lang, plain)
+		}
+		if c := strings.Count(plain, page); c != 1 {
+			t.Errorf("%s: message page appears %d times in plain text", lang, c)
+		}
+		h := n.HTML()
+		link := `<a href="https://files.example.com/m/PAGE&amp;x">` + label + `</a>`
+		i = strings.Index(h, link)
+		if i < 0 {
+			t.Fatalf("%s: HTML lacks %s:\n%s", lang, link, h)
+		}
+		if j := strings.Index(h, files[0].URL); j < i {
+			t.Errorf("%s: HTML lists a file before the message page", lang)
+		}
+		if c := strings.Count(h, "/m/PAGE"); c != 1 {
+			t.Errorf("%s: message page appears %d times in HTML", lang, c)
+		}
+	}
+	if plain := (Notice{Files: files, Language: "en"}).PlainText(); strings.Contains(plain, "All files") {
+		t.Errorf("a notice without a message page mentions one:\n%s", plain)
+	}
+}

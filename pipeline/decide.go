@@ -126,7 +126,7 @@ func (t *Transaction) decideAttachment(ctx context.Context, env policies.Envelop
 		if err := t.scanned(sc, d.Rule, &info, fileID); err != nil || t.verdict.MessageLevel() {
 			return err
 		}
-		return t.link(part, fileID, info)
+		return t.link(part, fileID, info, d)
 	}
 
 	// A rule with a size condition (or encrypted_archive) may decide:
@@ -156,7 +156,7 @@ func (t *Transaction) decideAttachment(ctx context.Context, env policies.Envelop
 	d = t.decide.Decide(env, pp)
 	err = t.scanned(sc, d.Rule, &info, "")
 	if err == nil && d.Action == policies.Link && !t.verdict.MessageLevel() {
-		return t.link(part, fileID, info)
+		return t.link(part, fileID, info, d)
 	}
 	// Streamed only to learn the size (or refused, held, unscanned): the
 	// blob goes again.

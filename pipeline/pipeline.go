@@ -70,9 +70,12 @@ type Pipeline struct {
 	Audit    audit.Recorder
 	Limits   mailpart.Limits
 	BaseURL  string        // links.base_url, no trailing slash
-	Expiry   time.Duration // links.default_expiry
-	Language string        // notice language: en, ja, both
-	Location *time.Location
+	Expiry   time.Duration // links.default_expiry, for rules without link.expiry
+	// MaxDownloads is links.max_downloads, for rules without
+	// link.max_downloads (0 = unlimited).
+	MaxDownloads int
+	Language     string // notice language: en, ja, both
+	Location     *time.Location
 	// LogSubjects puts the Subject into mail.received (audit.log_subjects);
 	// off by default, subjects being personal data.
 	LogSubjects bool

@@ -53,7 +53,8 @@ type Transaction struct {
 	actor string
 	// decide applies the policies to one attachment.
 	decide decider
-	// engine is the policies snapshot decide uses (on_infected).
+	// engine is the policies snapshot of this message: on_infected, and
+	// the link options of the rule that linked each file (linkopts.go).
 	engine *policies.Engine
 	// releasing: a held message going out (malware fails the release
 	// instead of holding it again).
@@ -63,6 +64,8 @@ type Transaction struct {
 	scanEvents []audit.Event
 	// infected is the first malware signature found ("" none).
 	infected string
+	// opts are the message-level link options gathered from those rules.
+	opts messageOptions
 	// dkim signs the final message (dkim.go); settings snapshot at Begin.
 	dkim *dkim.Keys
 	// fromDomain is the domain of the From header, the DKIM signing
@@ -88,7 +91,7 @@ type Transaction struct {
 	remove  map[string]bool // MIME paths of the linked parts
 	notice  mailpart.Notice
 	header  string // the Message-ID header
-	subject string // decoded Subject, kept only with LogSubjects
+	subject string // decoded Subject (audited only with LogSubjects)
 	verdict policies.Verdict
 	// parts are the attachments decided so far, for the mail rules.
 	parts   []policies.Part
@@ -400,28 +403,28 @@ func (t *Transaction) store(ctx context.Context, walk walkFunc) error {
 	if froms := sum.Header.Values("From"); len(froms) == 1 {
 		t.fromDomain = dkim.FromDomain(froms[0])
 	}
-	if t.p.LogSubjects {
-		raw := sum.Header.Get("Subject")
-		if dec, err := subjectDecoder.DecodeHeader(raw); err == nil {
-			raw = dec
-		}
-		t.subject = raw
+	raw := sum.Header.Get("Subject")
+	if dec, err := subjectDecoder.DecodeHeader(raw); err == nil {
+		raw = dec
 	}
-	t.notice.Language = t.p.Language
-	return nil
+	t.subject = raw
+	return t.messageTokens()
 }
 
-// link makes a blob already in the vault a linked file of the message.
-func (t *Transaction) link(part *mailpart.Part, fileID string, info vault.BlobInfo) error {
+// link makes a blob already in the vault a linked file of the message,
+// with the link options of the rule that decided it (d.Rule).
+func (t *Transaction) link(part *mailpart.Part, fileID string, info vault.BlobInfo, d policies.Decision) error {
 	token, hash, err := store.NewToken()
 	if err != nil {
 		t.p.deleteBlobs([]store.File{{ID: fileID}}, t.log)
 		return fmt.Errorf("new token: %w", err)
 	}
-	expires := t.start.Add(t.p.Expiry).Truncate(time.Second)
+	o := t.linkOptions(d.Rule)
+	expires := t.start.Add(o.expiry).Truncate(time.Second)
 	f := store.File{ID: fileID, MessageID: t.id, Name: part.Filename, ContentType: part.MediaType,
 		Size: info.Size, SHA256: info.SHA256, KeyID: info.KeyID, CreatedAt: t.start, ExpiresAt: expires}
-	l := store.Link{ID: store.NewID(), FileID: fileID, TokenHash: hash, CreatedAt: t.start, ExpiresAt: expires}
+	l := store.Link{ID: store.NewID(), FileID: fileID, TokenHash: hash, CreatedAt: t.start, ExpiresAt: expires,
+		MaxDownloads: o.maxDownloads}
 	t.files = append(t.files, f)
 	t.links = append(t.links, l)
 	t.remove[part.Path] = true
@@ -448,7 +451,7 @@ func (t *Transaction) record(ctx context.Context) error {
 		if len(t.env.RequireTenant) > 0 {
 			detail = append(detail, "microsoft365 network "+t.env.Microsoft365Network)
 		}
-		if t.subject != "" {
+		if t.p.LogSubjects && t.subject != "" {
 			detail = append(detail, "subject: "+t.subject)
 		}
 		e.Detail = strings.Join(detail, "; ")
@@ -476,7 +479,9 @@ func (t *Transaction) record(ctx context.Context) error {
 		return nil
 	}
 	msg := store.Message{ID: t.id, MessageID: t.header, Sender: t.env.From, Recipients: t.env.To,
-		ClientAddr: t.env.ClientAddr, AuthUser: t.env.AuthUser, CreatedAt: t.start}
+		ClientAddr: t.env.ClientAddr, AuthUser: t.env.AuthUser, CreatedAt: t.start,
+		Subject: boundSubject(t.subject), Lang: t.opts.lang, Verify: t.opts.verify, NotifySender: t.opts.notify,
+		PageTokenHash: t.opts.pageHash, ManageTokenHash: t.opts.manageHash}
 	if st, al, ok := t.p.sharedDB(); ok {
 		err := al.RecordWith(ctx, events, func(ctx context.Context, conn *sql.Conn) error {
 			// The blobs' names become durable with their records: the
@@ -631,6 +636,9 @@ func (t *Transaction) Commit(ctx context.Context) string {
 	} else {
 		failed(t.p.Audit.Record(context.WithoutCancel(ctx), e))
 	}
+	// Only now, the next hop having accepted the mail: the sender's
+	// receipt with the manage link (linkopts.go).
+	t.sendReceipt(ctx)
 	return t.reply
 }
 

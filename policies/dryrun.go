@@ -43,6 +43,9 @@ type DryRunPart struct {
 type DryRun struct {
 	Parts   []DryRunPart
 	Verdict Verdict
+	// LinkOptions are the link options of the rules that link parts of
+	// the message (only rules with a link block).
+	LinkOptions map[string]LinkOptions
 	// PassThrough is why the message is relayed untouched (signed,
 	// encrypted, report, auto-submitted, null sender; see
 	// mailpart.Summary.PassThrough), "" when it is not.
@@ -76,6 +79,12 @@ func (e *Engine) Test(r io.Reader, lim mailpart.Limits, env Envelope) (DryRun, e
 			dp.Decision = e.Decide(env, pp)
 			out.Verdict.Add(dp.Decision)
 			attachments = append(attachments, pp)
+			if o := e.LinkOptions(dp.Decision.Rule); o != (LinkOptions{}) {
+				if out.LinkOptions == nil {
+					out.LinkOptions = map[string]LinkOptions{}
+				}
+				out.LinkOptions[dp.Decision.Rule] = o
+			}
 		}
 		out.Parts = append(out.Parts, dp)
 		return nil
@@ -165,8 +174,25 @@ func (d DryRun) Write(w io.Writer, holdFor string) error {
 		}
 		verdict = fmt.Sprintf("relay: %d attachment(s) linked, %d kept", linked, kept)
 	}
-	_, err := fmt.Fprintf(w, "message: %s\n", verdict)
-	return err
+	if _, err := fmt.Fprintf(w, "message: %s\n", verdict); err != nil {
+		return err
+	}
+	if d.PassThrough != "" || d.Verdict.Action == Reject {
+		return nil
+	}
+	// The options of the links the rules make (now, or at release).
+	seen := map[string]bool{}
+	for _, p := range d.Parts {
+		o, ok := d.LinkOptions[p.Decision.Rule]
+		if !ok || seen[p.Decision.Rule] || !p.Attachment || p.Decision.Action == Keep {
+			continue
+		}
+		seen[p.Decision.Rule] = true
+		if _, err := fmt.Fprintf(w, "links of rule %s: %s\n", p.Decision.Rule, o.describe()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // sanitize keeps control and bidi override characters of hostile file

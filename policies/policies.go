@@ -107,6 +107,10 @@ type Rule struct {
 	// (scan.clamd) finds malware in an attachment this rule decides:
 	// quarantine or reject (554 5.7.1); "" leaves it to scan.on_infected.
 	OnInfected Action `yaml:"on_infected"`
+	// Link sets the options of the links this rule makes (action link;
+	// for quarantine and hold, the links made when the message is
+	// released). Unset fields take the links.* defaults.
+	Link *LinkOptions `yaml:"link"`
 }
 
 // DefaultApprovalTimeout is a rule's approval_timeout when it sets none.
@@ -250,6 +254,7 @@ type Engine struct {
 type compiled struct {
 	name      string
 	action    Action
+	link      LinkOptions
 	senders   []string
 	rcptIn    []string
 	rcptOut   []string
@@ -304,6 +309,17 @@ func New(rules []Rule) (*Engine, error) {
 		case "", Quarantine, Reject:
 		default:
 			bad("on_infected", "want quarantine or reject, got %q", r.OnInfected)
+		}
+		if r.Link != nil {
+			c.link = *r.Link
+			switch r.Action {
+			case Link, Quarantine, Hold:
+			default:
+				bad("link", "only for action link, quarantine or hold (the options of the links made when the message is relayed), not %q", r.Action)
+			}
+			for _, e := range r.Link.validate() {
+				bad("link."+e.key, "%s", e.msg)
+			}
 		}
 		switch {
 		case r.Name == "":
@@ -435,6 +451,21 @@ func domains(in []string) ([]string, error) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// LinkOptions returns the link options of the rule named rule ("" or a
+// rule without a link block: the zero LinkOptions, every field taking its
+// links.* default).
+func (e *Engine) LinkOptions(rule string) LinkOptions {
+	if e == nil || rule == "" {
+		return LinkOptions{}
+	}
+	for i := range e.rules {
+		if e.rules[i].name == rule {
+			return e.rules[i].link
+		}
+	}
+	return LinkOptions{}
 }
 
 // Rules reports how many rules the engine has.

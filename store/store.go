@@ -120,6 +120,9 @@ type Store interface {
 	LinkByTokenHash(ctx context.Context, hash []byte) (LinkView, error)
 	// LinkByID finds a link by its ID (signed download URLs carry the ID).
 	LinkByID(ctx context.Context, id string) (LinkView, error)
+	// ListLinks lists the links that match f, ordered by link ID (oldest
+	// first), at most f.Limit of them (links.go).
+	ListLinks(ctx context.Context, f LinkFilter) ([]LinkView, error)
 	// MessageByTokenHash finds a message by the SHA-256 of its page or
 	// manage token, with all its links (expired and revoked included);
 	// ErrNotFound when unknown.

@@ -28,6 +28,8 @@ commands:
                                manage SMTP AUTH users (password from terminal or stdin)
   dkim keygen   -domain DOMAIN -selector SELECTOR [-type rsa|ed25519] [-out FILE]
                                new DKIM signing key (0600) and its DNS TXT record
+  links list|show|revoke -config FILE [filters] [LINK_ID]
+                               the admin's view of links (audited)
   policy test   -config FILE -from ADDR -to ADDR[,ADDR] FILE.eml
                                dry run: each part's policy decision
   quarantine list|show|release|delete|reject -config FILE [ID]
@@ -60,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runQuarantine(args[1:], stdout, stderr)
 	case "recover":
 		return runRecover(args[1:], stdout, stderr)
+	case "links":
+		return runLinks(args[1:], stdout, stderr)
 	case "dkim":
 		return runDKIM(args[1:], stdout, stderr)
 	case "policy":

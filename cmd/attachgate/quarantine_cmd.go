@@ -389,7 +389,7 @@ func orNone(s string) string {
 // printable escapes control characters (a header or address chosen by
 // whoever sent the mail must not drive the admin's terminal).
 func printable(s string) string {
-	if !strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || r == unicode.ReplacementChar }) {
+	if !strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || r == unicode.ReplacementChar || reorders(r) }) {
 		return s
 	}
 	var b strings.Builder
@@ -399,11 +399,20 @@ func printable(s string) string {
 			b.WriteString(`\uFFFD`)
 		case unicode.IsControl(r):
 			fmt.Fprintf(&b, `\x%02x`, r)
+		case reorders(r):
+			fmt.Fprintf(&b, `\u%04X`, r)
 		default:
 			b.WriteRune(r)
 		}
 	}
 	return b.String()
+}
+
+// reorders: line and paragraph separators and the bidirectional overrides
+// and isolates, which make a terminal show text in another order than it
+// is (a file name "invoice\u202Efdp.exe" reads as "invoiceexe.pdf").
+func reorders(r rune) bool {
+	return r == '\u2028' || r == '\u2029' || (r >= '\u202a' && r <= '\u202e') || (r >= '\u2066' && r <= '\u2069')
 }
 
 func (q *cliQuarantine) release(ctx context.Context, id string, out io.Writer) error {

@@ -200,6 +200,8 @@ func TestPrintableEscapesControls(t *testing.T) {
 		{"a\rb\nc\td", `a\x0db\x0ac\x09d`},
 		{"bad\xffbyte", `bad\uFFFDbyte`},
 		{"\u009b31m", `\x9b31m`},
+		{"invoice\u202efdp.exe", `invoice\u202Efdp.exe`},
+		{"line\u2028break", `line\u2028break`},
 	} {
 		if got := printable(tt.in); got != tt.want {
 			t.Errorf("printable(%q) = %q, want %q", tt.in, got, tt.want)

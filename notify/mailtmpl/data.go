@@ -42,3 +42,34 @@ func sampleDSN() DSNData {
 		ReportingMTA: "gw.example.com", Failed: []DSNRecipient{r}, Delayed: []DSNRecipient{r},
 		RetryUntil: sampleTime.Add(120 * time.Hour)}
 }
+
+// KindReceipt is the sender's receipt of a relayed message whose links a
+// rule with notify_sender receipt or downloads made.
+const KindReceipt = "receipt"
+
+// ReceiptData fills the "receipt" mail, sent to the envelope sender once
+// the next hop accepted the message.
+type ReceiptData struct {
+	Subject    string    // the message's subject, decoded ("" when it had none)
+	Sent       time.Time // when the gateway received it
+	Recipients []string  // envelope recipients
+	Files      []ReceiptFile
+	Expires    time.Time // when the last link expires
+	ManageURL  string    // base_url/s/{token}: the sender's manage page
+}
+
+// ReceiptFile is one linked file in a receipt.
+type ReceiptFile struct {
+	Name    string
+	Size    int64
+	SHA256  string
+	Expires time.Time
+}
+
+func sampleReceipt() ReceiptData {
+	return ReceiptData{Subject: "Quarterly report", Sent: sampleTime,
+		Recipients: []string{"bob@example.net", "carol@example.org"},
+		Files: []ReceiptFile{{Name: "report.pdf", Size: 1572864, SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+			Expires: sampleTime.Add(72 * time.Hour)}},
+		Expires: sampleTime.Add(72 * time.Hour), ManageURL: "https://files.example.com/s/TOKEN"}
+}
