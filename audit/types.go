@@ -28,6 +28,12 @@ const (
 	// TypeNoticeFailed: such a mail will not reach the recipients listed
 	// (refused for good, given up after retries, or not queued).
 	TypeNoticeFailed = "notice.failed"
+	// TypeLinkExpiryChanged: the sender changed a link's expiry on the
+	// manage page (expires: the new one; detail: from, to).
+	TypeLinkExpiryChanged = "link.expiry_changed"
+	// TypeManageRefused: an action on the sender's manage page was
+	// refused (reason: csrf, unknown link, past expiry, beyond max, ...).
+	TypeManageRefused = "manage.refused"
 
 	// AdminTypePrefix starts the type of every admin action
 	// ("admin.token.created", "admin.link.revoke", ...). Admin types are an
@@ -45,6 +51,7 @@ var fixedTypes = []string{
 	TypeFileStored, TypeLinkCreated, TypeLinkViewed,
 	TypeDownloadOK, TypeDownloadDenied, TypeLinkRevoked, TypeFilePurged,
 	TypeAuthFailed, TypeAuditPurged, TypeNoticeSent, TypeNoticeFailed,
+	TypeLinkExpiryChanged, TypeManageRefused,
 }
 
 // Types returns the fixed event types in documentation order; admin types

@@ -49,6 +49,7 @@ type Kind struct {
 var kinds = []Kind{
 	{Name: "code", Sample: func() any { return sampleCode() }},
 	{Name: "dsn", Sample: func() any { return sampleDSN() }},
+	{Name: "download", Sample: func() any { return sampleDownload() }},
 }
 
 // Kinds returns the names of the known kinds.
