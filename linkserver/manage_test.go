@@ -471,7 +471,13 @@ func TestManageCSRF(t *testing.T) {
 // and link, is audited per link, and the expiry purge finds the files at
 // the new time.
 func TestManageExpiry(t *testing.T) {
-	h := newHarness(t, func(o *Options) { o.MaxExpiry = 240 * time.Hour })
+	for _, backend := range []string{backendSQLite, backendRedis} {
+		t.Run(backend, func(t *testing.T) { testManageExpiry(t, backend) })
+	}
+}
+
+func testManageExpiry(t *testing.T, backend string) {
+	h := newHarnessOn(t, backend, func(o *Options) { o.MaxExpiry = 240 * time.Hour })
 	m := h.addMessage(msgSpec{files: []string{"a.pdf", "b.pdf"}})
 	c := h.browser(false)
 	resp, body, csrf := h.managePage(c, m.manage, nil)
