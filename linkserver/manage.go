@@ -483,7 +483,7 @@ func parseExpiry(v string, loc *time.Location) (time.Time, bool) {
 }
 
 // senderEvent starts an audit event for an action on the manage page.
-func (s *Server) senderEvent(r *http.Request, typ string, mv store.MessageView) audit.Event {
+func (s *Server) senderEvent(r *http.Request, typ audit.EventType, mv store.MessageView) audit.Event {
 	e := s.webEvent(r, typ)
 	e.Actor = actorSender
 	e.MessageID = mv.Message.ID
