@@ -402,8 +402,9 @@ func (s *Server) handleManageAction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if !s.revokeLinks(w, r, mv, now, func(ctx context.Context) (int, error) {
-			err := s.store.RevokeLink(ctx, id, now)
-			return 0, err
+			// RevokeLink does not say whether it was the first: -1,
+			// "unknown", and the read-back below decides.
+			return -1, s.store.RevokeLink(ctx, id, now)
 		}, id) {
 			return
 		}
@@ -500,12 +501,20 @@ func (s *Server) revokeLinks(w http.ResponseWriter, r *http.Request, mv store.Me
 	revoke func(ctx context.Context) (int, error), only string) bool {
 	ctx, cancel := storeContext(r)
 	defer cancel()
-	if _, err := revoke(ctx); err != nil {
+	n, err := revoke(ctx)
+	if err != nil {
 		s.storeFailed(w, r, "revoke by sender", only, err)
 		return false
 	}
+	if n == 0 {
+		// Everything was revoked already (another tab, another
+		// instance): nothing to audit.
+		return true
+	}
 	// Read back: a link counts as revoked here when it carries this
 	// revocation's time and was not revoked before (the first time stays).
+	// Two revocations racing with the very same nanosecond would both
+	// claim it; real clocks do not give two requests that.
 	after, err := s.store.MessageByID(ctx, mv.Message.ID)
 	if err != nil {
 		s.storeFailed(w, r, "message after revoke", only, err)

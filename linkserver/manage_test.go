@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -610,4 +611,60 @@ func newHTTPTestServer(t testing.TB, s *Server) *httptest.Server {
 	t.Cleanup(s.Close)
 	t.Cleanup(hs.Close)
 	return hs
+}
+
+// TestManageConcurrentRevokeAll: 20 tabs withdrawing all files at once
+// all succeed, and each link is audited as revoked exactly once.
+func TestManageConcurrentRevokeAll(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.Now = time.Now })
+	h.clock.Set(time.Now()) // the message's creation
+	m := h.addMessage(msgSpec{files: []string{"a.pdf", "b.pdf", "c.pdf"}})
+	type tab struct {
+		c    *http.Client
+		csrf string
+	}
+	var tabs []tab
+	for range 20 {
+		c := h.browser(false)
+		_, _, csrf := h.managePage(c, m.manage, nil)
+		tabs = append(tabs, tab{c, csrf})
+	}
+	var wg sync.WaitGroup
+	statuses := make(chan int, len(tabs))
+	for _, tb := range tabs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			form := url.Values{csrfField: {tb.csrf}, "action": {"revoke-all"}}
+			req, _ := http.NewRequest(http.MethodPost, h.http.URL+"/s/"+m.manage, strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			resp, err := tb.c.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != http.StatusSeeOther {
+			t.Errorf("a tab got %d, want 303", s)
+		}
+	}
+	revoked := h.events.ofType(audit.TypeLinkRevoked)
+	seen := map[string]int{}
+	for _, e := range revoked {
+		seen[e.LinkID]++
+	}
+	if len(revoked) != 3 || len(seen) != 3 {
+		t.Errorf("link.revoked per link: %v, want each of the 3 once", seen)
+	}
+	for _, tok := range m.tokens {
+		if s := landingStatus(h, tok); s != http.StatusGone {
+			t.Errorf("link after concurrent revoke-all: %d", s)
+		}
+	}
 }
