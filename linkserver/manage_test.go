@@ -317,6 +317,9 @@ func TestManageRevokeFile(t *testing.T) {
 			if err != nil || !v.Link.RevokedAt.Equal(testStart) {
 				t.Errorf("revoked at %v (%v), want the first time %v", v.Link.RevokedAt, err, testStart)
 			}
+			if strings.Contains(h.logs.String(), m.manage) {
+				t.Errorf("manage token in the log")
+			}
 		})
 	}
 }
@@ -581,6 +584,12 @@ func TestManageEscapes(t *testing.T) {
 	}
 	if n := strings.Count(body, "&lt;script&gt;alert(1)&lt;/script&gt;"); n < 3 {
 		t.Errorf("escaped text shown %d times, want subject, recipient and file name", n)
+	}
+	// The confirmation after an action is a fixed sentence chosen by
+	// ?done=, never the query's text.
+	_, b := h.do(h.browser(false), http.MethodGet, "/s/"+m.manage+"?done=%3Cscript%3Ealert(3)%3C/script%3E", nil, nil)
+	if strings.Contains(string(b), "alert(3)") || strings.Contains(string(b), `class="done"`) {
+		t.Errorf("?done= reflected")
 	}
 }
 
