@@ -522,6 +522,14 @@ func testManageExpiry(t *testing.T, backend string) {
 			t.Errorf("expires %q reflected unescaped", tt.value)
 		}
 	}
+	// In Japanese, the refusal names the limit in links.time_zone.
+	resp, b := h.do(c, http.MethodPost, "/s/"+m.manage, http.Header{
+		"Content-Type": {"application/x-www-form-urlencoded"}, "Accept-Language": {"ja"}},
+		strings.NewReader(url.Values{csrfField: {csrf}, "action": {"expiry"}, "expires": {"2026-04-01T00:00"}}.Encode()))
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "最長期間 (2026年3月12日(木) 19:00 JST") ||
+		!strings.Contains(string(b), "変更されませんでした") {
+		t.Errorf("Japanese refusal: %d\n%s", resp.StatusCode, b)
+	}
 	if l, f := expiryOf(); !l.Equal(testStart.Add(7*24*time.Hour)) || !f.Equal(testStart.Add(7*24*time.Hour)) {
 		t.Fatalf("refused changes moved the expiry to %v / %v", l, f)
 	}
@@ -557,7 +565,7 @@ func testManageExpiry(t *testing.T, backend string) {
 		t.Errorf("after extending to the maximum: %v", l)
 	}
 	// The landing page shows the new expiry.
-	_, b := h.do(h.browser(false), http.MethodGet, "/d/"+m.tokens[0], nil, nil)
+	_, b = h.do(h.browser(false), http.MethodGet, "/d/"+m.tokens[0], nil, nil)
 	if !strings.Contains(string(b), "Thursday, 12 March 2026, 19:00 JST") {
 		t.Errorf("landing page does not show the new expiry")
 	}
