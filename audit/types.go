@@ -37,6 +37,12 @@ const (
 	TypeScanClean    EventType = "scan.clean"
 	TypeScanInfected EventType = "scan.infected"
 	TypeScanError    EventType = "scan.error"
+	// TypeLinkExpiryChanged: the sender changed a link's expiry on the
+	// manage page (expires: the new one; detail: from, to).
+	TypeLinkExpiryChanged EventType = "link.expiry_changed"
+	// TypeManageRefused: an action on the sender's manage page was
+	// refused (reason: csrf, unknown link, past expiry, beyond max, ...).
+	TypeManageRefused EventType = "manage.refused"
 
 	// AdminTypePrefix starts the type of every admin action
 	// ("admin.token.created", "admin.link.revoke", ...). Admin types are an
@@ -67,6 +73,7 @@ var fixedTypes = []EventType{
 	TypeAuthFailed, TypeAuditPurged, TypeNoticeSent, TypeNoticeFailed,
 	TypeScanClean, TypeScanInfected, TypeScanError,
 	TypeMailBounced, TypeMailPurged,
+	TypeLinkExpiryChanged, TypeManageRefused,
 }
 
 // Types returns the fixed event types in documentation order; admin types

@@ -176,6 +176,9 @@ func (a *auditedStream) WriteHeader(code int) {
 			a.refuse(pageRevoked, revokedAt)
 			return
 		}
+		// For the sender's manage page (and download notice); never
+		// fails the download.
+		a.server.recordAccess(a.request, a.view, store.AccessDownload, "")
 		a.streaming = true
 		a.lastCheck = time.Now()
 	}

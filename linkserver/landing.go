@@ -48,6 +48,7 @@ func (s *Server) handleLanding(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, pageUnavailable)
 		return
 	}
+	s.recordAccess(r, view, store.AccessView, "")
 
 	s.setCSRFCookie(w, r, csrfCookieValue(r))
 	t := catalogFor(r)

@@ -11,6 +11,9 @@
 //	GET  /d/{token}         landing page; counts nothing
 //	POST /d/{token}         counts the download, 303 to a signed URL
 //	GET  /f/{id}/{name}?e=&s=  streams the decrypted file (Range, HEAD)
+//
+// The envelope sender's manage page (manage.go) is GET and POST
+// /s/{token}.
 package linkserver
 
 import (
@@ -83,6 +86,10 @@ type Options struct {
 	// Notify sends the gateway's own mail (recipient codes, sender
 	// notices); nil sends none.
 	Notify *notify.Service
+	// MaxExpiry (links.max_expiry) is how far past its creation the
+	// sender may extend a message's expiry on the manage page;
+	// 0 = DefaultMaxExpiry.
+	MaxExpiry time.Duration
 }
 
 // Server serves landing pages, downloads and health. It is safe for
@@ -108,6 +115,7 @@ type Server struct {
 	denials          *denialLimiter
 	notify           *notify.Service
 	inFlight         inFlight
+	maxExpiry        time.Duration
 }
 
 // New checks o and builds a Server.
@@ -125,6 +133,8 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("linkserver: Options.SignedURLTTL must not be negative, got %s", o.SignedURLTTL)
 	case o.ReadTimeout < 0 || o.IdleTimeout < 0 || o.StallTimeout < 0 || o.DenialWindow < 0:
 		return nil, errors.New("linkserver: Options timeouts and DenialWindow must not be negative")
+	case o.MaxExpiry < 0:
+		return nil, fmt.Errorf("linkserver: Options.MaxExpiry must not be negative, got %s", o.MaxExpiry)
 	case o.DenialBurst < 0 || o.DenialLimit < 0:
 		return nil, errors.New("linkserver: Options.DenialBurst and DenialLimit must not be negative")
 	}
@@ -144,6 +154,7 @@ func New(o Options) (*Server, error) {
 		readTimeout:    cmp.Or(o.ReadTimeout, defaultReadTimeout),
 		idleTimeout:    cmp.Or(o.IdleTimeout, defaultIdleTimeout),
 		stallTimeout:   cmp.Or(o.StallTimeout, defaultStallTimeout),
+		maxExpiry:      cmp.Or(o.MaxExpiry, DefaultMaxExpiry),
 	}
 	s.pageWriteTimeout = s.readTimeout
 	if s.log == nil {
@@ -172,6 +183,9 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("GET /d/{token}", s.handleLanding)
 	mux.HandleFunc("POST /d/{token}", s.handleConfirm)
 	mux.HandleFunc("/d/{token}", s.methodNotAllowed("GET, HEAD, POST"))
+	mux.HandleFunc("GET /s/{token}", s.handleManage)
+	mux.HandleFunc("POST /s/{token}", s.handleManageAction)
+	mux.HandleFunc("/s/{token}", s.methodNotAllowed("GET, HEAD, POST"))
 	mux.HandleFunc("GET /f/{id}/{name}", s.handleFile)
 	mux.HandleFunc("/f/{id}/{name}", s.methodNotAllowed("GET, HEAD"))
 	// Without this catch-all, unknown paths would get ServeMux's plain-text

@@ -107,3 +107,22 @@ func (s *countedStore) PurgeTombstones(ctx context.Context, now time.Time) (int,
 	n, err := s.Store.PurgeTombstones(ctx, now)
 	return n, s.count("purge_tombstones", err)
 }
+
+func (s *countedStore) RecordAccess(ctx context.Context, a store.Access) (bool, error) {
+	first, err := s.Store.RecordAccess(ctx, a)
+	return first, s.count("record_access", err)
+}
+
+func (s *countedStore) Accesses(ctx context.Context, messageID string) ([]store.Access, error) {
+	a, err := s.Store.Accesses(ctx, messageID)
+	return a, s.count("accesses", err)
+}
+
+func (s *countedStore) RevokeMessage(ctx context.Context, messageID string, now time.Time) (int, error) {
+	n, err := s.Store.RevokeMessage(ctx, messageID, now)
+	return n, s.count("revoke_message", err)
+}
+
+func (s *countedStore) SetMessageExpiry(ctx context.Context, messageID string, t time.Time) error {
+	return s.count("set_message_expiry", s.Store.SetMessageExpiry(ctx, messageID, t))
+}

@@ -314,3 +314,34 @@ func (g *Guard) PurgeTombstones(ctx context.Context, now time.Time) (int, error)
 	n, err := g.inner.PurgeTombstones(ctx, now)
 	return n, g.Observe(ctx, err)
 }
+
+func (g *Guard) RecordAccess(ctx context.Context, a Access) (bool, error) {
+	if err := g.Check(); err != nil {
+		return false, err
+	}
+	first, err := g.inner.RecordAccess(ctx, a)
+	return first, g.Observe(ctx, err)
+}
+
+func (g *Guard) Accesses(ctx context.Context, messageID string) ([]Access, error) {
+	if err := g.Check(); err != nil {
+		return nil, err
+	}
+	a, err := g.inner.Accesses(ctx, messageID)
+	return a, g.Observe(ctx, err)
+}
+
+func (g *Guard) RevokeMessage(ctx context.Context, messageID string, now time.Time) (int, error) {
+	if err := g.Check(); err != nil {
+		return 0, err
+	}
+	n, err := g.inner.RevokeMessage(ctx, messageID, now)
+	return n, g.Observe(ctx, err)
+}
+
+func (g *Guard) SetMessageExpiry(ctx context.Context, messageID string, t time.Time) error {
+	if err := g.Check(); err != nil {
+		return err
+	}
+	return g.Observe(ctx, g.inner.SetMessageExpiry(ctx, messageID, t))
+}

@@ -154,6 +154,24 @@ type Store interface {
 	// returns how many it removed (backends that expire them on their own
 	// may return 0).
 	PurgeTombstones(ctx context.Context, now time.Time) (int, error)
+	// RecordAccess records a view or download of a file and reports
+	// whether it was the first download of that file by a.Recipient (for
+	// an unverified visitor, Recipient "", the first download of the file
+	// at all); always false for a view. The check and the write are one
+	// atomic step across instances. Only the newest MaxAccessesPerMessage
+	// records of a message are kept. An unknown file gives ErrNotFound.
+	RecordAccess(ctx context.Context, a Access) (first bool, err error)
+	// Accesses lists the kept access records of a message, oldest first
+	// (none for an unknown message).
+	Accesses(ctx context.Context, messageID string) ([]Access, error)
+	// RevokeMessage revokes every link of the message at now and returns
+	// how many were not revoked before (the first revocation time stays).
+	// An unknown message gives ErrNotFound.
+	RevokeMessage(ctx context.Context, messageID string, now time.Time) (int, error)
+	// SetMessageExpiry sets ExpiresAt of every file and link of the
+	// message to t; the expiry purge then removes the files at t. An
+	// unknown message gives ErrNotFound.
+	SetMessageExpiry(ctx context.Context, messageID string, t time.Time) error
 	// Close releases the backend.
 	Close() error
 }

@@ -214,6 +214,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		TrustedProxies: c.Links.Proxies(),
 		HTTPS:          c.Links.HTTPS(),
 		Notify:         notices,
+		MaxExpiry:      c.Links.MaxExpiry.D(),
 	})
 	if err != nil {
 		return err

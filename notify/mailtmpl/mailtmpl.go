@@ -50,6 +50,7 @@ var kinds = []Kind{
 	{Name: "code", Sample: func() any { return sampleCode() }},
 	{Name: "dsn", Sample: func() any { return sampleDSN() }},
 	{Name: KindReceipt, Sample: func() any { return sampleReceipt() }},
+	{Name: "download", Sample: func() any { return sampleDownload() }},
 }
 
 // Kinds returns the names of the known kinds.

@@ -26,6 +26,8 @@ import "github.com/redis/go-redis/v9"
 //	p files:by-expiry    zset   file IDs scored by ExpiresAt in microseconds
 //	p mtoken:page:<sha256 hex>   string the message ID (message page token)
 //	p mtoken:manage:<sha256 hex> string the message ID (sender's manage token)
+//	p msg:<id>:access           list   access records (manage.go)
+//	p file:<id>:downloaders     set    who downloaded the file (manage.go)
 
 // luaHelpers is prepended to scripts that need them.
 const luaHelpers = `
@@ -43,13 +45,34 @@ local function deleteLinksOfFile(p, fileID)
     redis.call('DEL', linkKey)
   end
   redis.call('DEL', set)
+  redis.call('DEL', p .. 'file:' .. fileID .. ':downloaders')
+end
+
+-- dropFileAccesses removes a deleted file's records from its message's
+-- access list (personal data lives only as long as the file).
+local function dropFileAccesses(messageKey, fileID)
+  local list = messageKey .. ':access'
+  local items = redis.call('LRANGE', list, 0, -1)
+  if #items == 0 then return end
+  local prefix = fileID .. ' '
+  local keep = {}
+  for _, it in ipairs(items) do
+    if string.sub(it, 1, #prefix) ~= prefix then keep[#keep + 1] = it end
+  end
+  if #keep == #items then return end
+  local ttl = redis.call('PTTL', list)
+  redis.call('DEL', list)
+  if #keep > 0 then
+    redis.call('RPUSH', list, unpack(keep))
+    if ttl > 0 then redis.call('PEXPIRE', list, ttl) end
+  end
 end
 
 local function deleteMessageKeys(p, messageKey)
   local h = redis.call('HMGET', messageKey, 'page_token_hash', 'manage_token_hash')
   if h[1] and h[1] ~= '' then redis.call('DEL', p .. 'mtoken:page:' .. h[1]) end
   if h[2] and h[2] ~= '' then redis.call('DEL', p .. 'mtoken:manage:' .. h[2]) end
-  redis.call('DEL', messageKey, messageKey .. ':files')
+  redis.call('DEL', messageKey, messageKey .. ':files', messageKey .. ':access')
 end
 `
 
@@ -244,6 +267,7 @@ redis.call('DEL', fileKey)
 local messageKey = p .. 'msg:' .. messageID
 local files = messageKey .. ':files'
 redis.call('SREM', files, fileID)
+dropFileAccesses(messageKey, fileID)
 for _, other in ipairs(redis.call('SMEMBERS', files)) do
   if redis.call('EXISTS', p .. 'file:' .. other) == 0 then redis.call('SREM', files, other) end
 end

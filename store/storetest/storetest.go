@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"MessageView", testMessageView},
 		{"ListLinks", testListLinks},
 	}
+	tests = append(tests, manageTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := open(t)
