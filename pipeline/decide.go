@@ -40,6 +40,9 @@ type decider interface {
 	// Message decides a message that passes through untouched (signed,
 	// encrypted): its own rules may still refuse or hold it.
 	Message(env policies.Envelope, m policies.Message) policies.Decision
+	// Mail decides the whole message once it has been walked (mail
+	// rules: sender, subject, external recipients...).
+	Mail(env policies.Envelope, m policies.Mail) policies.Decision
 }
 
 type smtpDecider struct{ e *policies.Engine }
@@ -54,6 +57,10 @@ func (d smtpDecider) Decide(env policies.Envelope, p policies.Part) policies.Dec
 
 func (d smtpDecider) Message(env policies.Envelope, m policies.Message) policies.Decision {
 	return d.e.DecideMessage(env, m)
+}
+
+func (d smtpDecider) Mail(env policies.Envelope, m policies.Mail) policies.Decision {
+	return d.e.DecideMail(env, m)
 }
 
 // releaseDecider links a part whose rule held the message: the message was
@@ -73,6 +80,10 @@ func (d releaseDecider) Message(env policies.Envelope, m policies.Message) polic
 	return released(d.e.DecideMessage(env, m))
 }
 
+func (d releaseDecider) Mail(env policies.Envelope, m policies.Mail) policies.Decision {
+	return released(d.e.DecideMail(env, m))
+}
+
 func released(d policies.Decision) policies.Decision {
 	if d.Action.MessageLevel() {
 		d.Action = policies.Link
@@ -86,6 +97,11 @@ func (t *Transaction) decideAttachment(ctx context.Context, env policies.Envelop
 	pp := policies.PartOf(part)
 	d, final := t.decide.Early(env, pp)
 	if final {
+		switch {
+		case d.Action == policies.Keep, d.Action.MessageLevel(), t.verdict.MessageLevel():
+			// Not stored: its size stays unknown to the mail rules.
+			t.parts = append(t.parts, pp)
+		}
 		switch {
 		case d.Action == policies.Reject:
 			return t.messageLevel(d)
@@ -109,6 +125,8 @@ func (t *Transaction) decideAttachment(ctx context.Context, env policies.Envelop
 			sc.abandon()
 			return fmt.Errorf("store attachment %s: %w", part.Path, err)
 		}
+		pp.Size = info.Size
+		t.parts = append(t.parts, pp)
 		if err := t.scanned(sc, d.Rule, &info, fileID); err != nil || t.verdict.MessageLevel() {
 			return err
 		}
@@ -126,6 +144,7 @@ func (t *Transaction) decideAttachment(ctx context.Context, env policies.Envelop
 			return fmt.Errorf("read attachment %s: %w", part.Path, err)
 		}
 		pp.Size, pp.EncryptedArchive = n, probe.Encrypted()
+		t.parts = append(t.parts, pp)
 		d := t.decide.Decide(env, pp)
 		if err := t.scanned(sc, d.Rule, nil, ""); err != nil {
 			return err
@@ -143,6 +162,7 @@ func (t *Transaction) decideAttachment(ctx context.Context, env policies.Envelop
 		return fmt.Errorf("store attachment %s: %w", part.Path, err)
 	}
 	pp.Size, pp.EncryptedArchive = info.Size, probe.Encrypted()
+	t.parts = append(t.parts, pp)
 	d = t.decide.Decide(env, pp)
 	err = t.scanned(sc, d.Rule, &info, "")
 	if err == nil && d.Action == policies.Link && !t.verdict.MessageLevel() {
