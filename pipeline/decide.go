@@ -21,7 +21,12 @@ import (
 // and decided with its size afterwards: link keeps the blob, keep deletes it
 // (Rewrite then copies the part raw from the spool), a message-level action
 // deletes it. Once a message-level action is known, later parts are only
-// counted, not stored. A reject ends the walk at once.
+// counted, not stored. A reject ends the walk at once. The same goes for
+// encrypted_archive, which the part's bytes tell (policies.ArchiveProbe).
+//
+// With scanning on (scan.go) every part the walk reads, stored or not
+// (kept, or in a message being held), also streams to clamd on the way,
+// and its verdict is applied before the part is linked.
 
 // errRefusedByPolicy stops the walk of a message a rule rejects.
 var errRefusedByPolicy = errors.New("refused by policy")
@@ -98,21 +103,20 @@ func (t *Transaction) decideAttachment(ctx context.Context, env policies.Envelop
 			t.parts = append(t.parts, pp)
 		}
 		switch {
-		case d.Action == policies.Keep:
-			if t.p.Scan == nil {
-				return nil
-			}
-			// Kept in the mail: scanned on its way to the spool.
-			sc := t.startScan(ctx, part)
-			if _, err := io.Copy(io.Discard, sc.tee(body)); err != nil {
-				sc.abandon()
-				return fmt.Errorf("read attachment %s: %w", part.Path, err)
-			}
-			return t.scanned(sc, d.Rule, nil, "")
-		case d.Action.MessageLevel():
+		case d.Action == policies.Reject:
 			return t.messageLevel(d)
-		case t.verdict.MessageLevel():
-			return nil // the message is not relayed now: nothing to link
+		case d.Action == policies.Keep || d.Action.MessageLevel() || t.verdict.MessageLevel():
+			// Kept in the mail, or the message is held and nothing is
+			// linked now: scanned on its way past all the same, so
+			// malware in held mail is quarantined, never released on a
+			// timer.
+			if err := t.scanPast(ctx, part, body, d.Rule); err != nil {
+				return err
+			}
+			if d.Action.MessageLevel() {
+				return t.messageLevel(d)
+			}
+			return nil
 		}
 		fileID := store.NewID()
 		sc := t.startScan(ctx, part)
@@ -133,13 +137,19 @@ func (t *Transaction) decideAttachment(ctx context.Context, env policies.Envelop
 	// the size is known only after the body went by.
 	var probe policies.ArchiveProbe
 	if t.verdict.MessageLevel() {
-		n, err := io.Copy(&probe, body)
+		sc := t.startScan(ctx, part)
+		n, err := io.Copy(&probe, sc.tee(body))
 		if err != nil {
+			sc.abandon()
 			return fmt.Errorf("read attachment %s: %w", part.Path, err)
 		}
 		pp.Size, pp.EncryptedArchive = n, probe.Encrypted()
 		t.parts = append(t.parts, pp)
-		if d := t.decide.Decide(env, pp); d.Action.MessageLevel() {
+		d := t.decide.Decide(env, pp)
+		if err := t.scanned(sc, d.Rule, nil, ""); err != nil {
+			return err
+		}
+		if d.Action.MessageLevel() {
 			return t.messageLevel(d)
 		}
 		return nil
@@ -168,6 +178,20 @@ func (t *Transaction) decideAttachment(ctx context.Context, env policies.Envelop
 		return t.messageLevel(d)
 	}
 	return nil // keep
+}
+
+// scanPast scans an attachment that is not stored (with scanning on): its
+// body is read through to clamd and goes on in the walk as it would.
+func (t *Transaction) scanPast(ctx context.Context, part *mailpart.Part, body io.Reader, rule string) error {
+	if t.p.Scan == nil {
+		return nil
+	}
+	sc := t.startScan(ctx, part)
+	if _, err := io.Copy(io.Discard, sc.tee(body)); err != nil {
+		sc.abandon()
+		return fmt.Errorf("read attachment %s: %w", part.Path, err)
+	}
+	return t.scanned(sc, rule, nil, "")
 }
 
 // scanned applies the scan's verdict on an attachment rule decided;

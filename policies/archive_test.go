@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"hash/crc32"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -128,17 +127,17 @@ func TestEncryptedArchiveRule(t *testing.T) {
 	if _, ok := e.Early(out, zip); ok {
 		t.Fatal("Early decided before the archive's bytes were seen")
 	}
-	if d, ok := e.Early(in, zip); !ok || !reflect.DeepEqual(d, Decision{Rule: "zips", Action: Link}) {
+	if d, ok := e.Early(in, zip); !ok || (d.Rule != "zips" || d.Action != Link) {
 		t.Fatalf("internal mail: Early = %+v, %v", d, ok)
 	}
 	enc := zip
 	enc.Size, enc.EncryptedArchive = 100, true
-	if d := e.Decide(out, enc); !reflect.DeepEqual(d, Decision{Rule: "ppap", Action: Hold}) {
+	if d := e.Decide(out, enc); d.Rule != "ppap" || d.Action != Hold {
 		t.Errorf("encrypted zip to outside: %+v", d)
 	}
 	plain := zip
 	plain.Size = 100
-	if d := e.Decide(out, plain); !reflect.DeepEqual(d, Decision{Rule: "zips", Action: Link}) {
+	if d := e.Decide(out, plain); d.Rule != "zips" || d.Action != Link {
 		t.Errorf("plain zip: %+v", d)
 	}
 	if a := e.OnInfected("ppap"); a != Reject {
@@ -192,7 +191,7 @@ func TestDryRunShowsEncryptedArchive(t *testing.T) {
 	if len(run.Parts) != 3 || run.Parts[1].EncryptedArchive || !run.Parts[2].EncryptedArchive {
 		t.Fatalf("parts: %+v", run.Parts)
 	}
-	if !reflect.DeepEqual(run.Parts[2].Decision, Decision{Rule: "ppap", Action: Quarantine}) || run.Verdict.Action != Quarantine {
+	if run.Parts[2].Decision.Rule != "ppap" || run.Parts[2].Decision.Action != Quarantine || run.Verdict.Action != Quarantine {
 		t.Fatalf("decision %+v, verdict %+v", run.Parts[2].Decision, run.Verdict)
 	}
 	var out bytes.Buffer
@@ -239,4 +238,27 @@ func FuzzArchiveProbe(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestEncryptedArchiveIsAnAttachmentRule: a rule with only
+// encrypted_archive is decided per attachment, never as a mail rule that
+// would hold every message.
+func TestEncryptedArchiveIsAnAttachmentRule(t *testing.T) {
+	e := mustEngine(t, parseRules(t, `
+- name: ppap
+  match: {encrypted_archive: true}
+  action: hold
+`))
+	env := Envelope{From: "a@example.com", To: []string{"b@example.net"}}
+	if d := e.DecideMail(env, Mail{Subject: "hi"}); d.Action != Link {
+		t.Fatalf("mail without attachments: %+v", d)
+	}
+	plain := Part{Filename: "a.zip", Size: 10}
+	if d := e.DecideMail(env, Mail{Attachments: []Part{plain}}); d.Action != Link {
+		t.Fatalf("mail with a plain zip: %+v", d)
+	}
+	if _, err := New([]Rule{{Name: "r", Action: Hold, Match: Match{EncryptedArchive: true, SubjectRegex: "x"}}}); err == nil ||
+		!strings.Contains(err.Error(), "policies[0].match.encrypted_archive: combines only with attachment and envelope fields") {
+		t.Fatalf("encrypted_archive with a mail field: %v", err)
+	}
 }

@@ -158,6 +158,11 @@ type Match struct {
 	// with them.
 	Signed    bool `yaml:"signed"`
 	Encrypted bool `yaml:"encrypted"`
+	// EncryptedArchive: the attachment is a ZIP archive with at least
+	// one encrypted (password-protected) entry, which a malware scanner
+	// cannot look into (ArchiveProbe). Like a size, this is known only
+	// once the attachment's bytes went by. false: no condition.
+	EncryptedArchive bool `yaml:"encrypted_archive"`
 
 	// Mail fields (mail.go): they look at the whole message, so a rule
 	// with one of them needs a message-level action (reject, quarantine,
@@ -182,11 +187,6 @@ type Match struct {
 	// HasAttachments: true, the message has at least one attachment;
 	// false, it has none. Unset: either.
 	HasAttachments *bool `yaml:"has_attachments"`
-	// EncryptedArchive: the attachment is a ZIP archive with at least
-	// one encrypted (password-protected) entry, which a malware scanner
-	// cannot look into (ArchiveProbe). Like a size, this is known only
-	// once the attachment's bytes went by. false: no condition.
-	EncryptedArchive bool `yaml:"encrypted_archive"`
 }
 
 // Envelope is what the SMTP conversation says about a message.
@@ -409,7 +409,13 @@ func New(rules []Rule) (*Engine, error) {
 				bad(field, "combines only with sender_domains, recipient_domains and recipient_domains_not, not with mail fields (%s)", mailFieldNames)
 			}
 		}
-		c.partCheck = len(m.ContentTypes) > 0 || len(m.Extensions) > 0 || m.MinSize != nil || m.MaxSize != nil || m.FilenameGlob != "" || m.EncryptedArchive
+		c.partCheck = len(m.ContentTypes) > 0 || len(m.Extensions) > 0 || m.MinSize != nil || m.MaxSize != nil || m.FilenameGlob != "" ||
+			m.EncryptedArchive
+		if m.EncryptedArchive && m.hasMailFields() {
+			// Mail rules are decided after the walk, from what it saw;
+			// only attachment rules make the walk look into archives.
+			bad("match.encrypted_archive", "combines only with attachment and envelope fields, not with mail fields (%s)", mailFieldNames)
+		}
 		compileMail(&c, r, bad)
 		e.rules = append(e.rules, c)
 	}

@@ -436,3 +436,34 @@ func TestScanConcurrentClients(t *testing.T) {
 		t.Fatalf("scan.clean %d, scan.infected %d", len(c), len(i))
 	}
 }
+
+// TestScanHeldMail: a message a hold rule delays is scanned on arrival
+// too: with malware it is quarantined (never released on the timer);
+// clean, it is held as the rule says.
+func TestScanHeldMail(t *testing.T) {
+	rules := "- name: hold-all-outside\n  match: {recipient_domains_not: [\"example.com\"]}\n  action: hold\n"
+	g := startScanGateway(t, scanSetup{rules: rules})
+	if err := g.send("alice@example.com", []string{"bob@example.net"}, eicarMail()); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.send("alice@example.com", []string{"bob@example.net"},
+		mailWithAttachment("report", "attached", "report.pdf", random(20000))); err != nil {
+		t.Fatal(err)
+	}
+	items := g.heldItems(t)
+	if len(items) != 2 {
+		t.Fatalf("held: %+v", items)
+	}
+	if items[0].Action != policies.Quarantine || items[0].Rule != pipeline.MalwareRule+clamdtest.Signature || !items[0].ReleaseAt.IsZero() {
+		t.Errorf("infected held mail: %+v", items[0])
+	}
+	if items[1].Action != policies.Hold || items[1].Rule != "hold-all-outside" {
+		t.Errorf("clean held mail: %+v", items[1])
+	}
+	if inf := g.events(audit.TypeScanInfected); len(inf) != 1 || inf[0]["detail"] != "on_infected=quarantine rule=hold-all-outside" {
+		t.Fatalf("scan.infected: %v", inf)
+	}
+	if c := g.events(audit.TypeScanClean); len(c) != 2 {
+		t.Fatalf("scan.clean: %v", c)
+	}
+}
