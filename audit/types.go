@@ -28,6 +28,17 @@ const (
 	// TypeNoticeFailed: such a mail will not reach the recipients listed
 	// (refused for good, given up after retries, or not queued).
 	TypeNoticeFailed = "notice.failed"
+	// TypeVerifySent: a one-time code was queued for a recipient of a
+	// message whose links require recipient verification.
+	TypeVerifySent = "verify.sent"
+	// TypeVerifyOK: a visitor entered a right code and holds a session
+	// for that message as that recipient.
+	TypeVerifyOK = "verify.ok"
+	// TypeVerifyFailed: a code request or attempt was refused (wrong
+	// code, not a recipient, rate limit, locked); the reason says which.
+	TypeVerifyFailed = "verify.failed"
+	// TypeVerifyLocked: wrong codes locked a recipient of a message out.
+	TypeVerifyLocked = "verify.locked"
 
 	// AdminTypePrefix starts the type of every admin action
 	// ("admin.token.created", "admin.link.revoke", ...). Admin types are an
@@ -45,6 +56,7 @@ var fixedTypes = []string{
 	TypeFileStored, TypeLinkCreated, TypeLinkViewed,
 	TypeDownloadOK, TypeDownloadDenied, TypeLinkRevoked, TypeFilePurged,
 	TypeAuthFailed, TypeAuditPurged, TypeNoticeSent, TypeNoticeFailed,
+	TypeVerifySent, TypeVerifyOK, TypeVerifyFailed, TypeVerifyLocked,
 }
 
 // Types returns the fixed event types in documentation order; admin types

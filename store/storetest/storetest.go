@@ -35,6 +35,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ExpiredFilesAndDeleteFile", testExpiredFilesAndDeleteFile},
 		{"Tombstones", testTombstones},
 		{"MessageView", testMessageView},
+		{"Codes", testCodes},
+		{"CodeLockout", testCodeLockout},
+		{"ConcurrentCodes", testConcurrentCodes},
+		{"HitLimit", testHitLimit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
