@@ -11,6 +11,10 @@
 //	GET  /d/{token}         landing page; counts nothing
 //	POST /d/{token}         counts the download, 303 to a signed URL
 //	GET  /f/{id}/{name}?e=&s=  streams the decrypted file (Range, HEAD)
+//
+// Links of a message with link.verify: recipient-code also need a
+// recipient's session (verify.go, gate.go): POST /v/{d|m}/{token} mails a
+// one-time code and checks it.
 package linkserver
 
 import (
@@ -108,6 +112,7 @@ type Server struct {
 	denials          *denialLimiter
 	notify           *notify.Service
 	inFlight         inFlight
+	verify           *verifier
 }
 
 // New checks o and builds a Server.
@@ -144,6 +149,7 @@ func New(o Options) (*Server, error) {
 		readTimeout:    cmp.Or(o.ReadTimeout, defaultReadTimeout),
 		idleTimeout:    cmp.Or(o.IdleTimeout, defaultIdleTimeout),
 		stallTimeout:   cmp.Or(o.StallTimeout, defaultStallTimeout),
+		verify:         newVerifier(o.MACKey),
 	}
 	s.pageWriteTimeout = s.readTimeout
 	if s.log == nil {
@@ -173,6 +179,8 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("/d/{token}", s.methodNotAllowed("GET, HEAD, POST"))
 	mux.HandleFunc("GET /f/{id}/{name}", s.handleFile)
 	mux.HandleFunc("/f/{id}/{name}", s.methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("POST /v/{kind}/{token}", s.handleVerify)
+	mux.HandleFunc("/v/{kind}/{token}", s.methodNotAllowed("POST"))
 	// Without this catch-all, unknown paths would get ServeMux's plain-text
 	// 404 without our headers.
 	mux.HandleFunc("/", s.handleUnknownPath)
@@ -181,9 +189,11 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
-// Close writes the aggregated denial events still pending and stops
-// their timers. Call it after the http.Server has shut down.
+// Close waits for the code requests still being handled in the
+// background, then writes the aggregated denial events still pending and
+// stops their timers. Call it after the http.Server has shut down.
 func (s *Server) Close() {
+	s.verify.wait()
 	s.denials.close()
 }
 
