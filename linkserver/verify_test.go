@@ -3,10 +3,12 @@ package linkserver
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -614,4 +616,97 @@ func TestVerifyMessagePageKind(t *testing.T) {
 		t.Errorf("requireRecipient without verification = %q, %v; want \"\", true", rcpt, ok)
 	}
 	_ = context.Background()
+}
+
+// TestVerifyConcurrentAttacks: 30 browsers at once. Wrong codes for one
+// recipient count exactly five before the lock (the rest are refused as
+// locked, the right code among them never wins), and 30 code requests at
+// once mail at most three codes.
+func TestVerifyConcurrentAttacks(t *testing.T) {
+	for _, backend := range []string{backendSQLite, backendRedis} {
+		t.Run(backend, func(t *testing.T) {
+			v := newVerifyRig(t, backend)
+			m := v.addVerified("report.pdf", "bob@example.net")
+			c := v.browser(false)
+			send := v.addressForm(v.http.URL, c, m.link.token)
+			_, body := sendCode(t, c, v.http.URL, send, "bob@example.net")
+			code := v.waitCode("bob@example.net", 1)
+			form := verifyForms(t, body)["code"]
+
+			statuses := make([]int, 30)
+			var wg sync.WaitGroup
+			for i := range statuses {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					guess := fmt.Sprintf("%08d", (i*7919+1)%100000000)
+					if guess == code {
+						guess = wrongCode(code)
+					}
+					resp, _ := enterCode(t, v.browser(false), v.http.URL, form, "bob@example.net", guess)
+					statuses[i] = resp.StatusCode
+				}()
+			}
+			wg.Wait()
+			count := map[int]int{}
+			for _, s := range statuses {
+				count[s]++
+			}
+			if count[http.StatusForbidden] != 4 || count[http.StatusTooManyRequests] != 26 {
+				t.Errorf("30 concurrent wrong codes: statuses %v; want 4×403 then 26×429", count)
+			}
+			if n := len(v.events.ofType(audit.TypeVerifyLocked)); n != 1 {
+				t.Errorf("verify.locked events %d, want 1", n)
+			}
+			resp, _ := enterCode(t, v.browser(false), v.http.URL, form, "bob@example.net", code)
+			if resp.StatusCode != http.StatusTooManyRequests || sessionCookie(resp) != nil {
+				t.Errorf("right code after the concurrent guesses: %d (want 429, no session)", resp.StatusCode)
+			}
+
+			// 30 code requests at once for another recipient.
+			m2 := v.addVerified("second.pdf", "carol@example.net")
+			v.clock.Set(testStart.Add(sendWindow)) // a fresh per-client window
+			send2 := v.addressForm(v.http.URL, v.browser(false), m2.link.token)
+			for range 30 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					sendCode(t, v.browser(false), v.http.URL, send2, "carol@example.net")
+				}()
+			}
+			wg.Wait()
+			v.server.verify.wait()
+			waitQueueEmpty(t, v)
+			if n := len(v.mailsTo("carol@example.net")); n != sendPerRecipient {
+				t.Errorf("30 concurrent code requests mailed %d codes, want %d", n, sendPerRecipient)
+			}
+		})
+	}
+}
+
+// TestVerifyClientAttemptLimit: one client trying codes for many
+// addresses (each locked after five) is stopped after 30 attempts with
+// 429, whatever the addresses.
+func TestVerifyClientAttemptLimit(t *testing.T) {
+	v := newVerifyRig(t, backendSQLite)
+	m := v.addVerified("report.pdf", "bob@example.net")
+	c := v.browser(false)
+	send := v.addressForm(v.http.URL, c, m.link.token)
+	_, body := sendCode(t, c, v.http.URL, send, "nobody@example.net")
+	form := verifyForms(t, body)["code"]
+	for i := range triesPerClient {
+		addr := fmt.Sprintf("guess%d@example.net", i/maxCodeMiss)
+		resp, _ := enterCode(t, c, v.http.URL, form, addr, "12345678")
+		if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("attempt %d: status %d", i+1, resp.StatusCode)
+		}
+	}
+	resp, page := enterCode(t, c, v.http.URL, form, "fresh@example.net", "12345678")
+	mustStatus(t, resp, http.StatusTooManyRequests)
+	if !bytes.Contains(page, []byte("Too many codes were tried from your network")) {
+		t.Errorf("attempt %d: page\n%s", triesPerClient+1, page)
+	}
+	if resp.Header.Get("Retry-After") != "900" {
+		t.Errorf("Retry-After %q, want 900", resp.Header.Get("Retry-After"))
+	}
 }
