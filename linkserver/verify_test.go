@@ -712,3 +712,53 @@ func TestVerifyClientAttemptLimit(t *testing.T) {
 		t.Errorf("Retry-After %q, want 900", resp.Header.Get("Retry-After"))
 	}
 }
+
+// TestVerifyFromWebmail: links opened from webmail carry no SameSite=Strict
+// cookie. Two landing pages of the message are opened that way (the second
+// overwrites the CSRF cookie), the recipient verifies in the first tab,
+// then presses Download in the second: it downloads without a new code.
+// Opened from webmail again later, the landing page still offers Download
+// and the same-site POST finds the session.
+func TestVerifyFromWebmail(t *testing.T) {
+	v := newVerifyRig(t, backendSQLite)
+	m := v.addVerified("report.pdf", "bob@example.net")
+	base, err := url.Parse(v.http.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	browser := v.browser(false)
+	// fromWebmail GETs a landing page without sending cookies and stores
+	// what it sets, as a browser does for a cross-site navigation.
+	fromWebmail := func() (action, csrf string) {
+		t.Helper()
+		resp, body := v.do(&http.Client{}, http.MethodGet, "/d/"+m.link.token, nil, nil)
+		mustStatus(t, resp, http.StatusOK)
+		browser.Jar.SetCookies(base, resp.Cookies())
+		a, f := formRE.FindSubmatch(body), csrfRE.FindSubmatch(body)
+		if a == nil || f == nil {
+			t.Fatalf("landing page from webmail has no Download form:\n%s", body)
+		}
+		return string(a[1]), string(f[1])
+	}
+	a1, f1 := fromWebmail()
+	a2, f2 := fromWebmail()
+
+	resp, body := postForm(t, browser, v.http.URL, a1, url.Values{csrfField: {f1}})
+	mustStatus(t, resp, http.StatusForbidden)
+	_, body = sendCode(t, browser, v.http.URL, verifyForms(t, body)["send"], "bob@example.net")
+	code := v.waitCode("bob@example.net", 1)
+	resp, _ = enterCode(t, browser, v.http.URL, verifyForms(t, body)["code"], "bob@example.net", code)
+	mustStatus(t, resp, http.StatusSeeOther)
+
+	resp, _ = postForm(t, browser, v.http.URL, a2, url.Values{csrfField: {f2}})
+	mustStatus(t, resp, http.StatusSeeOther)
+	a3, f3 := fromWebmail()
+	resp, _ = postForm(t, browser, v.http.URL, a3, url.Values{csrfField: {f3}})
+	mustStatus(t, resp, http.StatusSeeOther)
+	if n := len(v.mailsTo("bob@example.net")); n != 1 {
+		t.Errorf("%d code mails, want 1", n)
+	}
+	if n := v.downloads(m.link.id); n != 2 {
+		t.Errorf("downloads counted %d, want 2", n)
+	}
+}
