@@ -112,7 +112,7 @@ func (d *denialLimiter) deny(r *http.Request, e audit.Event) {
 	}
 	// By type and reason: a verify.failed (csrf) must not be counted
 	// into a download.denied (csrf) aggregate.
-	kind := e.Type + " " + e.Reason
+	kind := string(e.Type) + " " + e.Reason
 	p, ok := w.pending[kind]
 	if !ok {
 		p = &pendingDenials{event: e, client: w.key, first: now}

@@ -607,7 +607,7 @@ func (s *Server) verifyCode(w http.ResponseWriter, r *http.Request, kind, token 
 }
 
 // verifyEvent starts an audit event about a verification of m.
-func (s *Server) verifyEvent(r *http.Request, typ string, m store.Message, rcpt string) audit.Event {
+func (s *Server) verifyEvent(r *http.Request, typ audit.EventType, m store.Message, rcpt string) audit.Event {
 	e := s.webEvent(r, typ)
 	e.MessageID, e.HeaderID, e.Sender = m.ID, m.MessageID, m.Sender
 	if rcpt != "" {

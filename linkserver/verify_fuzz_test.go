@@ -20,7 +20,7 @@ import (
 // a session (nobody can know a code here), and no verification event
 // names an address that is not one of the message's recipients.
 func FuzzVerifyForm(f *testing.F) {
-	h := newHarness(f, func(o *Options) { o.DenialLimit, o.DenialBurst = 1<<30, 1 << 30 })
+	h := newHarness(f, func(o *Options) { o.DenialLimit, o.DenialBurst = 1<<30, 1<<30 })
 	m := h.addVerified("fuzz.pdf", "bob@example.net", "ユーザー@例え.jp")
 	handler := h.server.Handler()
 	var step atomic.Int64
@@ -62,7 +62,7 @@ func FuzzVerifyForm(f *testing.F) {
 			}
 		}
 		h.server.verify.wait()
-		for _, typ := range []string{audit.TypeVerifySent, audit.TypeVerifyFailed, audit.TypeVerifyOK, audit.TypeVerifyLocked} {
+		for _, typ := range []audit.EventType{audit.TypeVerifySent, audit.TypeVerifyFailed, audit.TypeVerifyOK, audit.TypeVerifyLocked} {
 			for _, e := range h.events.ofType(typ) {
 				for _, r := range e.Recipients {
 					if !slices.Contains(m.msg.Recipients, r) {

@@ -234,7 +234,7 @@ func (v *verifyRig) waitCode(rcpt string, n int) string {
 		if time.Now().After(deadline) {
 			var types []string
 			for _, e := range v.events.all() {
-				types = append(types, e.Type+"("+e.Reason+" "+e.Detail+")")
+				types = append(types, string(e.Type)+"("+e.Reason+" "+e.Detail+")")
 			}
 			v.t.Fatalf("timed out waiting for code mail %d to %s (hop has %d messages); events %v; log %s", n, rcpt, len(v.hop.Messages()), types, v.logs.String())
 		}
@@ -275,7 +275,7 @@ func mailCode(t testing.TB, raw []byte) string {
 }
 
 // waitEvent waits for an event of typ matching f.
-func (h *harness) waitEvent(typ string, f func(audit.Event) bool) audit.Event {
+func (h *harness) waitEvent(typ audit.EventType, f func(audit.Event) bool) audit.Event {
 	h.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {

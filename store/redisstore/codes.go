@@ -22,7 +22,9 @@ import (
 // Times are unix milliseconds from the caller's clock, compared inside
 // the scripts (exact in Lua doubles); the TTLs only clean up.
 
-func (s *Store) codeKey(subject []byte) string { return s.prefix + "vcode:" + hex.EncodeToString(subject) }
+func (s *Store) codeKey(subject []byte) string {
+	return s.prefix + "vcode:" + hex.EncodeToString(subject)
+}
 
 // graceMs keeps a key a minute past its last deadline.
 const graceMs = int64(time.Minute / time.Millisecond)
