@@ -762,3 +762,45 @@ func TestVerifyFromWebmail(t *testing.T) {
 		t.Errorf("downloads counted %d, want 2", n)
 	}
 }
+
+// TestVerifyPagesLanguageAndEscaping: the verification pages follow
+// Accept-Language (Japanese here), keep the strict CSP, and echo a
+// hostile address escaped.
+func TestVerifyPagesLanguageAndEscaping(t *testing.T) {
+	v := newVerifyRig(t, backendSQLite)
+	m := v.addVerified("report.pdf", "bob@example.net")
+	c := v.browser(false)
+	send := v.addressForm(v.http.URL, c, m.link.token)
+
+	req, _ := http.NewRequest(http.MethodPost, v.http.URL+send.action, strings.NewReader(url.Values{
+		csrfField: {send.csrf}, "op": {"send"}, "email": {"ボブ@例え.jp"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept-Language", "ja,en;q=0.5")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	resp.Body.Close()
+	mustStatus(t, resp, http.StatusOK)
+	page := buf.String()
+	for _, want := range []string{`<html lang="ja">`, "確認コードの入力", "ボブ@例え.jp", `autocomplete="one-time-code"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("Japanese code page lacks %q:\n%s", want, page)
+		}
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("CSP %q", csp)
+	}
+
+	for _, evil := range []string{`"><script>alert(1)</script>@example.net`, `x"onfocus="alert(1)@example.net`} {
+		resp, body := sendCode(t, c, v.http.URL, send, evil)
+		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("address %q: status %d", evil, resp.StatusCode)
+		}
+		if bytes.Contains(body, []byte("<script>")) || bytes.Contains(body, []byte(`"onfocus=`)) {
+			t.Errorf("address %q echoed unescaped:\n%s", evil, body)
+		}
+	}
+}
