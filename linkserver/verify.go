@@ -338,8 +338,7 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.verifyCSRFValid(r, kind, store.HashToken(token), now) {
-		denied := s.webEvent(r, audit.TypeVerifyFailed)
-		denied.MessageID, denied.HeaderID, denied.Sender = m.ID, m.MessageID, m.Sender
+		denied := s.verifyEvent(r, audit.TypeVerifyFailed, m, "")
 		denied.Reason = "csrf"
 		s.denials.deny(r, denied)
 		s.renderError(w, r, pageCSRF)
