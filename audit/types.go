@@ -43,6 +43,17 @@ const (
 	// TypeManageRefused: an action on the sender's manage page was
 	// refused (reason: csrf, unknown link, past expiry, beyond max, ...).
 	TypeManageRefused EventType = "manage.refused"
+	// TypeVerifySent: a one-time code was queued for a recipient of a
+	// message whose links require recipient verification.
+	TypeVerifySent EventType = "verify.sent"
+	// TypeVerifyOK: a visitor entered a right code and holds a session
+	// for that message as that recipient.
+	TypeVerifyOK EventType = "verify.ok"
+	// TypeVerifyFailed: a code request or attempt was refused (wrong
+	// code, not a recipient, rate limit, locked); the reason says which.
+	TypeVerifyFailed EventType = "verify.failed"
+	// TypeVerifyLocked: wrong codes locked a recipient of a message out.
+	TypeVerifyLocked EventType = "verify.locked"
 
 	// AdminTypePrefix starts the type of every admin action
 	// ("admin.token.created", "admin.link.revoke", ...). Admin types are an
@@ -74,6 +85,7 @@ var fixedTypes = []EventType{
 	TypeScanClean, TypeScanInfected, TypeScanError,
 	TypeMailBounced, TypeMailPurged,
 	TypeLinkExpiryChanged, TypeManageRefused,
+	TypeVerifySent, TypeVerifyOK, TypeVerifyFailed, TypeVerifyLocked,
 }
 
 // Types returns the fixed event types in documentation order; admin types

@@ -45,7 +45,7 @@ type denialLimiter struct {
 type clientWindow struct {
 	key     string
 	count   int
-	pending map[string]*pendingDenials // by reason
+	pending map[string]*pendingDenials // by type and reason
 	timer   *time.Timer
 }
 
@@ -92,7 +92,8 @@ func (d *denialLimiter) blocked(key string) bool {
 }
 
 // deny counts one denial of the client of r and records e at once while
-// the client is within its burst; otherwise e joins its reason's aggregate.
+// the client is within its burst; otherwise e joins the aggregate of its
+// type and reason.
 func (d *denialLimiter) deny(r *http.Request, e audit.Event) {
 	key := d.s.clientKey(r)
 	now := time.Now()
@@ -109,13 +110,16 @@ func (d *denialLimiter) deny(r *http.Request, e audit.Event) {
 		_ = d.s.record(r, e) // logged there; the answer is a refusal anyway
 		return
 	}
-	p, ok := w.pending[e.Reason]
+	// By type and reason: a verify.failed (csrf) must not be counted
+	// into a download.denied (csrf) aggregate.
+	kind := string(e.Type) + " " + e.Reason
+	p, ok := w.pending[kind]
 	if !ok {
 		p = &pendingDenials{event: e, client: w.key, first: now}
 		if w.key == overflowClient {
 			p.event.ClientAddr = overflowClient
 		}
-		w.pending[e.Reason] = p
+		w.pending[kind] = p
 	}
 	p.n++
 	p.last = now

@@ -30,7 +30,7 @@ func (s *Server) handleFile(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	linkID := r.PathValue("id")
 	query := r.URL.Query()
-	if !s.verifyFileURL(linkID, query.Get("e"), query.Get("s"), now) {
+	if !s.verifyFileURL(linkID, query.Get("e"), query.Get("r"), query.Get("s"), now) {
 		s.renderError(w, r, pageURLTimedOut)
 		return
 	}
@@ -94,6 +94,22 @@ func (s *Server) handleFile(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del("If-Range")
 	}
 	ok := withLink(s.webEvent(r, audit.TypeDownloadOK), view)
+	if view.Message.Verify != store.VerifyNone {
+		// The signed URL names the recipient the POST verified; a URL
+		// signed without one needs the session cookie.
+		rcpt, verified := signedRecipient(view.Message, query.Get("r"))
+		if !verified {
+			rcpt, verified = s.verifiedRecipient(r, view.Message)
+		}
+		if !verified {
+			denied := withLink(s.webEvent(r, audit.TypeDownloadDenied), view)
+			denied.Reason = reasonUnverified
+			s.denials.deny(r, denied)
+			s.renderError(w, r, pageURLTimedOut)
+			return
+		}
+		ok.Recipients = []string{rcpt}
+	}
 	if rng := r.Header.Get("Range"); rng != "" {
 		ok.Detail = "range " + truncate(rng, 200)
 	}
@@ -178,7 +194,7 @@ func (a *auditedStream) WriteHeader(code int) {
 		}
 		// For the sender's manage page (and download notice); never
 		// fails the download.
-		a.server.recordAccess(a.request, a.view, store.AccessDownload, "")
+		a.server.recordAccess(a.request, a.view, store.AccessDownload, verifiedOf(a.event))
 		a.streaming = true
 		a.lastCheck = time.Now()
 	}
@@ -340,9 +356,31 @@ func isLowerHex(s string) bool {
 	return true
 }
 
+// signedRecipient resolves the r parameter of a signed URL (already
+// checked by verifyFileURL) to a recipient of m.
+func signedRecipient(m store.Message, r string) (string, bool) {
+	if r == "" {
+		return "", false
+	}
+	i, err := strconv.Atoi(r)
+	if err != nil || i < 0 || i >= len(m.Recipients) {
+		return "", false
+	}
+	return m.Recipients[i], true
+}
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
 	return s[:n]
+}
+
+// verifiedOf is the verified recipient a download.ok names ("" when the
+// message needs no verification).
+func verifiedOf(e audit.Event) string {
+	if len(e.Recipients) == 1 {
+		return e.Recipients[0]
+	}
+	return ""
 }

@@ -127,6 +127,7 @@ type harness struct {
 	server *Server
 	http   *httptest.Server
 	closed chan string // the client address of each connection the server closed
+	opts   Options     // what server was built with (for a second instance)
 }
 
 func newHarness(t testing.TB, configure ...func(*Options)) *harness {
@@ -190,6 +191,7 @@ func newHarnessOn(t testing.TB, backend string, configure ...func(*Options)) *ha
 	for _, c := range configure {
 		c(&opts)
 	}
+	h.opts = opts
 	h.server, err = New(opts)
 	if err != nil {
 		t.Fatal(err)

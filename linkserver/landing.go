@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -13,6 +14,10 @@ import (
 
 	"github.com/attachgate/attachgate/bytesize"
 )
+
+// reasonUnverified is the download.denied reason of a download of a
+// recipient-code message without a verified session.
+const reasonUnverified = "unverified"
 
 // maxTokenLen bounds what we hash and look up; real tokens are 43 bytes.
 const maxTokenLen = 128
@@ -48,7 +53,10 @@ func (s *Server) handleLanding(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, pageUnavailable)
 		return
 	}
-	s.recordAccess(r, view, store.AccessView, "")
+	// A view names the recipient when the browser sent a session (a
+	// same-site visit); a click from webmail arrives without one.
+	viewer, _ := s.verifiedRecipient(r, view.Message)
+	s.recordAccess(r, view, store.AccessView, viewer)
 
 	s.setCSRFCookie(w, r, csrfCookieValue(r))
 	t := catalogFor(r)
@@ -66,6 +74,16 @@ func (s *Server) handleLanding(w http.ResponseWriter, r *http.Request) {
 	}
 	if landing.Sender == "" {
 		landing.Sender = t.NoSender
+	}
+	if view.Message.Verify != store.VerifyNone {
+		// The session cookie is SameSite=Strict, so a page opened from
+		// webmail does not see it; the Download POST (same-site) does.
+		vt := verifyCatalogFor(r)
+		if rcpt, ok := s.verifiedRecipient(r, view.Message); ok {
+			landing.VerifiedLabel, landing.VerifiedAs = vt.VerifiedAs, rcpt
+		} else {
+			landing.VerifyNote = vt.WillAsk
+		}
 	}
 	if limit := view.Link.MaxDownloads; limit > 0 {
 		landing.DownloadsLeft = strconv.Itoa(limit - view.Link.Downloads)
@@ -103,6 +121,14 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, r, view, denied, err)
 		return
 	}
+	// recipient-code: no session, no download; the gate shows the
+	// address form instead.
+	rcpt, verified := s.requireRecipient(w, r, view.Message)
+	if !verified {
+		denied.Reason = reasonUnverified
+		s.denials.deny(r, denied)
+		return
+	}
 	counted, err := s.countDownload(r, view.Link.ID, now)
 	if err != nil {
 		if _, reason := denial(err); reason != "" {
@@ -116,7 +142,11 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 		"link_id", counted.ID, "downloads", counted.Downloads, "max_downloads", counted.MaxDownloads)
 
 	h := w.Header()
-	h.Set("Location", s.signedFileURL(view.Link.ID, view.File.Name, now.Add(s.signedURLTTL)))
+	rcptIndex := -1
+	if rcpt != "" {
+		rcptIndex = slices.Index(view.Message.Recipients, rcpt)
+	}
+	h.Set("Location", s.signedFileURLFor(view.Link.ID, view.File.Name, now.Add(s.signedURLTTL), rcptIndex))
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
 	w.WriteHeader(http.StatusSeeOther)

@@ -96,7 +96,13 @@ var pageTemplates = template.Must(template.New("pages").Parse(`
 {{- if .Landing.DownloadsLeft}}
 <dt>{{.T.DownloadsLeft}}</dt><dd>{{.Landing.DownloadsLeft}}</dd>
 {{- end}}
+{{- if .Landing.VerifiedAs}}
+<dt>{{.Landing.VerifiedLabel}}</dt><dd>{{.Landing.VerifiedAs}}</dd>
+{{- end}}
 </dl>
+{{- if .Landing.VerifyNote}}
+<p class="note">{{.Landing.VerifyNote}}</p>
+{{- end}}
 <form method="post" action="{{.Landing.Action}}">
 <input type="hidden" name="` + csrfField + `" value="{{.Landing.CSRF}}">
 <button type="submit">{{.T.Download}}</button>
@@ -122,6 +128,7 @@ type pageData struct {
 	Message string       // error pages
 	Next    string       // error pages: what the reader can do next
 	Landing *landingData // landing page
+	Verify  *verifyPage  // recipient verification forms
 }
 
 type landingData struct {
@@ -135,6 +142,12 @@ type landingData struct {
 	DownloadsLeft string   // "" when unlimited
 	Action        string
 	CSRF          string
+	// Recipient verification: VerifiedAs is the recipient the browser's
+	// session proves (with its label); VerifyNote says a code will be
+	// asked for. Both "" without verification.
+	VerifiedLabel string
+	VerifiedAs    string
+	VerifyNote    string
 }
 
 var pageBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}

@@ -14,6 +14,9 @@
 //
 // The envelope sender's manage page (manage.go) is GET and POST
 // /s/{token}.
+// Links of a message with link.verify: recipient-code also need a
+// recipient's session (verify.go, gate.go): POST /v/{d|m}/{token} mails a
+// one-time code and checks it.
 package linkserver
 
 import (
@@ -116,6 +119,7 @@ type Server struct {
 	notify           *notify.Service
 	inFlight         inFlight
 	maxExpiry        time.Duration
+	verify           *verifier
 }
 
 // New checks o and builds a Server.
@@ -155,6 +159,7 @@ func New(o Options) (*Server, error) {
 		idleTimeout:    cmp.Or(o.IdleTimeout, defaultIdleTimeout),
 		stallTimeout:   cmp.Or(o.StallTimeout, defaultStallTimeout),
 		maxExpiry:      cmp.Or(o.MaxExpiry, DefaultMaxExpiry),
+		verify:         newVerifier(o.MACKey),
 	}
 	s.pageWriteTimeout = s.readTimeout
 	if s.log == nil {
@@ -188,6 +193,8 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("/s/{token}", s.methodNotAllowed("GET, HEAD, POST"))
 	mux.HandleFunc("GET /f/{id}/{name}", s.handleFile)
 	mux.HandleFunc("/f/{id}/{name}", s.methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("POST /v/{kind}/{token}", s.handleVerify)
+	mux.HandleFunc("/v/{kind}/{token}", s.methodNotAllowed("POST"))
 	// Without this catch-all, unknown paths would get ServeMux's plain-text
 	// 404 without our headers.
 	mux.HandleFunc("/", s.handleUnknownPath)
@@ -196,9 +203,11 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
-// Close writes the aggregated denial events still pending and stops
-// their timers. Call it after the http.Server has shut down.
+// Close waits for the code requests still being handled in the
+// background, then writes the aggregated denial events still pending and
+// stops their timers. Call it after the http.Server has shut down.
 func (s *Server) Close() {
+	s.verify.wait()
 	s.denials.close()
 }
 

@@ -10,7 +10,7 @@ import (
 
 // Store wraps s so that failed calls count in
 // attachgate_store_errors_total{op}. Answers that are the store's verdict
-// (ErrNotFound, ErrExpired, ErrRevoked, ErrLimit) and a caller that gave up
+// (ErrNotFound, ErrExpired, ErrRevoked, ErrLimit, ErrLocked) and a caller that gave up
 // (context canceled) are not errors of the store. Methods of s that are
 // not listed here pass through uncounted.
 func (m *Metrics) Store(s store.Store) store.Store {
@@ -40,6 +40,7 @@ func (s *countedStore) Ping(ctx context.Context) error {
 func (s *countedStore) count(op string, err error) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrExpired) &&
 		!errors.Is(err, store.ErrRevoked) && !errors.Is(err, store.ErrLimit) &&
+		!errors.Is(err, store.ErrLocked) &&
 		!errors.Is(err, context.Canceled) {
 		s.m.StoreError(op)
 	}
@@ -125,4 +126,18 @@ func (s *countedStore) RevokeMessage(ctx context.Context, messageID string, now 
 
 func (s *countedStore) SetMessageExpiry(ctx context.Context, messageID string, t time.Time) error {
 	return s.count("set_message_expiry", s.Store.SetMessageExpiry(ctx, messageID, t))
+}
+
+func (s *countedStore) AddCode(ctx context.Context, subject, codeHash []byte, expires, now time.Time) error {
+	return s.count("add_code", s.Store.AddCode(ctx, subject, codeHash, expires, now))
+}
+
+func (s *countedStore) CheckCode(ctx context.Context, subject, codeHash []byte, lim store.CodeLimits, now time.Time) (store.CodeCheck, error) {
+	c, err := s.Store.CheckCode(ctx, subject, codeHash, lim, now)
+	return c, s.count("check_code", err)
+}
+
+func (s *countedStore) HitLimit(ctx context.Context, key string, limit int, window time.Duration, now time.Time) (bool, error) {
+	ok, err := s.Store.HitLimit(ctx, key, limit, window, now)
+	return ok, s.count("hit_limit", err)
 }

@@ -186,7 +186,7 @@ func (g *Guard) Check() error {
 // turns out unusable.
 func (g *Guard) Observe(ctx context.Context, err error) error {
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrExpired) ||
-		errors.Is(err, ErrRevoked) || errors.Is(err, ErrLimit) || errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+		errors.Is(err, ErrRevoked) || errors.Is(err, ErrLimit) || errors.Is(err, ErrLocked) || errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
 		return err
 	}
 	select {
@@ -344,4 +344,27 @@ func (g *Guard) SetMessageExpiry(ctx context.Context, messageID string, t time.T
 		return err
 	}
 	return g.Observe(ctx, g.inner.SetMessageExpiry(ctx, messageID, t))
+}
+
+func (g *Guard) AddCode(ctx context.Context, subject, codeHash []byte, expires, now time.Time) error {
+	if err := g.Check(); err != nil {
+		return err
+	}
+	return g.Observe(ctx, g.inner.AddCode(ctx, subject, codeHash, expires, now))
+}
+
+func (g *Guard) CheckCode(ctx context.Context, subject, codeHash []byte, lim CodeLimits, now time.Time) (CodeCheck, error) {
+	if err := g.Check(); err != nil {
+		return CodeCheck{}, err
+	}
+	c, err := g.inner.CheckCode(ctx, subject, codeHash, lim, now)
+	return c, g.Observe(ctx, err)
+}
+
+func (g *Guard) HitLimit(ctx context.Context, key string, limit int, window time.Duration, now time.Time) (bool, error) {
+	if err := g.Check(); err != nil {
+		return false, err
+	}
+	ok, err := g.inner.HitLimit(ctx, key, limit, window, now)
+	return ok, g.Observe(ctx, err)
 }

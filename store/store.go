@@ -172,6 +172,18 @@ type Store interface {
 	// message to t; the expiry purge then removes the files at t. An
 	// unknown message gives ErrNotFound.
 	SetMessageExpiry(ctx context.Context, messageID string, t time.Time) error
+	// AddCode stores the hash of a one-time code for subject
+	// (CodeSubject), valid until expires; ErrLocked while the subject is
+	// locked out.
+	AddCode(ctx context.Context, subject, codeHash []byte, expires, now time.Time) error
+	// CheckCode checks one attempt at subject's codes and counts it,
+	// atomically across processes: a match uses up every code of the
+	// subject; MaxFailures wrong codes lock it for LockFor.
+	CheckCode(ctx context.Context, subject, codeHash []byte, lim CodeLimits, now time.Time) (CodeCheck, error)
+	// HitLimit counts one event against key in a fixed window of the
+	// given length and reports whether the window's count is within
+	// limit, atomically across processes.
+	HitLimit(ctx context.Context, key string, limit int, window time.Duration, now time.Time) (bool, error)
 	// Close releases the backend.
 	Close() error
 }

@@ -36,6 +36,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Tombstones", testTombstones},
 		{"MessageView", testMessageView},
 		{"ListLinks", testListLinks},
+		{"Codes", testCodes},
+		{"CodeLockout", testCodeLockout},
+		{"ConcurrentCodes", testConcurrentCodes},
+		{"HitLimit", testHitLimit},
 	}
 	tests = append(tests, manageTests...)
 	for _, tt := range tests {
