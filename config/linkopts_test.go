@@ -81,8 +81,12 @@ func TestLinkOptionsValidation(t *testing.T) {
 		{"bad verify", rule("link", "      verify: password\n"), `policies[1].link.verify: want none or recipient-code, got "password"`},
 		{"bad notify", rule("link", "      notify_sender: always\n"), `policies[1].link.notify_sender: want none, receipt or downloads, got "always"`},
 		{"bad language", rule("link", "      language: fr\n"), `policies[1].link.language: want en, ja or both, got "fr"`},
-		{"link on keep", rule("keep", "      expiry: 1h\n"), `policies[1].link: only for action link, quarantine or hold`},
-		{"link on reject", rule("reject", "      expiry: 1h\n"), `policies[1].link: only for action link, quarantine or hold`},
+		{"link on keep", rule("keep", "      expiry: 1h\n"), `policies[1].link: only for action link, quarantine, approve or hold`},
+		{"link on reject", rule("reject", "      expiry: 1h\n"), `policies[1].link: only for action link, quarantine, approve or hold`},
+		{"link on a mail rule", "policies:\n  - name: r\n    match: {senders: [\"a@corp.example\"]}\n    action: hold\n    link: {expiry: 1h}\n",
+			`policies[0].link: not with mail fields`},
+		{"link on a signed rule", "policies:\n  - name: r\n    match: {signed: true}\n    action: quarantine\n    link: {expiry: 1h}\n",
+			`policies[0].link: not with match.signed or match.encrypted`},
 		{"unknown link key", rule("link", "      expires: 1h\n"), `unknown key "policies[].link.expires"`},
 	}
 	for _, tt := range tests {

@@ -312,10 +312,13 @@ func New(rules []Rule) (*Engine, error) {
 		}
 		if r.Link != nil {
 			c.link = *r.Link
-			switch r.Action {
-			case Link, Quarantine, Hold:
-			default:
-				bad("link", "only for action link, quarantine or hold (the options of the links made when the message is relayed), not %q", r.Action)
+			switch {
+			case r.Action != Link && r.Action != Quarantine && r.Action != Hold && r.Action != Approve:
+				bad("link", "only for action link, quarantine, approve or hold (the options of the links made when the message is relayed), not %q", r.Action)
+			case r.Match.hasMailFields():
+				bad("link", "not with mail fields (%s): a message such a rule holds has its files linked at release by the attachment rules; give those the link options", mailFieldNames)
+			case r.Match.Signed || r.Match.Encrypted:
+				bad("link", "not with match.signed or match.encrypted: such mail is never rewritten, nothing of it is linked")
 			}
 			for _, e := range r.Link.validate() {
 				bad("link."+e.key, "%s", e.msg)
