@@ -16,6 +16,7 @@ import (
 	"github.com/attachgate/attachgate/redistest"
 	"github.com/attachgate/attachgate/smtptest"
 	"github.com/attachgate/attachgate/store"
+	"github.com/attachgate/attachgate/vault"
 )
 
 // forEachBackend runs f with the index in SQLite and in a real Redis.
@@ -159,5 +160,29 @@ func testClaimExcludes(t *testing.T, e *env) {
 	}
 	if n := countBlobs(t, filepath.Join(e.dir, "quarantine")); n != 0 {
 		t.Errorf("%d blobs left", n)
+	}
+}
+
+// TestCommandBesideTheDaemonKeepsLeftovers: a Manager opened by a command
+// beside a serving daemon (KeepLeftovers) must not take the daemon's
+// message being held right now (blob stored, record not yet written) for
+// a crash leftover.
+func TestCommandBesideTheDaemonKeepsLeftovers(t *testing.T) {
+	e := newEnv(t)
+	e.open(t)
+	blobs, err := vault.NewBlobStore(filepath.Join(e.dir, "quarantine"), e.ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inFlight := store.NewID()
+	if _, err := blobs.Put(inFlight, bytes.NewReader(testMsg)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(context.Background(), Options{DB: e.st.DB(), Dir: filepath.Join(e.dir, "quarantine"), Ring: e.ring,
+		Audit: e.rec, Logger: discardLog(), KeepLeftovers: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n := countBlobs(t, filepath.Join(e.dir, "quarantine")); n != 1 {
+		t.Errorf("%d blobs after a command opened the quarantine, want the in-flight one kept", n)
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/audit"
+	"github.com/attachgate/attachgate/notify"
 	"github.com/attachgate/attachgate/policies"
 	"github.com/attachgate/attachgate/smtptest"
 	"github.com/attachgate/attachgate/store"
@@ -148,6 +151,9 @@ var (
 // later@ (450 until the next hop recovers).
 func threeRecipients(id string, action policies.Action) Item {
 	it := item(id, action)
+	// The envelope sender differs from the header's From: a DSN goes to
+	// the envelope only.
+	it.From = "bounces+alice@example.com"
 	it.To = []string{"ok@example.net", "reject-me@example.org", "later@example.com"}
 	return it
 }
@@ -183,8 +189,8 @@ func TestReleasePerRecipient(t *testing.T) {
 
 		// The sender hears about reject-me@, with the next hop's reply.
 		dsn := e.dsns(t, 1)[0]
-		if !slices.Equal(dsn.To, []string{"a@example.com"}) {
-			t.Errorf("DSN to %v, want the envelope sender", dsn.To)
+		if !slices.Equal(dsn.To, []string{"bounces+alice@example.com"}) {
+			t.Errorf("DSN to %v, want the envelope sender (not the header's From)", dsn.To)
 		}
 		rep := parseReport(t, dsn.Data)
 		if rep.contentType != "multipart/report" || rep.reportType != "delivery-status" {
@@ -533,4 +539,79 @@ func TestBounceOfNullSenderSendsNoDSN(t *testing.T) {
 	if len(b) != 1 || !strings.Contains(b[0].Detail, "dsn=none (null sender)") {
 		t.Errorf("mail.bounced: %+v", b)
 	}
+}
+
+// TestDSNThatCannotBeQueuedDoesNotBlockTheRelease: the notifier's queue is
+// full; the release still delivers and bounces, and the bounce's audit
+// event says the DSN failed (the notifier records notice.failed).
+func TestDSNThatCannotBeQueuedDoesNotBlockTheRelease(t *testing.T) {
+	e := newEnv(t)
+	sender, err := notify.NewSender(notify.SenderOptions{Hop: e.hop, Audit: e.log, Ring: e.ring,
+		Dir: filepath.Join(e.dir, "notify-full"), MaxQueue: 1, Logger: discardLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.notify = &notify.Service{Composer: e.notify.Composer, Sender: sender, Logger: discardLog()}
+	m := e.open(t)
+	ctx := context.Background()
+	first, second := store.NewID(), store.NewID()
+	for _, id := range []string{first, second} {
+		if _, err := m.Hold(ctx, item(id, policies.Quarantine), bytes.NewReader(testMsg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Reject(ctx, first, "admin:ops", "fills the queue"); err != nil {
+		t.Fatal(err)
+	}
+	e.next.SetBehaviour(smtptest.Behaviour{RejectRcpt: map[string]*smtp.SMTPError{"c@example.org": unknownUser}})
+	res, err := m.Release(ctx, second, "admin:ops")
+	if err != nil || len(res.Delivered) != 1 || len(res.Bounced) != 1 {
+		t.Fatalf("release with a full notice queue: %+v, %v", res, err)
+	}
+	if _, err := m.Get(ctx, second); !errors.Is(err, ErrNotFound) {
+		t.Errorf("still held: %v", err)
+	}
+	b := e.events(t, audit.TypeMailBounced)
+	if len(b) != 1 || !strings.Contains(b[0].Detail, "dsn=failed") {
+		t.Errorf("mail.bounced: %+v", b)
+	}
+}
+
+// TestConcurrentReleasesDeliverOnce: 30 releases of one message at once,
+// spread over two instances (Redis) or two processes' Managers (SQLite):
+// it goes out once; the others are told it is busy or gone.
+func TestConcurrentReleasesDeliverOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		e.next.SetBehaviour(smtptest.Behaviour{HangAtDataEnd: 100 * time.Millisecond})
+		managers := []*Manager{e.open(t), e.open(t)}
+		ctx := context.Background()
+		id := store.NewID()
+		if _, err := managers[0].Hold(ctx, item(id, policies.Quarantine), bytes.NewReader(testMsg)); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 30)
+		for i := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = managers[i%2].Release(ctx, id, "admin:ops")
+			}()
+		}
+		wg.Wait()
+		ok := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, ErrBusy), errors.Is(err, ErrNotFound):
+			default:
+				t.Errorf("release: %v", err)
+			}
+		}
+		if ok != 1 || len(e.delivered()) != 1 || len(e.events(t, audit.TypeMailReleased)) != 1 {
+			t.Errorf("%d releases succeeded, next hop got %d, %d mail.released; want 1 each",
+				ok, len(e.delivered()), len(e.events(t, audit.TypeMailReleased)))
+		}
+	})
 }

@@ -260,10 +260,16 @@ func (q *cliQuarantine) heldEvent(typ audit.EventType, it quarantine.Item) audit
 		Recipients: it.To, Size: it.Size}
 }
 
-// get finds id, or says it is not held.
-func (q *cliQuarantine) get(ctx context.Context, id string) (quarantine.Item, error) {
+// get finds id for the command typ, or says it is not held; a call about
+// an unknown ID is recorded too (reason unknown held message), as the
+// admin API does.
+func (q *cliQuarantine) get(ctx context.Context, typ audit.EventType, id string) (quarantine.Item, error) {
 	it, err := q.m.Get(ctx, id)
 	if errors.Is(err, quarantine.ErrNotFound) {
+		e := audit.Event{Type: typ, Actor: q.actor, MessageID: id, Reason: "unknown held message"}
+		if rerr := q.record(ctx, e); rerr != nil {
+			return it, rerr
+		}
 		return it, fmt.Errorf("no held message with ID %s (released, deleted or never held; see `attachgate quarantine list`)", id)
 	}
 	return it, err
@@ -313,7 +319,11 @@ func orNull(addr string) string {
 }
 
 func (q *cliQuarantine) show(ctx context.Context, id string, original bool, out io.Writer) error {
-	it, err := q.get(ctx, id)
+	typ := typeQuarantineShow
+	if original {
+		typ = typeQuarantineOriginal
+	}
+	it, err := q.get(ctx, typ, id)
 	if err != nil {
 		return err
 	}
@@ -416,7 +426,7 @@ func reorders(r rune) bool {
 }
 
 func (q *cliQuarantine) release(ctx context.Context, id string, out io.Writer) error {
-	it, err := q.get(ctx, id)
+	it, err := q.get(ctx, admin.TypeQuarantineRelease, id)
 	if err != nil {
 		return err
 	}
@@ -454,7 +464,7 @@ func (q *cliQuarantine) release(ctx context.Context, id string, out io.Writer) e
 }
 
 func (q *cliQuarantine) delete(ctx context.Context, id string, out io.Writer) error {
-	it, err := q.get(ctx, id)
+	it, err := q.get(ctx, admin.TypeQuarantineDelete, id)
 	if err != nil {
 		return err
 	}
@@ -469,7 +479,7 @@ func (q *cliQuarantine) delete(ctx context.Context, id string, out io.Writer) er
 }
 
 func (q *cliQuarantine) reject(ctx context.Context, id, reason string, out io.Writer) error {
-	it, err := q.get(ctx, id)
+	it, err := q.get(ctx, typeQuarantineReject, id)
 	if err != nil {
 		return err
 	}
