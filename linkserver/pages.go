@@ -122,6 +122,7 @@ type pageData struct {
 	Message string       // error pages
 	Next    string       // error pages: what the reader can do next
 	Landing *landingData // landing page
+	Msg     *messageData // message page
 }
 
 type landingData struct {

@@ -11,6 +11,10 @@
 //	GET  /d/{token}         landing page; counts nothing
 //	POST /d/{token}         counts the download, 303 to a signed URL
 //	GET  /f/{id}/{name}?e=&s=  streams the decrypted file (Range, HEAD)
+//
+// One page per message lists all its files (message.go): GET /m/{token},
+// a per-file POST that leads to the same signed URL, and Download all, a
+// ZIP streamed on the fly (zip.go).
 package linkserver
 
 import (
@@ -173,6 +177,12 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("/d/{token}", s.methodNotAllowed("GET, HEAD, POST"))
 	mux.HandleFunc("GET /f/{id}/{name}", s.handleFile)
 	mux.HandleFunc("/f/{id}/{name}", s.methodNotAllowed("GET, HEAD"))
+	// The message page (message.go) and its Download all (zip.go).
+	mux.HandleFunc("GET /m/{token}", s.handleMessage)
+	mux.HandleFunc("POST /m/{token}", s.handleMessageFile)
+	mux.HandleFunc("/m/{token}", s.methodNotAllowed("GET, HEAD, POST"))
+	mux.HandleFunc("POST /m/{token}/all", s.handleMessageZip)
+	mux.HandleFunc("/m/{token}/all", s.methodNotAllowed("POST"))
 	// Without this catch-all, unknown paths would get ServeMux's plain-text
 	// 404 without our headers.
 	mux.HandleFunc("/", s.handleUnknownPath)
