@@ -177,11 +177,7 @@ func (s *Server) handleMessageZip(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 		}
-		fw, err := zw.CreateHeader(&zip.FileHeader{
-			Name:     names.take(e.view.File.Name),
-			Method:   zip.Store,
-			Modified: e.view.File.CreatedAt.In(s.location),
-		})
+		fw, err := zw.CreateHeader(entryHeader(names.take(e.view.File.Name), e.view.File.CreatedAt.In(s.location)))
 		if err != nil {
 			s.abortZip(r, "zip entry header", e.view, err)
 		}
@@ -192,11 +188,7 @@ func (s *Server) handleMessageZip(w http.ResponseWriter, r *http.Request) {
 		sink.start(store.LinkView{})
 	}
 	if len(missing) > 0 {
-		fw, err := zw.CreateHeader(&zip.FileHeader{
-			Name:     names.take(mt.readmeName),
-			Method:   zip.Store,
-			Modified: now.In(s.location),
-		})
+		fw, err := zw.CreateHeader(entryHeader(names.take(mt.readmeName), now.In(s.location)))
 		if err == nil {
 			_, err = io.WriteString(fw, zipReadme(mt, missing))
 		}
@@ -207,6 +199,28 @@ func (s *Server) handleMessageZip(w http.ResponseWriter, r *http.Request) {
 	if err := zw.Close(); err != nil {
 		s.abortZip(r, "zip central directory", store.LinkView{}, err)
 	}
+}
+
+// entryHeader is the header of one stored entry. The mode makes the
+// creator Unix (extracted files get rw-r--r--). The time goes only into
+// the MS-DOS fields, in the link server's zone: with an extended
+// timestamp extra field (what FileHeader.Modified adds), Debian's unzip
+// escapes UTF-8 names as #Uxxxx in a non-UTF-8 locale.
+func entryHeader(name string, modified time.Time) *zip.FileHeader {
+	fh := &zip.FileHeader{Name: name, Method: zip.Store}
+	//lint:ignore SA1019 the MS-DOS fields alone are what keeps the names readable (above)
+	fh.ModifiedDate, fh.ModifiedTime = msDosTime(modified)
+	fh.SetMode(0o644)
+	return fh
+}
+
+// msDosTime encodes t's wall clock as MS-DOS date and time (2-second
+// steps, 1980 to 2107).
+func msDosTime(t time.Time) (date, clock uint16) {
+	year := min(max(t.Year(), 1980), 2107)
+	date = uint16(t.Day() + int(t.Month())<<5 + (year-1980)<<9)
+	clock = uint16(t.Second()/2 + t.Minute()<<5 + t.Hour()<<11)
+	return date, clock
 }
 
 // errFileGone is the state of a live link whose blob is missing.
