@@ -23,8 +23,9 @@ run: build
 # (the Postfix recipe test runs a private instance; the package is
 # preseeded to "No configuration" and a temporary policy-rc.d keeps its
 # system service from starting), systemd's systemd-analyze (the unit
-# test), chromium for the browser test and a Japanese font so its
-# screenshots show Japanese pages.
+# test), chromium for the browser test, a Japanese font so its
+# screenshots show Japanese pages, and Info-ZIP unzip (Download all's
+# ZIPs are checked with it).
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -34,6 +35,7 @@ deps:
 	command -v wget >/dev/null || missing="$$missing wget"; \
 	[ -x /usr/sbin/postfix ] || missing="$$missing postfix"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v unzip >/dev/null || missing="$$missing unzip"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \

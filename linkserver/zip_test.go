@@ -389,3 +389,126 @@ func TestMessageDownloadAllRevokedMidStream(t *testing.T) {
 		t.Error("no download.denied (revoked) for the cut ZIP")
 	}
 }
+
+// Attack: entry names from mail are untrusted. None may leave the
+// extraction directory, hide its extension, break a line or clash with
+// another entry.
+func TestSafeEntryNames(t *testing.T) {
+	long := strings.Repeat("長", 100) + ".pdf" // 304 bytes
+	tests := []struct{ in, want string }{
+		{"report.pdf", "report.pdf"},
+		{"見積書.pdf", "見積書.pdf"},
+		{"../x", ".._x"},
+		{"../../etc/passwd", ".._.._etc_passwd"},
+		{"/etc/passwd", "_etc_passwd"},
+		{`..\..\windows\system32\x.dll`, ".._.._windows_system32_x.dll"},
+		{`C:\x.bat`, "C__x.bat"},
+		{"\\\\server\\share\\x", "__server_share_x"},
+		{".", "file"},
+		{"..", "file"},
+		{"...", "file"},
+		{"", "file"},
+		{"   ", "file"},
+		{"name. . ", "name"},
+		{".bashrc", ".bashrc"},
+		{"a\r\nb.txt", "a__b.txt"},
+		{"a\x00b.txt", "a_b.txt"},
+		{"invoice\u202Efdp.exe", "invoice_fdp.exe"},
+		{"x\u200b.txt", "x_.txt"},
+		{"a\xffb.txt", "a_b.txt"},
+		{`what?<>|*".txt`, "what______.txt"},
+		{"CON", "_CON"},
+		{"nul.txt", "_nul.txt"},
+		{"COM1.log", "_COM1.log"},
+		{"COM0.log", "COM0.log"},
+		{"CONSOLE.txt", "CONSOLE.txt"},
+		{long, strings.Repeat("長", 78) + ".pdf"},
+	}
+	for _, tt := range tests {
+		got := safeEntryName(tt.in)
+		if got != tt.want {
+			t.Errorf("safeEntryName(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		if len(got) > zipNameMaxBytes || !utf8ValidName(got) || strings.ContainsAny(got, "/\\") || got == "." || got == ".." {
+			t.Errorf("safeEntryName(%q) = %q: unsafe", tt.in, got)
+		}
+	}
+
+	names := &entryNames{used: map[string]bool{}}
+	var got []string
+	for _, n := range []string{"a.pdf", "a.pdf", "A.PDF", "a (2).pdf", "../a.pdf", "..", "", "noext", "noext", ".hidden", ".hidden"} {
+		got = append(got, names.take(n))
+	}
+	want := []string{"a.pdf", "a (2).pdf", "A (3).PDF", "a (2) (2).pdf", ".._a.pdf", "file", "file (2)", "noext", "noext (2)", ".hidden", ".hidden (2)"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("unique names\n got %q\nwant %q", got, want)
+	}
+}
+
+func utf8ValidName(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
+
+// revokeOnDownloadOK is an audit recorder that revokes a link right after
+// download.ok is recorded for it: the race between a ZIP and a revoke.
+type revokeOnDownloadOK struct {
+	*eventLog
+	store  store.Store
+	linkID string
+}
+
+func (r *revokeOnDownloadOK) Record(ctx context.Context, e audit.Event) error {
+	if err := r.eventLog.Record(ctx, e); err != nil {
+		return err
+	}
+	if e.Type == audit.TypeDownloadOK && e.LinkID == r.linkID {
+		return r.store.RevokeLink(ctx, r.linkID, testStart)
+	}
+	return nil
+}
+
+// A file revoked after its download.ok was recorded but before the ZIP
+// started is left out, named in README.txt, and its download.denied
+// follows the download.ok; the other files still come.
+func TestMessageDownloadAllRevokedBeforeBytes(t *testing.T) {
+	var rec *revokeOnDownloadOK
+	h := newHarness(t, func(o *Options) {
+		rec = &revokeOnDownloadOK{eventLog: o.Audit.(*eventLog), store: o.Store}
+		o.Audit = rec
+	})
+	m := h.addMessage(store.Message{},
+		msgFile{name: "keep.txt", content: []byte("kept")},
+		msgFile{name: "pulled.txt", content: []byte("pulled back")})
+	rec.linkID = m.links[1].id
+	resp, body := h.downloadAll(m.token, nil)
+	mustStatus(t, resp, http.StatusOK)
+	zr, err := zip.NewReader(bytes.NewReader(body), int64(len(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range zr.File {
+		names = append(names, f.Name)
+		if f.Name == "README.txt" {
+			rc, _ := f.Open()
+			b, _ := io.ReadAll(rc)
+			rc.Close()
+			if !strings.Contains(string(b), "- pulled.txt: Withdrawn by the sender") {
+				t.Errorf("README.txt: %s", b)
+			}
+		}
+	}
+	if strings.Join(names, "|") != "keep.txt|README.txt" {
+		t.Errorf("entries %q", names)
+	}
+	if bytes.Contains(body, []byte("pulled back")) {
+		t.Error("the revoked file's bytes were sent")
+	}
+	var seq []string
+	for _, e := range h.events.all() {
+		if e.LinkID == m.links[1].id && (e.Type == audit.TypeDownloadOK || e.Type == audit.TypeDownloadDenied) {
+			seq = append(seq, e.Type+"/"+e.Reason)
+		}
+	}
+	if strings.Join(seq, " ") != "download.ok/ download.denied/revoked" {
+		t.Errorf("events of the revoked file: %v", seq)
+	}
+}
