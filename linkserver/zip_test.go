@@ -16,6 +16,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/store"
@@ -510,5 +511,108 @@ func TestMessageDownloadAllRevokedBeforeBytes(t *testing.T) {
 	}
 	if strings.Join(seq, " ") != "download.ok/ download.denied/revoked" {
 		t.Errorf("events of the revoked file: %v", seq)
+	}
+}
+
+// FuzzSafeEntryName: whatever name a mail carries, the entry name is
+// valid UTF-8, one path element that is neither "." nor "..", without
+// separators, drive colons, control or format characters, trailing dots
+// or spaces, at most zipNameMaxBytes long; and unique names stay unique
+// case-insensitively.
+func FuzzSafeEntryName(f *testing.F) {
+	for _, s := range []string{"../x", "/etc/passwd", `C:\x`, "..", "見積書.pdf", "a\u202Eb", "CON.txt", strings.Repeat("長", 100) + ".pdf", "a\xff"} {
+		f.Add(s, s)
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		for _, in := range []string{a, b} {
+			got := safeEntryName(in)
+			if got == "" || got == "." || got == ".." || len(got) > zipNameMaxBytes || !utf8ValidName(got) ||
+				strings.ContainsAny(got, "/\\:\r\n\x00") || strings.HasSuffix(got, ".") || strings.HasSuffix(got, " ") ||
+				strings.HasPrefix(got, " ") || reservedWindowsName(got) {
+				t.Fatalf("safeEntryName(%q) = %q", in, got)
+			}
+			for _, r := range got {
+				if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+					t.Fatalf("safeEntryName(%q) = %q keeps %U", in, got, r)
+				}
+			}
+		}
+		names := &entryNames{used: map[string]bool{}}
+		x, y, z := names.take(a), names.take(b), names.take(a)
+		if strings.EqualFold(x, y) || strings.EqualFold(x, z) || strings.EqualFold(y, z) {
+			t.Fatalf("names not unique: %q %q %q", x, y, z)
+		}
+	})
+}
+
+// 20 browsers press Download all at once on a message whose first file
+// allows 3 downloads: exactly 3 ZIPs hold it, the others name it in
+// README.txt, and the counter stops at 3.
+func TestMessageDownloadAllConcurrentLimit(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.DenialLimit = 1000 })
+	m := h.addMessage(store.Message{},
+		msgFile{name: "limited.txt", content: []byte("only three"), maxDownloads: 3},
+		msgFile{name: "open.txt", content: []byte("for everyone")})
+	type result struct {
+		status  int
+		entries string
+	}
+	results := make(chan result, 20)
+	for range 20 {
+		c := h.browser(false)
+		_, p := h.openMessage(c, m.token, nil)
+		go func() {
+			req, err := http.NewRequest(http.MethodPost, h.http.URL+p.allAction, strings.NewReader(url.Values{csrfField: {p.csrf}}.Encode()))
+			if err != nil {
+				results <- result{}
+				return
+			}
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			resp, err := c.Do(req)
+			if err != nil {
+				results <- result{}
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var names []string
+			if zr, err := zip.NewReader(bytes.NewReader(body), int64(len(body))); err == nil {
+				for _, f := range zr.File {
+					names = append(names, f.Name)
+				}
+			}
+			results <- result{resp.StatusCode, strings.Join(names, "|")}
+		}()
+	}
+	with := 0
+	for range 20 {
+		r := <-results
+		switch r.entries {
+		case "limited.txt|open.txt":
+			with++
+		case "open.txt|README.txt":
+		default:
+			t.Errorf("answer %d with entries %q", r.status, r.entries)
+		}
+	}
+	if with != 3 || h.downloads(m.links[0].id) != 3 || h.downloads(m.links[1].id) != 20 {
+		t.Errorf("ZIPs with the limited file: %d; downloads %d and %d", with, h.downloads(m.links[0].id), h.downloads(m.links[1].id))
+	}
+}
+
+// Over https the /m/ cookie is Secure, HttpOnly, SameSite=Strict and
+// scoped to /m/.
+func TestMessageCookieOverHTTPS(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.HTTPS = true })
+	m := h.addMessage(store.Message{}, msgFile{name: "a.txt", content: []byte("a")})
+	resp, _ := h.do(http.DefaultClient, http.MethodGet, "/m/"+m.token, nil, nil)
+	mustStatus(t, resp, http.StatusOK)
+	cookies := resp.Cookies()
+	if len(cookies) != 1 {
+		t.Fatalf("cookies %v", cookies)
+	}
+	ck := cookies[0]
+	if ck.Name != csrfCookie || ck.Path != "/m/" || !ck.Secure || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode {
+		t.Errorf("cookie %+v", ck)
 	}
 }
