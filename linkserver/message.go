@@ -94,7 +94,7 @@ var messageTexts = map[string]*messageText{
 
 // The message page's template, on top of pages.go's "top" and "bottom".
 func init() {
-	template := `{{define "message"}}{{template "top" .}}<h1>{{.Msg.Text.Title}}</h1>
+	const src = `{{define "message"}}{{template "top" .}}<h1>{{.Msg.Text.Title}}</h1>
 <dl>
 <dt>{{.T.Sender}}</dt><dd>{{.Msg.Sender}}</dd>
 <dt>{{.Msg.Text.Files}}</dt><dd>{{.Msg.Count}}</dd>
@@ -134,10 +134,6 @@ func init() {
 {{- end}}
 {{template "bottom" .}}
 {{- end}}`
-	pageTemplatesMessage(template)
-}
-
-func pageTemplatesMessage(src string) {
 	if _, err := pageTemplates.New("message").Parse(src); err != nil {
 		panic(fmt.Sprintf("linkserver: message page template: %v", err))
 	}
