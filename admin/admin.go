@@ -50,12 +50,12 @@ const (
 // Audit event types this package records. Their names are part of the
 // export contract.
 const (
-	TypeAuditExport = audit.AdminTypePrefix + "audit.export"
-	TypeLinkView    = audit.AdminTypePrefix + "link.view"
-	TypeLinkRevoke  = audit.AdminTypePrefix + "link.revoke"
-	TypePprof       = audit.AdminTypePrefix + "pprof"
+	TypeAuditExport audit.EventType = audit.AdminTypePrefix + "audit.export"
+	TypeLinkView    audit.EventType = audit.AdminTypePrefix + "link.view"
+	TypeLinkRevoke  audit.EventType = audit.AdminTypePrefix + "link.revoke"
+	TypePprof       audit.EventType = audit.AdminTypePrefix + "pprof"
 	// TypeDenied records every refused call; Reason says why.
-	TypeDenied = audit.AdminTypePrefix + "denied"
+	TypeDenied audit.EventType = audit.AdminTypePrefix + "denied"
 )
 
 // Reasons of TypeDenied events.
@@ -195,6 +195,7 @@ func New(o Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.log = s.log.With("component", "admin")
 	if s.now == nil {
 		s.now = time.Now
 	}

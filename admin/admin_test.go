@@ -34,7 +34,7 @@ func TestAuthentication(t *testing.T) {
 		secret      string
 		header      map[string]string
 		wantStatus  int
-		wantType    string // newest audit event after the call
+		wantType    audit.EventType // newest audit event after the call
 		wantActor   string
 		wantReason  string
 		wantBearer  bool // WWW-Authenticate: Bearer ...
@@ -268,7 +268,7 @@ func TestExportStreamsCSV(t *testing.T) {
 	if strings.Join(records[0], ",") != strings.Join(audit.CSVColumns(), ",") {
 		t.Errorf("header = %q", records[0])
 	}
-	if records[1][2] != audit.TypeMailReceived || records[2][2] != audit.TypeFileStored || records[2][14] != "請求書.pdf" {
+	if records[1][2] != string(audit.TypeMailReceived) || records[2][2] != string(audit.TypeFileStored) || records[2][14] != "請求書.pdf" {
 		t.Errorf("rows = %q", records[1:])
 	}
 }

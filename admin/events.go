@@ -56,7 +56,7 @@ func refuseUnknownParams(v url.Values, known []string) error {
 }
 
 // event starts an audit event for a call by c.
-func (c caller) event(typ string, r *http.Request) audit.Event {
+func (c caller) event(typ audit.EventType, r *http.Request) audit.Event {
 	return audit.Event{
 		Type:       typ,
 		Actor:      c.actor(),

@@ -142,7 +142,7 @@ func parseExportRequest(v url.Values, loc *time.Location) (exportRequest, error)
 			}
 			// A misspelt type fails loudly instead of exporting nothing.
 			if !audit.KnownTypeFilter(t) {
-				return exportRequest{}, fmt.Errorf("type: unknown event type %q (known: %s, admin.*)", t, strings.Join(audit.Types(), ", "))
+				return exportRequest{}, fmt.Errorf("type: unknown event type %q (known: %s, admin.*)", t, strings.Join(audit.TypeNames(), ", "))
 			}
 			req.query.Types = append(req.query.Types, t)
 		}

@@ -177,19 +177,19 @@ func (h *harness) call(method, path, secret string, extra map[string]string) res
 
 // exportedEvent is one line of a JSONL export.
 type exportedEvent struct {
-	Seq        int64    `json:"seq"`
-	Time       string   `json:"time"`
-	Type       string   `json:"type"`
-	Actor      string   `json:"actor"`
-	ClientAddr string   `json:"client_addr"`
-	UserAgent  string   `json:"user_agent"`
-	Sender     string   `json:"sender"`
-	Recipients []string `json:"recipients"`
-	FileID     string   `json:"file_id"`
-	FileName   string   `json:"file_name"`
-	LinkID     string   `json:"link_id"`
-	Reason     string   `json:"reason"`
-	Detail     string   `json:"detail"`
+	Seq        int64           `json:"seq"`
+	Time       string          `json:"time"`
+	Type       audit.EventType `json:"type"`
+	Actor      string          `json:"actor"`
+	ClientAddr string          `json:"client_addr"`
+	UserAgent  string          `json:"user_agent"`
+	Sender     string          `json:"sender"`
+	Recipients []string        `json:"recipients"`
+	FileID     string          `json:"file_id"`
+	FileName   string          `json:"file_name"`
+	LinkID     string          `json:"link_id"`
+	Reason     string          `json:"reason"`
+	Detail     string          `json:"detail"`
 }
 
 // events reads the whole audit log through the exporter.
@@ -203,7 +203,7 @@ func (h *harness) events() []exportedEvent {
 }
 
 // eventsOfType returns the events of one type, oldest first.
-func (h *harness) eventsOfType(typ string) []exportedEvent {
+func (h *harness) eventsOfType(typ audit.EventType) []exportedEvent {
 	h.t.Helper()
 	var out []exportedEvent
 	for _, e := range h.events() {

@@ -15,9 +15,9 @@ import (
 
 // Audit event types of the quarantine routes.
 const (
-	TypeQuarantineList    = audit.AdminTypePrefix + "quarantine.list"
-	TypeQuarantineRelease = audit.AdminTypePrefix + "quarantine.release"
-	TypeQuarantineDelete  = audit.AdminTypePrefix + "quarantine.delete"
+	TypeQuarantineList    audit.EventType = audit.AdminTypePrefix + "quarantine.list"
+	TypeQuarantineRelease audit.EventType = audit.AdminTypePrefix + "quarantine.release"
+	TypeQuarantineDelete  audit.EventType = audit.AdminTypePrefix + "quarantine.delete"
 )
 
 // reasonUnknownHeld is the Reason of a call about an ID nothing is held

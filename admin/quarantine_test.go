@@ -142,7 +142,8 @@ func TestQuarantineRoutes(t *testing.T) {
 	cases := []struct {
 		name, method, path, secret string
 		status                     int
-		wantType, wantReason       string
+		wantType                   audit.EventType
+		wantReason                 string
 	}{
 		{"auditor may not release", "POST", "/admin/quarantine/" + idQ + "/release", auditorSecret, 403, TypeDenied, ReasonRole},
 		{"auditor may not delete", "POST", "/admin/quarantine/" + idQ + "/delete", auditorSecret, 403, TypeDenied, ReasonRole},
@@ -185,9 +186,9 @@ func TestQuarantineRoutes(t *testing.T) {
 	}
 	types := []string{}
 	for _, e := range h.events()[len(h.events())-2:] {
-		types = append(types, e.Type+"/"+e.Actor)
+		types = append(types, string(e.Type)+"/"+e.Actor)
 	}
-	if got := strings.Join(types, " "); got != TypeQuarantineRelease+"/admin:ops "+audit.TypeMailReleased+"/admin:ops" {
+	if got := strings.Join(types, " "); got != string(TypeQuarantineRelease)+"/admin:ops "+string(audit.TypeMailReleased)+"/admin:ops" {
 		t.Errorf("release events: %s", got)
 	}
 	if resp := h.call("POST", "/admin/quarantine/"+idQ+"/release", opsSecret, nil); resp.status != 404 {

@@ -16,7 +16,7 @@ import (
 type Event struct {
 	Time        time.Time // set by the log when zero
 	Seq         int64     // set by the log: strictly increasing
-	Type        string
+	Type        EventType
 	Actor       string // who acted: "smtp", "web", "admin:<token name>", "system"
 	ClientAddr  string
 	UserAgent   string

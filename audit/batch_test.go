@@ -31,7 +31,7 @@ func TestRecordAll(t *testing.T) {
 		if len(got) != 4 {
 			t.Fatalf("log holds %d events, want 4 (1 + the whole good batch, none of the bad one)", len(got))
 		}
-		for i, want := range []string{TypeMailReceived, TypeMailReceived, TypeFileStored, TypeLinkCreated} {
+		for i, want := range []EventType{TypeMailReceived, TypeMailReceived, TypeFileStored, TypeLinkCreated} {
 			if got[i].Type != want || got[i].Seq != int64(i+1) {
 				t.Errorf("event %d = seq %d %s, want seq %d %s", i, got[i].Seq, got[i].Type, i+1, want)
 			}

@@ -43,7 +43,7 @@ func TestExportCSVNeutralisesFormulas(t *testing.T) {
 			{"recipients", "'=1+1@example.net ok@example.net"},
 			{"reason", "'carriage"},                      // with CRLF line ends, encoding/csv drops a lone CR
 			{"detail", "plain text - with a dash later"}, // only the first character counts
-			{"type", TypeDownloadOK},
+			{"type", string(TypeDownloadOK)},
 		}
 		for _, tt := range tests {
 			if got := col(tt.column); got != tt.want {

@@ -243,15 +243,15 @@ func TestExportFilters(t *testing.T) {
 		}{
 			{"whole range", func(q *Query) {}, []float64{1, 2, 3, 4, 5, 6, 7}},
 			{"open range", func(q *Query) { *q = Query{} }, []float64{1, 2, 3, 4, 5, 6, 7}},
-			{"one type", func(q *Query) { q.Types = []string{TypeFileStored} }, []float64{3}},
-			{"two types", func(q *Query) { q.Types = []string{TypeDownloadOK, TypeMailRelayed} }, []float64{4, 6}},
+			{"one type", func(q *Query) { q.Types = []string{string(TypeFileStored)} }, []float64{3}},
+			{"two types", func(q *Query) { q.Types = []string{string(TypeDownloadOK), string(TypeMailRelayed)} }, []float64{4, 6}},
 			{"type family", func(q *Query) { q.Types = []string{"admin.*"} }, []float64{5}},
 			{"mail family", func(q *Query) { q.Types = []string{"mail.*"} }, []float64{1, 2, 6, 7}},
 			{"sender without case", func(q *Query) { q.Sender = "alice@example.com" }, []float64{2, 3}},
 			{"recipient", func(q *Query) { q.Recipient = "BOB@example.net" }, []float64{2, 3, 6}},
 			{"second recipient", func(q *Query) { q.Recipient = "carol@example.org" }, []float64{2}},
 			{"recipient not a substring", func(q *Query) { q.Recipient = "bob@example" }, nil},
-			{"sender and type", func(q *Query) { q.Sender = "alice@example.com"; q.Types = []string{TypeMailReceived} }, []float64{2}},
+			{"sender and type", func(q *Query) { q.Sender = "alice@example.com"; q.Types = []string{string(TypeMailReceived)} }, []float64{2}},
 			{"from-date starts at local midnight", func(q *Query) { *q = dayRange(t, l, "2026-11-26", "2026-11-26") }, []float64{7}},
 			{"to-date ends at local midnight", func(q *Query) { *q = dayRange(t, l, "2026-11-24", "2026-11-24") }, []float64{1}},
 			{"dates read in their own zone", func(q *Query) {
@@ -312,7 +312,7 @@ func TestSchemaDocMatches(t *testing.T) {
 	if !strings.Contains(string(doc), "\n"+strings.Join(csvColumns, ",")+"\n") {
 		t.Error("SCHEMA.md does not list the CSV columns in order")
 	}
-	for _, typ := range append(Types(), "admin.*") {
+	for _, typ := range append(TypeNames(), "admin.*") {
 		if !strings.Contains(string(doc), "| `"+typ+"` |") {
 			t.Errorf("SCHEMA.md has no row for %s", typ)
 		}

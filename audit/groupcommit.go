@@ -104,6 +104,9 @@ func (l *SQLiteLog) Append(events []Event, then func(error)) {
 // failed); the daemon calls it before exiting.
 func (l *SQLiteLog) Flush(ctx context.Context) error {
 	_, err := l.write(ctx, nil, nil)
+	// Whatever was committed relaxed is made durable now, not a second
+	// later (the daemon is about to exit).
+	l.syncRelaxed()
 	return err
 }
 
@@ -209,7 +212,11 @@ func (l *SQLiteLog) runBatch(batch []*groupWrite) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 	savepoints := len(batch) > 1
-	err := l.inWriteTx(ctx, func(conn *sql.Conn) error {
+	write := l.inWriteTx
+	if asyncOnly(batch) {
+		write = l.inWriteTxRelaxed
+	}
+	err := write(ctx, func(conn *sql.Conn) error {
 		for _, w := range batch {
 			if !savepoints {
 				w.err = l.apply(conn, w)
@@ -238,6 +245,17 @@ func (l *SQLiteLog) runBatch(batch []*groupWrite) {
 		}
 		w.stored = nil
 	}
+}
+
+// asyncOnly: nobody waits for any write of batch (all are Append's), so
+// its commit may be relaxed.
+func asyncOnly(batch []*groupWrite) bool {
+	for _, w := range batch {
+		if !w.async {
+			return false
+		}
+	}
+	return true
 }
 
 // batchTimeout bounds one batch transaction.

@@ -156,3 +156,86 @@ func TestAppendIsFlushed(t *testing.T) {
 		t.Fatalf("verify: %+v %v", res, err)
 	}
 }
+
+// TestRelaxedAppendCommits: a batch of Append's events alone commits with
+// synchronous=NORMAL (no fsync of its own); the connection goes back to
+// the pool with synchronous=FULL, so the next message's commit is durable
+// and syncs the relaxed one with it; the head outside the database never
+// claims a relaxed commit until a sync covered it.
+func TestRelaxedAppendCommits(t *testing.T) {
+	db, _ := openTestDB(t)
+	db.SetMaxOpenConns(1) // every statement below sees the connection the batch used
+	opts := anchoredOptions(t)
+	opts.Location = time.UTC
+	l, err := NewSQLite(db, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := l.RecordAll(ctx, []Event{{Type: TypeMailReceived, MessageID: "m1"}}); err != nil {
+		t.Fatal(err)
+	}
+	headSeq := func() int64 {
+		t.Helper()
+		h, ok, err := ReadHead(opts.HeadPath)
+		if err != nil || !ok {
+			t.Fatalf("read head: %v %v", ok, err)
+		}
+		return h.Seq
+	}
+	if got := headSeq(); got != 1 {
+		t.Fatalf("head after a durable commit = %d, want 1", got)
+	}
+
+	done := make(chan error, 1)
+	l.Append([]Event{{Type: TypeMailRelayed, MessageID: "m1"}}, func(err error) { done <- err })
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM audit_events`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("events after the relaxed commit: %d, %v", n, err)
+	}
+	var sync int
+	if err := db.QueryRow(`PRAGMA synchronous`).Scan(&sync); err != nil || sync != 2 {
+		t.Fatalf("synchronous on the pooled connection after a relaxed commit = %d (%v), want 2 (FULL)", sync, err)
+	}
+	l.writeMu.Lock()
+	unsynced := l.unsynced
+	l.writeMu.Unlock()
+	if !unsynced {
+		t.Fatal("an Append-only batch was not committed relaxed")
+	}
+	if got := headSeq(); got != 1 {
+		t.Fatalf("head moved to %d past a relaxed commit, want 1", got)
+	}
+
+	// The next durable commit covers it, and the head moves on.
+	if err := l.RecordAll(ctx, []Event{{Type: TypeMailReceived, MessageID: "m2"}}); err != nil {
+		t.Fatal(err)
+	}
+	l.writeMu.Lock()
+	unsynced = l.unsynced
+	l.writeMu.Unlock()
+	if unsynced || headSeq() != 3 {
+		t.Fatalf("after a durable commit: unsynced %v, head %d; want false, 3", unsynced, headSeq())
+	}
+
+	// With no durable commit after it, a relaxed commit is synced by the
+	// timer (or Flush) and the head follows.
+	l.Append([]Event{{Type: TypeMailRelayed, MessageID: "m2"}}, func(err error) { done <- err })
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	testsupport.WaitFor(t, "the relaxed commit synced", func() bool {
+		l.writeMu.Lock()
+		defer l.writeMu.Unlock()
+		return !l.unsynced
+	})
+	if got := headSeq(); got != 4 {
+		t.Fatalf("head after the sync = %d, want 4", got)
+	}
+	if res, err := l.Verify(ctx, nil); err != nil || res.Events != 4 {
+		t.Fatalf("verify: %+v, %v", res, err)
+	}
+}

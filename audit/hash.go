@@ -78,7 +78,7 @@ func canonicalOf(e *Event) canonicalEvent {
 		V:           canonicalVersion,
 		Seq:         e.Seq,
 		Time:        canonicalTime(e.Time),
-		Type:        e.Type,
+		Type:        string(e.Type),
 		Actor:       e.Actor,
 		ClientAddr:  e.ClientAddr,
 		UserAgent:   e.UserAgent,

@@ -272,7 +272,7 @@ func (r redisRaw) events(tb testing.TB) []Event {
 	var out []Event
 	err = r.l.scan(ctx, a.start(), func(_ string, row *storedRow) (bool, error) {
 		out = append(out, Event{Seq: row.Seq, Time: time.Unix(0, row.TimeNS).In(r.l.loc),
-			Type: row.Type, Detail: row.Detail, Hash: row.Hash})
+			Type: EventType(row.Type), Detail: row.Detail, Hash: row.Hash})
 		return true, nil
 	})
 	if err != nil {

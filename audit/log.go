@@ -63,6 +63,7 @@ func newSettings(opts Options) (settings, error) {
 	if s.logger == nil {
 		s.logger = slog.Default()
 	}
+	s.logger = s.logger.With("component", "audit")
 	if opts.HeadPath != "" && len(opts.MACKey) == 0 {
 		return settings{}, errors.New("audit: a head file needs a MAC key to sign it")
 	}

@@ -266,7 +266,7 @@ func parseAnchor(vals []any) (redisAnchor, error) {
 func streamValues(s *sealedEvent) []any {
 	e := &s.Event
 	return []any{
-		"seq", e.Seq, "time_ns", s.timeNS, "type", e.Type, "actor", e.Actor,
+		"seq", e.Seq, "time_ns", s.timeNS, "type", string(e.Type), "actor", e.Actor,
 		"client_addr", e.ClientAddr, "user_agent", e.UserAgent, "auth_user", e.AuthUser,
 		"helo", e.Helo, "message_id", e.MessageID, "header_id", e.HeaderID,
 		"sender", e.Sender, "recipients", s.recipients, "size", e.Size,

@@ -63,7 +63,17 @@ type SQLiteLog struct {
 	// (groupcommit.go).
 	groupMu sync.Mutex
 	group   groupState
+
+	// unsynced is set by a relaxed commit (inWriteTxRelaxed) and cleared
+	// by the next durable one; syncTimer makes it durable when no such
+	// commit follows soon. Guarded by writeMu.
+	unsynced  bool
+	syncTimer *time.Timer
 }
+
+// relaxedSyncDelay bounds how long a relaxed commit stays exposed to power
+// loss when no durable commit follows it.
+const relaxedSyncDelay = time.Second
 
 var _ Recorder = (*SQLiteLog)(nil)
 
@@ -202,8 +212,9 @@ func (l *SQLiteLog) appendTx(ctx context.Context, conn *sql.Conn, e Event) (Even
 // this the hashed and exported text would differ from the stored text and
 // the stored recipients would no longer decode to what was hashed.
 func (e *Event) makeValidUTF8() {
+	e.Type = EventType(strings.ToValidUTF8(string(e.Type), "\uFFFD"))
 	for _, f := range []*string{
-		&e.Type, &e.Actor, &e.ClientAddr, &e.UserAgent, &e.AuthUser, &e.Helo,
+		&e.Actor, &e.ClientAddr, &e.UserAgent, &e.AuthUser, &e.Helo,
 		&e.MessageID, &e.HeaderID, &e.Sender, &e.FileID, &e.FileName,
 		&e.ContentType, &e.SHA256, &e.LinkID, &e.Reason, &e.Reply, &e.Detail,
 	} {
@@ -268,6 +279,22 @@ func readAnchor(ctx context.Context, q queryRower) (anchor, error) {
 // database/sql's BeginTx cannot ask for IMMEDIATE unless the shared DSN
 // says _txlock=immediate, hence the explicit statements on a *sql.Conn.
 func (l *SQLiteLog) inWriteTx(ctx context.Context, fn func(conn *sql.Conn) error) (err error) {
+	return l.writeTx(ctx, false, fn)
+}
+
+// inWriteTxRelaxed is inWriteTx for events nothing waits for (Append's):
+// the commit runs with synchronous=NORMAL, so it costs no fsync. In WAL
+// mode that commit survives a crash of the process at once (it is in the
+// WAL, in the page cache) and power loss once the next durable commit
+// syncs the WAL — every message's own commit does — or, when none comes,
+// after relaxedSyncDelay, when a checkpoint syncs it. The head outside the
+// database is not moved past a relaxed commit: after power loss it must
+// not claim events the database may have lost.
+func (l *SQLiteLog) inWriteTxRelaxed(ctx context.Context, fn func(conn *sql.Conn) error) (err error) {
+	return l.writeTx(ctx, true, fn)
+}
+
+func (l *SQLiteLog) writeTx(ctx context.Context, relaxed bool, fn func(conn *sql.Conn) error) (err error) {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 
@@ -276,6 +303,17 @@ func (l *SQLiteLog) inWriteTx(ctx context.Context, fn func(conn *sql.Conn) error
 		return fmt.Errorf("get connection: %w", err)
 	}
 	defer conn.Close()
+	if relaxed {
+		if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
+			return fmt.Errorf("relax sync: %w", err)
+		}
+		defer func() {
+			if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous=FULL"); rerr != nil {
+				// A connection left relaxed must not serve durable commits.
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}()
+	}
 
 	if err := beginImmediate(ctx, conn); err != nil {
 		return err
@@ -301,10 +339,55 @@ func (l *SQLiteLog) inWriteTx(ctx context.Context, fn func(conn *sql.Conn) error
 		return fmt.Errorf("commit: %w", err)
 	}
 	committed = true
-	if h := l.pending; h != nil && l.head != nil {
-		l.advanceHead(ctx, h.Seq, h.Hash)
+	if relaxed {
+		l.unsynced = true
+		if l.syncTimer == nil {
+			l.syncTimer = time.AfterFunc(relaxedSyncDelay, l.syncRelaxed)
+		}
+		return nil
+	}
+	if h := l.pending; h != nil {
+		// This commit wrote events, so it synced the WAL, and with it
+		// every relaxed commit before.
+		l.unsynced = false
+		if l.head != nil {
+			l.advanceHead(ctx, h.Seq, h.Hash)
+		}
 	}
 	return nil
+}
+
+// syncRelaxed makes relaxed commits durable when no durable commit came
+// after them: a passive checkpoint syncs the WAL (and the database file).
+func (l *SQLiteLog) syncRelaxed() {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	if l.syncTimer != nil {
+		l.syncTimer.Stop()
+	}
+	l.syncTimer = nil
+	if !l.unsynced {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	if _, err := l.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+		// The next relaxed commit tries again; the next durable one
+		// syncs them anyway. A closed database (the owner shut down
+		// without Flush) has nothing left to sync through: closing it
+		// checkpointed the WAL.
+		if !strings.Contains(err.Error(), "database is closed") {
+			l.logger.Error("audit: sync of relaxed commits failed", "err", err)
+		}
+		return
+	}
+	l.unsynced = false
+	// The head may now move to the newest event.
+	var seq int64
+	var hash string
+	if err := l.db.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &hash); err == nil && l.head != nil {
+		l.advanceHead(ctx, seq, hash)
+	}
 }
 
 // addMACColumn adds the mac column to a table created before events

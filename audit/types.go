@@ -2,32 +2,35 @@ package audit
 
 import "strings"
 
-// Event types. The names are part of the export contract: scripts filter on
-// them, so they never change meaning. SCHEMA.md lists the fields each
-// carries.
+// EventType names what an event records. The names are part of the export
+// contract: scripts filter on them, so they never change meaning.
+// SCHEMA.md lists the fields each carries.
+type EventType string
+
+// Event types. Every caller uses these constants (admin actions: AdminType).
 const (
-	TypeMailReceived   = "mail.received"
-	TypeMailRelayed    = "mail.relayed"
-	TypeMailRejected   = "mail.rejected"
-	TypeMailDeferred   = "mail.deferred"
-	TypeMailHeld       = "mail.held"
-	TypeMailReleased   = "mail.released"
-	TypeMailDeleted    = "mail.deleted"
-	TypeFileStored     = "file.stored"
-	TypeLinkCreated    = "link.created"
-	TypeLinkViewed     = "link.viewed"
-	TypeDownloadOK     = "download.ok"
-	TypeDownloadDenied = "download.denied"
-	TypeLinkRevoked    = "link.revoked"
-	TypeFilePurged     = "file.purged"
-	TypeAuthFailed     = "auth.failed"
-	TypeAuditPurged    = "audit.purged"
+	TypeMailReceived   EventType = "mail.received"
+	TypeMailRelayed    EventType = "mail.relayed"
+	TypeMailRejected   EventType = "mail.rejected"
+	TypeMailDeferred   EventType = "mail.deferred"
+	TypeMailHeld       EventType = "mail.held"
+	TypeMailReleased   EventType = "mail.released"
+	TypeMailDeleted    EventType = "mail.deleted"
+	TypeFileStored     EventType = "file.stored"
+	TypeLinkCreated    EventType = "link.created"
+	TypeLinkViewed     EventType = "link.viewed"
+	TypeDownloadOK     EventType = "download.ok"
+	TypeDownloadDenied EventType = "download.denied"
+	TypeLinkRevoked    EventType = "link.revoked"
+	TypeFilePurged     EventType = "file.purged"
+	TypeAuthFailed     EventType = "auth.failed"
+	TypeAuditPurged    EventType = "audit.purged"
 	// TypeNoticeSent: the next hop accepted a mail the gateway composed
 	// itself (code, receipt, notice, DSN) for the recipients listed.
-	TypeNoticeSent = "notice.sent"
+	TypeNoticeSent EventType = "notice.sent"
 	// TypeNoticeFailed: such a mail will not reach the recipients listed
 	// (refused for good, given up after retries, or not queued).
-	TypeNoticeFailed = "notice.failed"
+	TypeNoticeFailed EventType = "notice.failed"
 
 	// AdminTypePrefix starts the type of every admin action
 	// ("admin.token.created", "admin.link.revoke", ...). Admin types are an
@@ -39,7 +42,7 @@ const (
 // (retention, expiry purges).
 const ActorSystem = "system"
 
-var fixedTypes = []string{
+var fixedTypes = []EventType{
 	TypeMailReceived, TypeMailRelayed, TypeMailRejected, TypeMailDeferred,
 	TypeMailHeld, TypeMailReleased, TypeMailDeleted,
 	TypeFileStored, TypeLinkCreated, TypeLinkViewed,
@@ -49,14 +52,30 @@ var fixedTypes = []string{
 
 // Types returns the fixed event types in documentation order; admin types
 // (AdminTypePrefix + action) come on top of these.
-func Types() []string {
-	return append([]string(nil), fixedTypes...)
+func Types() []EventType {
+	return append([]EventType(nil), fixedTypes...)
 }
+
+// TypeNames returns Types as strings.
+func TypeNames() []string {
+	names := make([]string, len(fixedTypes))
+	for i, t := range fixedTypes {
+		names[i] = string(t)
+	}
+	return names
+}
+
+// AdminType is the type of the admin action named action
+// ("token.created" gives "admin.token.created").
+func AdminType(action string) EventType { return EventType(AdminTypePrefix + action) }
+
+// String is the type's name as exported.
+func (t EventType) String() string { return string(t) }
 
 // KnownType reports whether t is a documented event type: one of Types, or
 // AdminTypePrefix followed by an action name.
-func KnownType(t string) bool {
-	if strings.HasPrefix(t, AdminTypePrefix) {
+func KnownType(t EventType) bool {
+	if strings.HasPrefix(string(t), AdminTypePrefix) {
 		return len(t) > len(AdminTypePrefix)
 	}
 	for _, f := range fixedTypes {
@@ -74,7 +93,7 @@ func KnownType(t string) bool {
 func KnownTypeFilter(f string) bool {
 	prefix, isPattern := strings.CutSuffix(f, "*")
 	if !isPattern {
-		return KnownType(f)
+		return KnownType(EventType(f))
 	}
 	if !strings.HasSuffix(prefix, ".") || strings.Contains(prefix, "*") {
 		return false
@@ -83,7 +102,7 @@ func KnownTypeFilter(f string) bool {
 		return true
 	}
 	for _, t := range fixedTypes {
-		if strings.HasPrefix(t, prefix) {
+		if strings.HasPrefix(string(t), prefix) {
 			return true
 		}
 	}

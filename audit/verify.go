@@ -251,7 +251,7 @@ func (c *chainCheck) add(row *storedRow) (bool, error) {
 			c.sawHead, c.headHash = true, row.Hash
 		}
 	}
-	if row.Type == TypeAuditPurged {
+	if EventType(row.Type) == TypeAuditPurged {
 		c.sawPurge, c.lastPurgeSeq = true, row.Seq
 		// Unparsable detail leaves a zero statement, which fails the anchor check below.
 		c.lastPurgeState, _ = parsePurgeDetail(row.Detail)

@@ -29,6 +29,15 @@ type Janitor struct {
 	TombstoneTTL time.Duration
 }
 
+// log is the janitor's logger, named for this package.
+func (j *Janitor) log() *slog.Logger {
+	l := j.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	return l.With("component", "expiry")
+}
+
 // DefaultTombstoneTTL matches the default audit retention.
 const DefaultTombstoneTTL = 90 * 24 * time.Hour
 
@@ -79,8 +88,8 @@ func (j *Janitor) Sweep(ctx context.Context) (int, error) {
 	}
 	if n, err := j.Store.PurgeTombstones(ctx, now); err != nil {
 		return removed, fmt.Errorf("purge tombstones: %w", err)
-	} else if n > 0 && j.Logger != nil {
-		j.Logger.Info("old link tombstones removed", "count", n)
+	} else if n > 0 {
+		j.log().Info("old link tombstones removed", "count", n)
 	}
 	return removed, nil
 }
@@ -99,9 +108,9 @@ func (j *Janitor) Run(ctx context.Context, interval time.Duration) {
 	for {
 		n, err := j.Sweep(ctx)
 		if err != nil && ctx.Err() == nil {
-			j.Logger.Error("expiry sweep failed", "err", err, "removed", n)
+			j.log().Error("expiry sweep failed", "err", err, "removed", n)
 		} else if n > 0 {
-			j.Logger.Info("expired files purged", "count", n)
+			j.log().Info("expired files purged", "count", n)
 		}
 		select {
 		case <-ctx.Done():

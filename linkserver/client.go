@@ -78,7 +78,7 @@ func userAgent(r *http.Request) string {
 }
 
 // webEvent starts an audit event for a request by a recipient's browser.
-func (s *Server) webEvent(r *http.Request, typ string) audit.Event {
+func (s *Server) webEvent(r *http.Request, typ audit.EventType) audit.Event {
 	return audit.Event{
 		Type:       typ,
 		Actor:      actorWeb,

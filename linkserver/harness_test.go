@@ -61,7 +61,7 @@ func (l *eventLog) fail(err error) {
 	l.failWith = err
 }
 
-func (l *eventLog) ofType(typ string) []audit.Event {
+func (l *eventLog) ofType(typ audit.EventType) []audit.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []audit.Event

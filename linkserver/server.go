@@ -153,6 +153,7 @@ func New(o Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.log = s.log.With("component", "linkserver")
 	if s.now == nil {
 		s.now = time.Now
 	}

@@ -65,6 +65,7 @@ func New(log *slog.Logger) *Metrics {
 	if log == nil {
 		log = slog.Default()
 	}
+	log = log.With("component", "metrics")
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		log: log,

@@ -50,7 +50,7 @@ func (m *Metrics) countEvent(e audit.Event) {
 	if !audit.KnownType(typ) {
 		typ = "other"
 	}
-	m.auditEvents.WithLabelValues(typ).Inc()
+	m.auditEvents.WithLabelValues(string(typ)).Inc()
 	switch {
 	case e.Type == audit.TypeFileStored:
 		m.storedBytes.Add(float64(e.Size))

@@ -81,10 +81,10 @@ type exported struct {
 	Detail     string   `json:"detail"`
 }
 
-func auditEvents(t testing.TB, log audit.Log, types ...string) []exported {
+func auditEvents(t testing.TB, log audit.Log, types ...audit.EventType) []exported {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := log.Export(context.Background(), audit.Query{Types: types}, &buf, "jsonl", false); err != nil {
+	if err := log.Export(context.Background(), audit.Query{Types: typeNames(types)}, &buf, "jsonl", false); err != nil {
 		t.Fatalf("audit export: %v", err)
 	}
 	var out []exported
@@ -213,4 +213,12 @@ func newRedisAudit(t testing.TB) audit.Log {
 		t.Fatal(err)
 	}
 	return log
+}
+
+func typeNames(types []audit.EventType) []string {
+	names := make([]string, len(types))
+	for i, t := range types {
+		names[i] = string(t)
+	}
+	return names
 }

@@ -117,6 +117,7 @@ func NewSender(o SenderOptions) (*Sender, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	o.Logger = o.Logger.With("component", "notify")
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -729,7 +730,7 @@ func (s *Sender) envelopeFrom(q queued) string {
 	return s.o.ReturnPath
 }
 
-func (s *Sender) record(ctx context.Context, typ string, q queued, id string, attempt int, rcpts []string, reason, reply string, cause error) {
+func (s *Sender) record(ctx context.Context, typ audit.EventType, q queued, id string, attempt int, rcpts []string, reason, reply string, cause error) {
 	detail := fmt.Sprintf("kind=%s id=%s attempt=%d", q.Kind, id, attempt)
 	if cause != nil {
 		detail += " error=" + cause.Error()

@@ -349,7 +349,7 @@ func (m *Manager) Hold(ctx context.Context, it Item, msg io.Reader) (Item, error
 }
 
 // event starts an audit event about it.
-func (m *Manager) event(typ, actor string, it Item) audit.Event {
+func (m *Manager) event(typ audit.EventType, actor string, it Item) audit.Event {
 	return audit.Event{Type: typ, Actor: actor, MessageID: it.ID, HeaderID: it.HeaderID,
 		Sender: it.From, Recipients: it.To, Size: it.Size}
 }

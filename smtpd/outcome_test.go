@@ -65,7 +65,7 @@ func TestEveryExitRecordsAnOutcome(t *testing.T) {
 		name      string
 		hop       smtptest.Behaviour
 		msg       []byte
-		wantType  string
+		wantType  audit.EventType
 		wantReply string
 	}{
 		{"too large", smtptest.Behaviour{}, mailWithAttachment("big", "body", "big.bin", bytes.Repeat([]byte("y"), 100<<10)),
@@ -85,7 +85,7 @@ func TestEveryExitRecordsAnOutcome(t *testing.T) {
 			}
 			var outcomes []map[string]any
 			for _, e := range gw.auditEvents() {
-				switch e["type"] {
+				switch audit.EventType(fmt.Sprint(e["type"])) {
 				case audit.TypeMailRejected, audit.TypeMailDeferred, audit.TypeMailRelayed:
 					outcomes = append(outcomes, e)
 				}
@@ -94,7 +94,7 @@ func TestEveryExitRecordsAnOutcome(t *testing.T) {
 				t.Fatalf("outcome events: %v, want exactly one", outcomes)
 			}
 			e := outcomes[0]
-			if e["type"] != tt.wantType || !strings.HasPrefix(fmt.Sprint(e["reply"]), tt.wantReply) {
+			if e["type"] != string(tt.wantType) || !strings.HasPrefix(fmt.Sprint(e["reply"]), tt.wantReply) {
 				t.Errorf("outcome %v %q, want %s %q...", e["type"], e["reply"], tt.wantType, tt.wantReply)
 			}
 			if e["message_id"] == "" || e["sender"] != "a@example.com" {

@@ -176,10 +176,14 @@ func partsOf(t *testing.T, msg []byte) map[string][]byte {
 }
 
 // events returns the audit events of the given types, oldest first.
-func (g *gateway) events(types ...string) []map[string]any {
+func (g *gateway) events(types ...audit.EventType) []map[string]any {
 	g.t.Helper()
+	var names []string
+	for _, t := range types {
+		names = append(names, string(t))
+	}
 	var buf bytes.Buffer
-	if err := g.audit.Export(context.Background(), audit.Query{Types: types}, &buf, "jsonl", false); err != nil {
+	if err := g.audit.Export(context.Background(), audit.Query{Types: names}, &buf, "jsonl", false); err != nil {
 		g.t.Fatal(err)
 	}
 	var out []map[string]any

@@ -75,6 +75,7 @@ func NewGuard(inner Store, expected string, interval time.Duration, log *slog.Lo
 	if log == nil {
 		log = slog.Default()
 	}
+	log = log.With("component", "store")
 	return &Guard{inner: inner, gen: gen, ping: p.Ping, expected: expected, log: log,
 		interval: interval, kick: make(chan struct{}, 1)}, nil
 }

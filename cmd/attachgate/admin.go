@@ -77,7 +77,6 @@ type adminListener struct {
 // can only refuse would be attack surface, and the default address would
 // make every daemon on a host compete for it.
 func startAdminAPI(c *config.Config, b *backend, obs *observed, q admin.Quarantine, inFlight admin.DownloadsInFlight, log *slog.Logger) (*adminListener, error) {
-	log = log.With("component", "admin")
 	if c.Admin.Listen == "" {
 		log.Info("admin API off: admin.listen is empty")
 		return nil, nil

@@ -61,7 +61,7 @@ func (l *auditTypeList) Set(v string) error {
 		// Caught here so a misspelt type fails loudly instead of exporting
 		// nothing.
 		if !audit.KnownTypeFilter(t) {
-			return fmt.Errorf("unknown event type %q (known: %s, admin.*)", t, strings.Join(audit.Types(), ", "))
+			return fmt.Errorf("unknown event type %q (known: %s, admin.*)", t, strings.Join(audit.TypeNames(), ", "))
 		}
 		*l = append(*l, t)
 	}

@@ -67,7 +67,7 @@ func openBackend(c *config.Config, log *slog.Logger) (*backend, error) {
 		st.Close()
 		return nil, fmt.Errorf("dataset generation: %w", err)
 	}
-	guard, err := store.NewGuard(st, gen, 5*time.Second, log.With("component", "store"))
+	guard, err := store.NewGuard(st, gen, 5*time.Second, log)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -85,7 +85,7 @@ func (b *backend) Close() { b.raw.Close() }
 func openMetadata(c *config.Config, ring *vault.KeyRing, log *slog.Logger) (store.Store, audit.Log, error) {
 	opts := auditOptions(c, ring)
 	if log != nil {
-		opts.Logger = log.With("component", "audit")
+		opts.Logger = log
 	}
 	switch c.Store.Backend {
 	case "redis":

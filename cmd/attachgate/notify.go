@@ -14,7 +14,6 @@ import (
 // queue shared by the instances of a storage directory), sent through the
 // next hop, audited through obs. Run its Sender in the background.
 func openNotifier(c *config.Config, b *backend, obs *observed, hop relay.Hop, log *slog.Logger) (*notify.Service, error) {
-	log = log.With("component", "notify")
 	composer, err := notify.NewComposer(notify.ComposerOptions{
 		Templates: c.Notify.Templates(), Hostname: c.SMTP.Hostname, From: c.Notify.From,
 		Language: c.Links.Language, MarkerKey: b.ring.MACKey()})
@@ -32,5 +31,5 @@ func openNotifier(c *config.Config, b *backend, obs *observed, hop relay.Hop, lo
 	if err != nil {
 		return nil, err
 	}
-	return &notify.Service{Composer: composer, Sender: sender, Logger: log}, nil
+	return &notify.Service{Composer: composer, Sender: sender, Logger: log.With("component", "notify")}, nil
 }

@@ -158,7 +158,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 
 	// Metrics: every component gets the store, audit log and next hop
 	// through observe's counting wrappers (observe.go).
-	m := metrics.New(log.With("component", "metrics"))
+	m := metrics.New(log)
 	m.DiskFree(c.Storage.Dir)
 	hop := relay.New(c.NextHop.Address, c.SMTP.Hostname, c.NextHop.Timeout.D(), c.NextHop.TLS, hopTLS)
 	obs := observe(m, b, hop, log)
@@ -223,7 +223,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		Blobs:          b.blobs,
 		MACKey:         b.ring.MACKey(),
 		Audit:          obs.audit,
-		Logger:         log.With("component", "linkserver"),
+		Logger:         log,
 		Location:       c.Links.Location(),
 		TrustedProxies: c.Links.Proxies(),
 		HTTPS:          c.Links.HTTPS(),
@@ -248,7 +248,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	janitor := &expiry.Janitor{Store: obs.store, Blobs: b.blobs, Audit: obs.audit, Logger: log.With("component", "expiry"),
+	janitor := &expiry.Janitor{Store: obs.store, Blobs: b.blobs, Audit: obs.audit, Logger: log,
 		// A purged link's tombstone lives as long as the audit events about it.
 		TombstoneTTL: time.Duration(c.Audit.RetentionDays) * 24 * time.Hour}
 	go b.guard.Run(ctx)

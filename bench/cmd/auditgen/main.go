@@ -42,7 +42,7 @@ func main() {
 	ctx := context.Background()
 	const batch = 5000
 	events := make([]audit.Event, 0, batch)
-	types := []string{audit.TypeMailReceived, audit.TypeFileStored, audit.TypeLinkCreated, audit.TypeMailRelayed, audit.TypeLinkViewed, audit.TypeDownloadOK}
+	types := []audit.EventType{audit.TypeMailReceived, audit.TypeFileStored, audit.TypeLinkCreated, audit.TypeMailRelayed, audit.TypeLinkViewed, audit.TypeDownloadOK}
 	for i := 0; i < *n; i++ {
 		events = append(events, audit.Event{
 			Time: start.Add(time.Duration(i) * step), Type: types[i%len(types)], Actor: "smtp",
