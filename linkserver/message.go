@@ -203,7 +203,7 @@ func (s *Server) messageByToken(r *http.Request, token string) (store.MessageVie
 
 // messageEvent starts an audit event about message m for a visitor,
 // verified as recipient when recipient is not "".
-func (s *Server) messageEvent(r *http.Request, typ string, m store.Message, recipient string) audit.Event {
+func (s *Server) messageEvent(r *http.Request, typ audit.EventType, m store.Message, recipient string) audit.Event {
 	e := s.webEvent(r, typ)
 	e.MessageID = m.ID
 	e.HeaderID = m.MessageID
@@ -215,7 +215,7 @@ func (s *Server) messageEvent(r *http.Request, typ string, m store.Message, reci
 }
 
 // linkEvent is an audit event about one link of a message page.
-func (s *Server) linkEvent(r *http.Request, typ string, v store.LinkView, recipient string) audit.Event {
+func (s *Server) linkEvent(r *http.Request, typ audit.EventType, v store.LinkView, recipient string) audit.Event {
 	e := withLink(s.webEvent(r, typ), v)
 	if recipient != "" {
 		e.Recipients = []string{recipient}

@@ -506,7 +506,7 @@ func TestMessageDownloadAllRevokedBeforeBytes(t *testing.T) {
 	var seq []string
 	for _, e := range h.events.all() {
 		if e.LinkID == m.links[1].id && (e.Type == audit.TypeDownloadOK || e.Type == audit.TypeDownloadDenied) {
-			seq = append(seq, e.Type+"/"+e.Reason)
+			seq = append(seq, string(e.Type)+"/"+e.Reason)
 		}
 	}
 	if strings.Join(seq, " ") != "download.ok/ download.denied/revoked" {
