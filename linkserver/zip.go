@@ -34,7 +34,8 @@ import (
 // recorded for every included file before any byte is sent, and a link
 // revoked while the ZIP streams cuts it, as on /f/.
 
-// zipNameMaxBytes bounds one entry name; file systems allow 255 bytes.
+// zipNameMaxBytes bounds one entry name before " (N)" is added to a
+// duplicate; file systems allow 255 bytes.
 const zipNameMaxBytes = 240
 
 // zipEntry is one file of a Download all.
@@ -369,10 +370,6 @@ func safeEntryName(name string) string {
 		return r
 	}, name)
 	name = strings.TrimLeft(name, " ")
-	name = strings.TrimRight(name, " .")
-	if strings.Trim(name, ".") == "" {
-		name = "file"
-	}
 	if reservedWindowsName(name) {
 		name = "_" + name
 	}
@@ -386,6 +383,12 @@ func safeEntryName(name string) string {
 			stem = stem[:len(stem)-1]
 		}
 		name = stem + ext
+	}
+	// Trimmed last, so a cut cannot leave a trailing space or dot.
+	name = strings.TrimLeft(name, " ")
+	name = strings.TrimRight(name, " .")
+	if strings.Trim(name, ".") == "" {
+		name = "file"
 	}
 	return name
 }

@@ -419,6 +419,8 @@ func TestSafeEntryNames(t *testing.T) {
 		{"a\xffb.txt", "a_b.txt"},
 		{`what?<>|*".txt`, "what______.txt"},
 		{"CON", "_CON"},
+		{" CON", "_CON"},
+		{"CON .txt", "_CON .txt"},
 		{"nul.txt", "_nul.txt"},
 		{"COM1.log", "_COM1.log"},
 		{"COM0.log", "COM0.log"},
