@@ -502,3 +502,45 @@ func TestMessageLinksStillHaveLandingPages(t *testing.T) {
 		t.Errorf("got %q", body)
 	}
 }
+
+// The whole recipient flow of the message page on both store backends:
+// page, one file, Download all, and a file revoked in the store answered
+// 410 at once.
+func TestMessagePageOnBothBackends(t *testing.T) {
+	for _, backend := range []string{backendSQLite, backendRedis} {
+		t.Run(backend, func(t *testing.T) {
+			h := newHarnessOn(t, backend)
+			m := h.addMessage(store.Message{Lang: "ja"},
+				msgFile{name: "一.txt", content: []byte("one")},
+				msgFile{name: "二.txt", content: []byte("two"), maxDownloads: 2})
+			c := h.browser(false)
+			resp, p := h.openMessage(c, m.token, nil)
+			mustStatus(t, resp, http.StatusOK)
+			if len(p.files) != 2 || !strings.Contains(p.body, "一.txt") || !strings.Contains(p.body, `<html lang="ja">`) {
+				t.Fatalf("page: %d forms", len(p.files))
+			}
+			resp, _ = h.postMessage(c, p.files[m.links[1].id], url.Values{csrfField: {p.csrf}, fileField: {m.links[1].id}})
+			mustStatus(t, resp, http.StatusSeeOther)
+			resp, body := h.do(http.DefaultClient, http.MethodGet, resp.Header.Get("Location"), nil, nil)
+			if resp.StatusCode != http.StatusOK || string(body) != "two" {
+				t.Fatalf("file: %d %q", resp.StatusCode, body)
+			}
+			resp, body = h.postMessage(c, p.allAction, url.Values{csrfField: {p.csrf}})
+			mustStatus(t, resp, http.StatusOK)
+			if !bytes.Contains(body, []byte("一.txt")) || !bytes.Contains(body, []byte("two")) {
+				t.Errorf("ZIP lacks a file")
+			}
+			if a, b := h.downloads(m.links[0].id), h.downloads(m.links[1].id); a != 1 || b != 2 {
+				t.Errorf("downloads %d and %d, want 1 and 2", a, b)
+			}
+			if err := h.store.RevokeLink(context.Background(), m.links[0].id, testStart); err != nil {
+				t.Fatal(err)
+			}
+			resp, _ = h.postMessage(c, p.files[m.links[0].id], url.Values{csrfField: {p.csrf}, fileField: {m.links[0].id}})
+			mustStatus(t, resp, http.StatusGone)
+			// Both files are dead now (one revoked, one at its limit).
+			resp, _ = h.postMessage(c, p.allAction, url.Values{csrfField: {p.csrf}})
+			mustStatus(t, resp, http.StatusGone)
+		})
+	}
+}
