@@ -140,9 +140,10 @@ func (s *Server) handleMessageZip(w http.ResponseWriter, r *http.Request) {
 	// A revoke that wrote the store before those events were recorded is
 	// honoured now, before anything is sent (see auditedStream).
 	kept := entries[:0]
+	var lastRevoke time.Time
 	for _, e := range entries {
-		if _, revoked := s.linkRevoked(r, e.view.Link.ID); revoked {
-			e.view.Link.RevokedAt = now
+		if at, revoked := s.linkRevoked(r, e.view.Link.ID); revoked {
+			e.view.Link.RevokedAt, lastRevoke = at, at
 			leaveOut(e.view, store.ErrRevoked, "revoked after download.ok was recorded; left out of the ZIP")
 			_ = e.blob.Close()
 			continue
@@ -151,7 +152,7 @@ func (s *Server) handleMessageZip(w http.ResponseWriter, r *http.Request) {
 	}
 	entries = kept
 	if len(entries) == 0 {
-		s.renderErrorAt(w, r, pageRevoked, now)
+		s.renderErrorAt(w, r, pageRevoked, lastRevoke)
 		return
 	}
 
