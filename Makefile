@@ -110,7 +110,8 @@ bench-deps:
 # `go test` replays them as regression tests from then on.
 FUZZ_TARGETS ?= mailpart:FuzzWalk mailpart:FuzzRewrite mailpart:FuzzTextEncoding \
 	mailpart:FuzzFilename mailpart:FuzzTNEF smtpd:FuzzSession smtpd:FuzzAuthSession \
-	third_party/go-smtp:FuzzDataReader linkserver:FuzzDownloadRequest
+	third_party/go-smtp:FuzzDataReader linkserver:FuzzDownloadRequest \
+	linkserver:FuzzSafeEntryName
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t#*:}; \
