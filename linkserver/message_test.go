@@ -544,3 +544,29 @@ func TestMessagePageOnBothBackends(t *testing.T) {
 		})
 	}
 }
+
+// Attack: guessing page tokens or link IDs. Each refused POST counts
+// against the client's denial limit; past it the client gets 429 even
+// for a real page, so guessing costs a minute per few dozen tries (and
+// a token has 256 bits).
+func TestMessageGuessingIsLimited(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.DenialBurst, o.DenialLimit = 3, 6 })
+	m := h.addMessage(store.Message{}, msgFile{name: "a.txt", content: []byte("a")})
+	c := h.browser(false)
+	_, p := h.openMessage(c, m.token, nil)
+	for i := range 6 {
+		path, file := "/m/"+strings.Repeat("A", 42)+string(rune('A'+i)), m.links[0].id
+		if i%2 == 1 {
+			path, file = p.files[m.links[0].id], store.NewID() // a made-up link ID on the real page
+		}
+		resp, _ := h.postMessage(c, path, url.Values{csrfField: {p.csrf}, fileField: {file}})
+		mustStatus(t, resp, http.StatusNotFound)
+	}
+	resp, _ := h.openMessage(c, m.token, nil)
+	mustStatus(t, resp, http.StatusTooManyRequests)
+	resp, _ = h.postMessage(c, p.allAction, url.Values{csrfField: {p.csrf}})
+	mustStatus(t, resp, http.StatusTooManyRequests)
+	if n := h.downloads(m.links[0].id); n != 0 {
+		t.Errorf("counted %d", n)
+	}
+}
