@@ -65,7 +65,7 @@ func TestPolicyErrorsNameTheKey(t *testing.T) {
 		{"unknown rule key", "policies:\n  - name: a\n    actoin: keep\n", `unknown key "policies[].actoin"`},
 		{"unknown match key", "policies:\n  - name: a\n    match: {extension: [\".exe\"]}\n    action: keep\n", `unknown key "policies[].match.extension"`},
 		{"unknown quarantine key", "quarantine:\n  hold: 1h\n", `unknown key "quarantine.hold"`},
-		{"bad action", "policies:\n  - name: a\n    action: drop\n", `policies[0].action: want link, keep, reject, quarantine or hold, got "drop"`},
+		{"bad action", "policies:\n  - name: a\n    action: drop\n", `policies[0].action: want link, keep, reject, quarantine, approve or hold, got "drop"`},
 		{"missing name", "policies:\n  - action: keep\n", "policies[0].name: must be set"},
 		{"duplicate name", "policies:\n  - {name: a, action: keep}\n  - {name: a, action: link}\n", `policies[1].name: duplicate rule name "a"`},
 		{"bad content type", "policies:\n  - name: a\n    match: {content_types: [\"image\"]}\n    action: keep\n", "policies[0].match.content_types"},

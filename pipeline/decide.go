@@ -33,6 +33,9 @@ type decider interface {
 	// Message decides a message that passes through untouched (signed,
 	// encrypted): its own rules may still refuse or hold it.
 	Message(env policies.Envelope, m policies.Message) policies.Decision
+	// Mail decides the whole message once it has been walked (mail
+	// rules: sender, subject, external recipients...).
+	Mail(env policies.Envelope, m policies.Mail) policies.Decision
 }
 
 type smtpDecider struct{ e *policies.Engine }
@@ -47,6 +50,10 @@ func (d smtpDecider) Decide(env policies.Envelope, p policies.Part) policies.Dec
 
 func (d smtpDecider) Message(env policies.Envelope, m policies.Message) policies.Decision {
 	return d.e.DecideMessage(env, m)
+}
+
+func (d smtpDecider) Mail(env policies.Envelope, m policies.Mail) policies.Decision {
+	return d.e.DecideMail(env, m)
 }
 
 // releaseDecider links a part whose rule held the message: the message was
@@ -66,6 +73,10 @@ func (d releaseDecider) Message(env policies.Envelope, m policies.Message) polic
 	return released(d.e.DecideMessage(env, m))
 }
 
+func (d releaseDecider) Mail(env policies.Envelope, m policies.Mail) policies.Decision {
+	return released(d.e.DecideMail(env, m))
+}
+
 func released(d policies.Decision) policies.Decision {
 	if d.Action.MessageLevel() {
 		d.Action = policies.Link
@@ -80,6 +91,11 @@ func (t *Transaction) decideAttachment(env policies.Envelope, part *mailpart.Par
 	d, final := t.decide.Early(env, pp)
 	if final {
 		switch {
+		case d.Action == policies.Keep, d.Action.MessageLevel(), t.verdict.MessageLevel():
+			// Not stored: its size stays unknown to the mail rules.
+			t.parts = append(t.parts, pp)
+		}
+		switch {
 		case d.Action == policies.Keep:
 			return nil
 		case d.Action.MessageLevel():
@@ -92,6 +108,8 @@ func (t *Transaction) decideAttachment(env policies.Envelope, part *mailpart.Par
 		if err != nil {
 			return fmt.Errorf("store attachment %s: %w", part.Path, err)
 		}
+		pp.Size = info.Size
+		t.parts = append(t.parts, pp)
 		return t.link(part, fileID, info)
 	}
 
@@ -103,6 +121,7 @@ func (t *Transaction) decideAttachment(env policies.Envelope, part *mailpart.Par
 			return fmt.Errorf("read attachment %s: %w", part.Path, err)
 		}
 		pp.Size = n
+		t.parts = append(t.parts, pp)
 		if d := t.decide.Decide(env, pp); d.Action.MessageLevel() {
 			return t.messageLevel(d)
 		}
@@ -114,6 +133,7 @@ func (t *Transaction) decideAttachment(env policies.Envelope, part *mailpart.Par
 		return fmt.Errorf("store attachment %s: %w", part.Path, err)
 	}
 	pp.Size = info.Size
+	t.parts = append(t.parts, pp)
 	d = t.decide.Decide(env, pp)
 	if d.Action == policies.Link {
 		return t.link(part, fileID, info)

@@ -136,8 +136,13 @@ type Held struct {
 	HeaderID string // the Message-ID header
 	Env      Envelope
 	Size     int64
-	Action   policies.Action // policies.Hold or policies.Quarantine
+	Action   policies.Action // policies.Hold, Approve or Quarantine
 	Rule     string
+	// Of the deciding rule: how long a hold lasts (0: the quarantine's
+	// default), who approves and until when (approve).
+	HoldFor         time.Duration
+	Approvers       []string
+	ApprovalTimeout time.Duration
 }
 
 // Source reopens a message from its start: the spool of an SMTP

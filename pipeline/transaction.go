@@ -80,6 +80,8 @@ type Transaction struct {
 	header  string // the Message-ID header
 	subject string // decoded Subject, kept only with LogSubjects
 	verdict policies.Verdict
+	// parts are the attachments decided so far, for the mail rules.
+	parts   []policies.Part
 	inStore bool   // message, files and links are in the store
 	reason  string // why refused (the policy rule)
 	reply   string // the final reply text after 250
@@ -98,7 +100,8 @@ func (p *Pipeline) Begin(ctx context.Context, env Envelope, hop relay.Session) *
 	set := p.current() // policies and DKIM keys, fixed for this message
 	t := &Transaction{p: p, id: store.NewID(), env: env, hop: hop, start: now, receivedAt: now,
 		actor: "smtp", decide: smtpDecider{set.Policies}, dkim: set.DKIM, outcomes: true, remove: map[string]bool{},
-		mayHold: set.Policies.HasAction(policies.Quarantine) || set.Policies.HasAction(policies.Hold)}
+		mayHold: set.Policies.HasAction(policies.Quarantine) || set.Policies.HasAction(policies.Hold) ||
+			set.Policies.HasAction(policies.Approve)}
 	t.log = p.logger().With("msg", t.id, "from", env.From)
 	t.began = time.Now() // observability hook
 	t.arrival = &audit.Event{Type: audit.TypeMailReceived, Actor: "smtp", ClientAddr: env.ClientAddr,
@@ -328,7 +331,7 @@ func (t *Transaction) stopKeepAlive() error {
 // walk of the message decides every attachment by policy (decide.go) and
 // puts those to be linked into the vault.
 func (t *Transaction) store(ctx context.Context, walk walkFunc) error {
-	penv := policies.Envelope{From: t.env.From, To: t.env.To}
+	penv := policies.Envelope{From: t.env.From, To: t.env.To, AuthUser: t.env.AuthUser}
 	sum, err := walk(func(part *mailpart.Part, body io.Reader) error {
 		if !part.Attachment {
 			return nil
@@ -366,6 +369,10 @@ func (t *Transaction) store(ctx context.Context, walk walkFunc) error {
 		t.p.deleteBlobs(t.files, t.log)
 		t.files, t.links, t.notice.Files = nil, nil, nil
 		clear(t.remove)
+	}
+	// Mail rules look at the whole message, with or without attachments.
+	if t.verdict.Action != policies.Reject {
+		t.verdict.Add(t.decide.Mail(penv, policies.MailOf(sum, t.parts)))
 	}
 	if t.verdict.MessageLevel() {
 		// Neither relayed nor linked now: whatever was stored goes.
@@ -495,7 +502,8 @@ func (t *Transaction) hold(ctx context.Context) error {
 	}
 	defer rd.Close()
 	reply, err := t.p.Quarantine.Hold(ctx, Held{ID: t.id, HeaderID: t.header, Env: t.env, Size: t.size,
-		Action: v.Action, Rule: v.Rule}, rd)
+		Action: v.Action, Rule: v.Rule, HoldFor: v.HoldFor, Approvers: v.Approvers,
+		ApprovalTimeout: v.ApprovalTimeout}, rd)
 	if err != nil {
 		return err
 	}

@@ -3,8 +3,12 @@ package policies
 import (
 	"fmt"
 	"io"
+	"mime"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/emersion/go-message/charset"
+	"github.com/emersion/go-message/textproto"
 
 	"github.com/attachgate/attachgate/mailpart"
 )
@@ -40,6 +44,8 @@ type DryRun struct {
 	// encrypted, report, auto-submitted, null sender; see
 	// mailpart.Summary.PassThrough), "" when it is not.
 	PassThrough string
+	// Mail is the decision of the mail rules about the whole message.
+	Mail Decision
 }
 
 // MessageOf is the message rules' view of a walked message.
@@ -52,6 +58,7 @@ func MessageOf(sum mailpart.Summary) Message {
 func (e *Engine) Test(r io.Reader, lim mailpart.Limits, env Envelope) (DryRun, error) {
 	var out DryRun
 	out.Verdict.Action = Link
+	var attachments []Part
 	sum, err := mailpart.Walk(r, lim, func(p *mailpart.Part, body io.Reader) error {
 		n, err := io.Copy(io.Discard, body)
 		if err != nil {
@@ -63,6 +70,7 @@ func (e *Engine) Test(r io.Reader, lim mailpart.Limits, env Envelope) (DryRun, e
 			pp.Size = n
 			dp.Decision = e.Decide(env, pp)
 			out.Verdict.Add(dp.Decision)
+			attachments = append(attachments, pp)
 		}
 		out.Parts = append(out.Parts, dp)
 		return nil
@@ -75,6 +83,10 @@ func (e *Engine) Test(r io.Reader, lim mailpart.Limits, env Envelope) (DryRun, e
 		// still refuse or hold a signed or encrypted message, and the
 		// attachment rules' reject, quarantine and hold still apply.
 		out.Verdict.Add(e.DecideMessage(env, MessageOf(sum)))
+	}
+	if out.Verdict.Action != Reject {
+		out.Mail = e.DecideMail(env, MailOf(sum, attachments))
+		out.Verdict.Add(out.Mail)
 	}
 	return out, nil
 }
@@ -107,14 +119,25 @@ func (d DryRun) Write(w io.Writer, holdFor string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if d.Mail.Action.MessageLevel() {
+		if _, err := fmt.Fprintf(w, "mail rule: %s by rule %s (the whole message)\n", d.Mail.Action, d.Mail.Rule); err != nil {
+			return err
+		}
+	}
 	var verdict string
 	switch d.Verdict.Action {
 	case Reject:
 		verdict = fmt.Sprintf("reject by rule %s: the client gets 550 5.7.1 Message refused by policy %s", d.Verdict.Rule, d.Verdict.Rule)
 	case Quarantine:
 		verdict = fmt.Sprintf("quarantine by rule %s: held until an admin releases or deletes it", d.Verdict.Rule)
+	case Approve:
+		verdict = fmt.Sprintf("approve by rule %s: held until one of %s approves it (rejected after %s)",
+			d.Verdict.Rule, strings.Join(d.Verdict.Approvers, ", "), d.Verdict.ApprovalTimeout)
 	case Hold:
-		verdict = fmt.Sprintf("hold by rule %s: held, released after %s unless an admin deletes it", d.Verdict.Rule, holdFor)
+		if d.Verdict.HoldFor > 0 {
+			holdFor = d.Verdict.HoldFor.String()
+		}
+		verdict = fmt.Sprintf("hold by rule %s: held, released after %s unless the sender or an admin cancels it", d.Verdict.Rule, holdFor)
 	case Link:
 		if d.PassThrough != "" {
 			verdict = fmt.Sprintf("relay untouched (%s mail: nothing linked, no notice)", d.PassThrough)
@@ -146,4 +169,33 @@ func sanitize(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// MailOf is the mail rules' view of a walked message and its attachments
+// (with their sizes where known).
+func MailOf(sum mailpart.Summary, attachments []Part) Mail {
+	return Mail{Subject: decodeWords(sum.Header.Get("Subject")), Header: wordDecodingHeader{sum.Header},
+		Attachments: attachments}
+}
+
+// wordDecoder decodes RFC 2047 words in header values for the mail rules.
+var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
+
+func decodeWords(s string) string {
+	if dec, err := wordDecoder.DecodeHeader(s); err == nil {
+		return dec
+	}
+	return s
+}
+
+// wordDecodingHeader is a header whose values read decoded.
+type wordDecodingHeader struct{ h textproto.Header }
+
+func (d wordDecodingHeader) Values(name string) []string {
+	raw := d.h.Values(name)
+	out := make([]string, len(raw))
+	for i, v := range raw {
+		out[i] = decodeWords(v)
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package policies
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -41,7 +42,7 @@ func TestDecideMessage(t *testing.T) {
 		{"signed and encrypted to outside", external, Message{Signed: true, Encrypted: true}, Decision{Rule: "quarantine-encrypted-external", Action: Quarantine}},
 	}
 	for _, tc := range tests {
-		if got := e.DecideMessage(tc.env, tc.m); got != tc.want {
+		if got := e.DecideMessage(tc.env, tc.m); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"time"
 )
 
 // Action is what a rule does with an attachment or its message.
@@ -43,17 +44,22 @@ const (
 	// deletes it.
 	Quarantine Action = "quarantine"
 	// Hold delays the whole message: it is released on its own after
-	// quarantine.hold_for unless an admin deletes (or releases) it first.
+	// the rule's hold_for (default quarantine.hold_for) unless the sender
+	// or an admin cancels (or releases) it first.
 	Hold Action = "hold"
+	// Approve holds the whole message until one of the rule's approvers
+	// approves it (then it is released) or rejects it, or
+	// approval_timeout passes (then it is rejected).
+	Approve Action = "approve"
 )
 
 // Actions lists every action in documentation order.
-func Actions() []Action { return []Action{Link, Keep, Reject, Quarantine, Hold} }
+func Actions() []Action { return []Action{Link, Keep, Reject, Quarantine, Approve, Hold} }
 
 // Valid reports whether a is a known action.
 func (a Action) Valid() bool {
 	switch a {
-	case Link, Keep, Reject, Quarantine, Hold:
+	case Link, Keep, Reject, Quarantine, Approve, Hold:
 		return true
 	}
 	return false
@@ -63,14 +69,17 @@ func (a Action) Valid() bool {
 func (a Action) MessageLevel() bool { return a.strength() > 0 }
 
 // Held reports whether a keeps the message in the quarantine store.
-func (a Action) Held() bool { return a == Quarantine || a == Hold }
+func (a Action) Held() bool { return a == Quarantine || a == Hold || a == Approve }
 
-// strength orders message-level actions: reject > quarantine > hold.
+// strength orders message-level actions: reject > quarantine > approve >
+// hold (who decides: nobody, an admin, a supervisor, the clock).
 func (a Action) strength() int {
 	switch a {
 	case Reject:
-		return 3
+		return 4
 	case Quarantine:
+		return 3
+	case Approve:
 		return 2
 	case Hold:
 		return 1
@@ -86,7 +95,25 @@ type Rule struct {
 	Name   string `yaml:"name"`
 	Match  Match  `yaml:"match"`
 	Action Action `yaml:"action"`
+	// HoldFor is how long action hold keeps the message (0: the
+	// default, quarantine.hold_for).
+	HoldFor time.Duration `yaml:"hold_for"`
+	// Approvers may approve or reject a message action approve holds;
+	// any one of them decides.
+	Approvers []string `yaml:"approvers"`
+	// ApprovalTimeout rejects a message nobody approved by then (0: 24h).
+	ApprovalTimeout time.Duration `yaml:"approval_timeout"`
 }
+
+// DefaultApprovalTimeout is a rule's approval_timeout when it sets none.
+const DefaultApprovalTimeout = 24 * time.Hour
+
+// MaxHoldFor and MaxApprovalTimeout bound what a rule may ask: held mail
+// must not wait longer than the quarantine keeps it.
+const (
+	MaxHoldFor         = 7 * 24 * time.Hour
+	MaxApprovalTimeout = 14 * 24 * time.Hour
+)
 
 // Match is a rule's condition. Every field is optional; the fields that are
 // set must all hold (AND), and a list holds when any entry does (OR). An
@@ -123,12 +150,37 @@ type Match struct {
 	// with them.
 	Signed    bool `yaml:"signed"`
 	Encrypted bool `yaml:"encrypted"`
+
+	// Mail fields (mail.go): they look at the whole message, so a rule
+	// with one of them needs a message-level action (reject, quarantine,
+	// approve, hold) and is decided once per message, with or without
+	// attachments.
+	//
+	// Senders: the envelope sender is one of these addresses (case
+	// ignored).
+	Senders []string `yaml:"senders"`
+	// AuthUsers: the SMTP AUTH identity is one of these.
+	AuthUsers []string `yaml:"auth_users"`
+	// SubjectRegex matches the decoded Subject (RE2 syntax; "(?i)" for
+	// case-insensitive).
+	SubjectRegex string `yaml:"subject_regex"`
+	// HeaderRegex maps a header field name to a regular expression that
+	// one of its decoded values must match.
+	HeaderRegex map[string]string `yaml:"header_regex"`
+	// MinExternalRecipients: at least this many envelope recipients are
+	// outside InternalDomains (and their subdomains).
+	MinExternalRecipients int      `yaml:"min_external_recipients"`
+	InternalDomains       []string `yaml:"internal_domains"`
+	// HasAttachments: true, the message has at least one attachment;
+	// false, it has none. Unset: either.
+	HasAttachments *bool `yaml:"has_attachments"`
 }
 
 // Envelope is what the SMTP conversation says about a message.
 type Envelope struct {
-	From string   // envelope sender; "" for the null sender
-	To   []string // envelope recipients
+	From     string   // envelope sender; "" for the null sender
+	To       []string // envelope recipients
+	AuthUser string   // SMTP AUTH identity; "" when relayed by network trust
 }
 
 // Part is one attachment as far as policies look at it.
@@ -170,6 +222,11 @@ const SizeUnknown = -1
 type Decision struct {
 	Rule   string // name of the first matching rule; "" when none matched
 	Action Action
+	// Of the rule, for held mail: hold_for (0: the default), approvers
+	// and approval_timeout (approve only).
+	HoldFor         time.Duration
+	Approvers       []string
+	ApprovalTimeout time.Duration
 }
 
 // Engine decides with a fixed, validated list of rules. It is safe for
@@ -192,6 +249,25 @@ type compiled struct {
 	needsSize bool
 	// message rules (signed, encrypted) match whole messages only
 	signed, encrypted bool
+
+	// mail rules (mail.go)
+	mail      mailMatch
+	partCheck bool // the rule has attachment fields
+	holdFor   time.Duration
+	approvers []string
+	timeout   time.Duration
+}
+
+// decision is what the rule decides, with its hold settings.
+func (c *compiled) decision(a Action) Decision {
+	d := Decision{Rule: c.name, Action: a}
+	if a == Hold {
+		d.HoldFor = c.holdFor
+	}
+	if a == Approve {
+		d.Approvers, d.ApprovalTimeout = c.approvers, c.timeout
+	}
+	return d
 }
 
 func (c *compiled) messageRule() bool { return c.signed || c.encrypted }
@@ -218,8 +294,9 @@ func New(rules []Rule) (*Engine, error) {
 		}
 		names[r.Name] = true
 		if !r.Action.Valid() {
-			bad("action", "want link, keep, reject, quarantine or hold, got %q", r.Action)
+			bad("action", "want link, keep, reject, quarantine, approve or hold, got %q", r.Action)
 		}
+		compileHeld(&c, r, bad)
 		m := r.Match
 		var err error
 		if c.senders, err = domains(m.SenderDomains); err != nil {
@@ -288,7 +365,12 @@ func New(rules []Rule) (*Engine, error) {
 			if len(m.ContentTypes) > 0 || len(m.Extensions) > 0 || m.MinSize != nil || m.MaxSize != nil || m.FilenameGlob != "" {
 				bad(field, "matches the whole message and combines only with sender_domains, recipient_domains and recipient_domains_not, not with attachment fields (content_types, extensions, min_size, max_size, filename_glob)")
 			}
+			if m.hasMailFields() {
+				bad(field, "combines only with sender_domains, recipient_domains and recipient_domains_not, not with mail fields (%s)", mailFieldNames)
+			}
 		}
+		c.partCheck = len(m.ContentTypes) > 0 || len(m.Extensions) > 0 || m.MinSize != nil || m.MaxSize != nil || m.FilenameGlob != ""
+		compileMail(&c, r, bad)
 		e.rules = append(e.rules, c)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -360,8 +442,8 @@ func (e *Engine) Decide(env Envelope, p Part) Decision {
 	if e != nil {
 		for i := range e.rules {
 			r := &e.rules[i]
-			if !r.messageRule() && r.matchesWithoutSize(env, p) && r.matchesSize(p.Size) {
-				return Decision{Rule: r.name, Action: p.effective(r.action)}
+			if !r.messageRule() && !r.mail.set && r.matchesWithoutSize(env, p) && r.matchesSize(p.Size) {
+				return r.decision(p.effective(r.action))
 			}
 		}
 	}
@@ -380,13 +462,13 @@ func (e *Engine) Early(env Envelope, p Part) (d Decision, ok bool) {
 	if e != nil {
 		for i := range e.rules {
 			r := &e.rules[i]
-			if r.messageRule() || !r.matchesWithoutSize(env, p) {
+			if r.messageRule() || r.mail.set || !r.matchesWithoutSize(env, p) {
 				continue
 			}
 			if r.needsSize {
 				return Decision{}, false
 			}
-			return Decision{Rule: r.name, Action: p.effective(r.action)}, true
+			return r.decision(p.effective(r.action)), true
 		}
 	}
 	return Decision{Action: Link}, true
@@ -409,7 +491,7 @@ func (e *Engine) DecideMessage(env Envelope, m Message) Decision {
 				continue
 			}
 			if r.matchesWithoutSize(env, Part{}) {
-				return Decision{Rule: r.name, Action: r.action}
+				return r.decision(r.action)
 			}
 		}
 	}
@@ -515,17 +597,23 @@ func inDomains(d string, list []string) bool {
 // message's action: the strongest message-level action (the first rule to
 // reach it names it), or Link when no part asked for one.
 type Verdict struct {
-	Action Action // Link, Reject, Quarantine or Hold
+	Action Action // Link, Reject, Quarantine, Approve or Hold
 	Rule   string // the rule that set Action; "" for Link
+	// The deciding rule's hold settings (see Decision).
+	HoldFor         time.Duration
+	Approvers       []string
+	ApprovalTimeout time.Duration
 }
 
-// Add takes one part's decision into account.
+// Add takes one part's (or the message's) decision into account: the
+// strongest message-level action wins, the first of equal strength stays.
 func (v *Verdict) Add(d Decision) {
 	if v.Action == "" {
 		v.Action = Link
 	}
 	if d.Action.strength() > v.Action.strength() {
 		v.Action, v.Rule = d.Action, d.Rule
+		v.HoldFor, v.Approvers, v.ApprovalTimeout = d.HoldFor, d.Approvers, d.ApprovalTimeout
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -58,28 +59,28 @@ func TestDecideExampleRules(t *testing.T) {
 		part Part
 		want Decision
 	}{
-		{"small image kept", internal, Part{Filename: "photo.png", ContentType: "image/png", Size: 1000}, Decision{"keep-small-images", Keep}},
-		{"image at the limit kept", internal, Part{Filename: "photo.png", ContentType: "image/png", Size: 1048576}, Decision{"keep-small-images", Keep}},
-		{"large image linked", internal, Part{Filename: "photo.png", ContentType: "image/png", Size: 1048577}, Decision{"", Link}},
-		{"pdf linked", internal, Part{Filename: "report.pdf", ContentType: "application/pdf", Size: 10}, Decision{"", Link}},
-		{"exe rejected", internal, Part{Filename: "setup.exe", ContentType: "application/octet-stream", Size: 10}, Decision{"block-executables", Reject}},
-		{"extension without case", internal, Part{Filename: "SETUP.EXE", ContentType: "application/octet-stream", Size: 10}, Decision{"block-executables", Reject}},
-		{"trailing dot and space ignored", internal, Part{Filename: "setup.exe. ", ContentType: "application/octet-stream", Size: 10}, Decision{"block-executables", Reject}},
-		{"js but not json", internal, Part{Filename: "data.json", ContentType: "application/json", Size: 10}, Decision{"", Link}},
-		{"first match wins: small image named .js", internal, Part{Filename: "x.js", ContentType: "image/gif", Size: 10}, Decision{"keep-small-images", Keep}},
-		{"external finance held", finance, Part{Filename: "q3.xlsx", ContentType: "application/vnd.ms-excel", Size: 10}, Decision{"hold-external-finance", Hold}},
-		{"internal finance linked", financeInternal, Part{Filename: "q3.xlsx", ContentType: "application/vnd.ms-excel", Size: 10}, Decision{"", Link}},
-		{"finance exe still rejected first", finance, Part{Filename: "a.scr", ContentType: "application/octet-stream", Size: 10}, Decision{"block-executables", Reject}},
+		{"small image kept", internal, Part{Filename: "photo.png", ContentType: "image/png", Size: 1000}, Decision{Rule: "keep-small-images", Action: Keep}},
+		{"image at the limit kept", internal, Part{Filename: "photo.png", ContentType: "image/png", Size: 1048576}, Decision{Rule: "keep-small-images", Action: Keep}},
+		{"large image linked", internal, Part{Filename: "photo.png", ContentType: "image/png", Size: 1048577}, Decision{Rule: "", Action: Link}},
+		{"pdf linked", internal, Part{Filename: "report.pdf", ContentType: "application/pdf", Size: 10}, Decision{Rule: "", Action: Link}},
+		{"exe rejected", internal, Part{Filename: "setup.exe", ContentType: "application/octet-stream", Size: 10}, Decision{Rule: "block-executables", Action: Reject}},
+		{"extension without case", internal, Part{Filename: "SETUP.EXE", ContentType: "application/octet-stream", Size: 10}, Decision{Rule: "block-executables", Action: Reject}},
+		{"trailing dot and space ignored", internal, Part{Filename: "setup.exe. ", ContentType: "application/octet-stream", Size: 10}, Decision{Rule: "block-executables", Action: Reject}},
+		{"js but not json", internal, Part{Filename: "data.json", ContentType: "application/json", Size: 10}, Decision{Rule: "", Action: Link}},
+		{"first match wins: small image named .js", internal, Part{Filename: "x.js", ContentType: "image/gif", Size: 10}, Decision{Rule: "keep-small-images", Action: Keep}},
+		{"external finance held", finance, Part{Filename: "q3.xlsx", ContentType: "application/vnd.ms-excel", Size: 10}, Decision{Rule: "hold-external-finance", Action: Hold}},
+		{"internal finance linked", financeInternal, Part{Filename: "q3.xlsx", ContentType: "application/vnd.ms-excel", Size: 10}, Decision{Rule: "", Action: Link}},
+		{"finance exe still rejected first", finance, Part{Filename: "a.scr", ContentType: "application/octet-stream", Size: 10}, Decision{Rule: "block-executables", Action: Reject}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := e.Decide(tt.env, tt.part); got != tt.want {
+			if got := e.Decide(tt.env, tt.part); !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Decide = %+v, want %+v", got, tt.want)
 			}
 			// Early agrees with Decide, or asks for the size.
 			early := tt.part
 			early.Size = SizeUnknown
-			if d, ok := e.Early(tt.env, early); ok && d != tt.want {
+			if d, ok := e.Early(tt.env, early); ok && !reflect.DeepEqual(d, tt.want) {
 				t.Errorf("Early = %+v, want %+v", d, tt.want)
 			}
 		})
@@ -171,12 +172,12 @@ func TestVerdictStrongestWins(t *testing.T) {
 		wantRule string
 	}{
 		{nil, Link, ""},
-		{[]Decision{{"", Link}, {"k", Keep}}, Link, ""},
-		{[]Decision{{"h", Hold}, {"k", Keep}}, Hold, "h"},
-		{[]Decision{{"h", Hold}, {"q", Quarantine}}, Quarantine, "q"},
-		{[]Decision{{"q", Quarantine}, {"h", Hold}}, Quarantine, "q"},
-		{[]Decision{{"h", Hold}, {"r", Reject}, {"q", Quarantine}}, Reject, "r"},
-		{[]Decision{{"h1", Hold}, {"h2", Hold}}, Hold, "h1"},
+		{[]Decision{{Rule: "", Action: Link}, {Rule: "k", Action: Keep}}, Link, ""},
+		{[]Decision{{Rule: "h", Action: Hold}, {Rule: "k", Action: Keep}}, Hold, "h"},
+		{[]Decision{{Rule: "h", Action: Hold}, {Rule: "q", Action: Quarantine}}, Quarantine, "q"},
+		{[]Decision{{Rule: "q", Action: Quarantine}, {Rule: "h", Action: Hold}}, Quarantine, "q"},
+		{[]Decision{{Rule: "h", Action: Hold}, {Rule: "r", Action: Reject}, {Rule: "q", Action: Quarantine}}, Reject, "r"},
+		{[]Decision{{Rule: "h1", Action: Hold}, {Rule: "h2", Action: Hold}}, Hold, "h1"},
 	}
 	for i, tt := range tests {
 		v := Verdict{Action: Link}
@@ -197,7 +198,7 @@ func TestNewNamesTheKey(t *testing.T) {
 	}{
 		{"no name", Rule{Action: Keep}, "policies[0].name: must be set"},
 		{"bad name", Rule{Name: "no spaces", Action: Keep}, "policies[0].name"},
-		{"bad action", Rule{Name: "r", Action: "drop"}, `policies[0].action: want link, keep, reject, quarantine or hold, got "drop"`},
+		{"bad action", Rule{Name: "r", Action: "drop"}, `policies[0].action: want link, keep, reject, quarantine, approve or hold, got "drop"`},
 		{"missing action", Rule{Name: "r"}, `policies[0].action`},
 		{"bad content type", Rule{Name: "r", Action: Keep, Match: Match{ContentTypes: []string{"image"}}}, "policies[0].match.content_types"},
 		{"bad glob", Rule{Name: "r", Action: Keep, Match: Match{ContentTypes: []string{"image/["}}}, "policies[0].match.content_types"},
@@ -248,9 +249,9 @@ func TestDryRun(t *testing.T) {
 	if len(run.Parts) != 4 {
 		t.Fatalf("parts = %+v", run.Parts)
 	}
-	want := []Decision{{}, {"keep-small-images", Keep}, {"", Link}, {"block-executables", Reject}}
+	want := []Decision{{}, {Rule: "keep-small-images", Action: Keep}, {Rule: "", Action: Link}, {Rule: "block-executables", Action: Reject}}
 	for i, p := range run.Parts {
-		if p.Decision != want[i] {
+		if !reflect.DeepEqual(p.Decision, want[i]) {
 			t.Errorf("part %s: %+v, want %+v", p.Path, p.Decision, want[i])
 		}
 	}

@@ -79,6 +79,9 @@ type Item struct {
 	Rule       string          // the policy rule that held it
 	HeldAt     time.Time
 	ReleaseAt  time.Time // when Run releases it (hold); zero for quarantine
+	// HoldFor is the holding rule's hold_for when Hold is called (0: the
+	// Manager's default); ReleaseAt is what is kept.
+	HoldFor time.Duration
 	KeyID      string    // key ring entry the blob is encrypted to
 	SHA256     string    // of the held message
 	// Attempts counts failed releases; LastError is the latest failure.
@@ -317,7 +320,11 @@ func (m *Manager) Hold(ctx context.Context, it Item, msg io.Reader) (Item, error
 	now := m.now()
 	it.HeldAt, it.ReleaseAt = now, time.Time{}
 	if it.Action == policies.Hold {
-		it.ReleaseAt = now.Add(m.holdFor)
+		holdFor := it.HoldFor
+		if holdFor <= 0 {
+			holdFor = m.holdFor
+		}
+		it.ReleaseAt = now.Add(holdFor)
 	}
 	it.KeyID, it.SHA256, it.Size = info.KeyID, info.SHA256, info.Size
 	if err := m.insert(ctx, it); err != nil {
@@ -474,7 +481,7 @@ func (h holder) Hold(ctx context.Context, held pipeline.Held, msg io.Reader) (st
 	e := held.Env
 	it, err := h.m.Hold(ctx, Item{ID: held.ID, HeaderID: held.HeaderID, From: e.From, To: e.To,
 		ClientAddr: e.ClientAddr, Helo: e.Helo, AuthUser: e.AuthUser, TLS: e.TLS, UTF8: e.UTF8,
-		Size: held.Size, Action: held.Action, Rule: held.Rule}, msg)
+		Size: held.Size, Action: held.Action, Rule: held.Rule, HoldFor: held.HoldFor}, msg)
 	if err != nil {
 		return "", err
 	}

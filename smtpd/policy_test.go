@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -613,4 +614,74 @@ func yamlDecodeStrict(doc string, v any) error {
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	testsupport.WaitFor(t, what, cond)
+}
+
+const mailRuleSet = `
+- name: confidential-subject
+  match: {subject_regex: "(?i)confidential|社外秘"}
+  action: quarantine
+- name: many-outsiders
+  match: {min_external_recipients: 2, internal_domains: ["example.com"]}
+  action: hold
+  hold_for: 5m
+- name: no-mail-to-rivals
+  match: {recipient_domains: ["rival.test"]}
+  action: reject
+`
+
+// Issue 12.1: message-level rules decide about every mail, also mail
+// without any attachment, over real SMTP: a Japanese RFC 2047 subject is
+// quarantined, mail to several outsiders is held for the rule's own
+// hold_for, an envelope-only reject rule refuses plain mail; other mail
+// is relayed.
+func TestMailRulesApplyToMailWithoutAttachments(t *testing.T) {
+	g := startPolicyGateway(t, mailRuleSet, time.Hour)
+	c := g.dial()
+	subject := "=?UTF-8?B?" + base64.StdEncoding.EncodeToString([]byte("【社外秘】来期の計画")) + "?="
+	reply, err := sendReply(c, "alice@example.com", []string{"bob@example.com"}, mailWith(subject, "no files here"))
+	if err != nil || !strings.HasPrefix(reply, "2.0.0 Held for review (id ") {
+		t.Fatalf("confidential mail: %q, %v", reply, err)
+	}
+	before := time.Now()
+	reply, err = sendReply(c, "alice@example.com", []string{"x@partner.test", "y@other.test", "bob@example.com"}, mailWith("hello", "plain"))
+	if err != nil || !strings.HasPrefix(reply, "2.0.0 Held for review (id ") {
+		t.Fatalf("mail to two outsiders: %q, %v", reply, err)
+	}
+	err = sendOn(c, "alice@example.com", []string{"ceo@rival.test"}, mailWith("hi", "plain"))
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 7, 1}) || !strings.Contains(se.Message, "no-mail-to-rivals") {
+		t.Fatalf("mail to a rival: %v, want 550 5.7.1 naming the rule", err)
+	}
+	if err := sendOn(c, "alice@example.com", []string{"x@partner.test", "bob@example.com"}, mailWith("hello", "one outsider")); err != nil {
+		t.Fatalf("ordinary mail: %v", err)
+	}
+	if msgs := g.hop.Messages(); len(msgs) != 1 || msgs[0].To[0] != "x@partner.test" {
+		t.Fatalf("next hop got %d messages, want only the ordinary one", len(msgs))
+	}
+	items := g.list(t)
+	if len(items) != 2 {
+		t.Fatalf("held %d messages, want 2: %+v", len(items), items)
+	}
+	byRule := map[string]heldEntry{}
+	for _, it := range items {
+		byRule[it.Rule] = it
+	}
+	if it := byRule["confidential-subject"]; it.Action != "quarantine" || it.ReleaseAt != nil {
+		t.Errorf("confidential mail held as %+v", it)
+	}
+	it := byRule["many-outsiders"]
+	if it.Action != "hold" || it.ReleaseAt == nil {
+		t.Fatalf("mail to outsiders held as %+v", it)
+	}
+	at, err := time.Parse(time.RFC3339, *it.ReleaseAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The rule's hold_for (5m), not quarantine.hold_for (1h).
+	if at.Before(before.Add(5*time.Minute-time.Second)) || at.After(time.Now().Add(5*time.Minute+time.Second)) {
+		t.Errorf("release at %s, want 5 minutes after %s", at, before)
+	}
+	if rej := g.events(audit.TypeMailRejected); len(rej) != 1 || rej[0]["reason"] != "no-mail-to-rivals" {
+		t.Errorf("mail.rejected: %v", rej)
+	}
 }

@@ -94,7 +94,7 @@ func TestPolicyTestCommand(t *testing.T) {
 		{"no sender", []string{"-config", cfg, "-to", "b@example.net", mixed}, 2, nil, "-from ADDR is required", nil},
 		{"no file", []string{"-config", cfg, "-from", "a@example.com", "-to", "b@example.net"}, 2, nil, "exactly one message file", nil},
 		{"missing file", []string{"-config", cfg, "-from", "a@example.com", "-to", "b@example.net", filepath.Join(dir, "nope.eml")}, 1, nil, "no such file", nil},
-		{"bad policy", []string{"-config", bad, "-from", "a@example.com", "-to", "b@example.net", mixed}, 1, nil, `policies[0].action: want link, keep, reject, quarantine or hold, got "drop"`, nil},
+		{"bad policy", []string{"-config", bad, "-from", "a@example.com", "-to", "b@example.net", mixed}, 1, nil, `policies[0].action: want link, keep, reject, quarantine, approve or hold, got "drop"`, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
