@@ -620,3 +620,41 @@ func TestMessageCookieOverHTTPS(t *testing.T) {
 		t.Errorf("cookie %+v", ck)
 	}
 }
+
+// A browser that hangs up mid-ZIP ends the download on the server: the
+// in-flight count a revoke reports drops back to zero and the blob is
+// closed; nothing is logged as an error.
+func TestMessageDownloadAllClientHangsUp(t *testing.T) {
+	h := newHarness(t)
+	m := h.addMessage(store.Message{}, msgFile{name: "big.bin", content: randomBytes(9, 32<<20)})
+	c := h.browser(false)
+	_, p := h.openMessage(c, m.token, nil)
+	req, err := http.NewRequest(http.MethodPost, h.http.URL+p.allAction, strings.NewReader(url.Values{csrfField: {p.csrf}}.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustStatus(t, resp, http.StatusOK)
+	if _, err := io.ReadFull(resp.Body, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.server.DownloadsInFlight(m.links[0].id); n != 1 {
+		t.Errorf("in flight while streaming: %d, want 1", n)
+	}
+	resp.Body.Close()
+	c.CloseIdleConnections()
+	deadline := time.Now().Add(30 * time.Second)
+	for h.server.DownloadsInFlight(m.links[0].id) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the ZIP download is still in flight after the client hung up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if strings.Contains(h.logs.String(), `"level":"ERROR"`) {
+		t.Errorf("a hang-up logged an error: %s", h.logs.String())
+	}
+}
