@@ -24,9 +24,10 @@ run: build
 # preseeded to "No configuration" and a temporary policy-rc.d keeps its
 # system service from starting), systemd's systemd-analyze (the unit
 # test), chromium for the browser test, a Japanese font so its
-# screenshots show Japanese pages, and ClamAV's clamd (clamav-daemon; the
-# scan tests start their own with a signature database they write, so
-# freshclam is never run and its service never started).
+# screenshots show Japanese pages, Info-ZIP unzip (Download all's ZIPs
+# are checked with it) and ClamAV's clamd (clamav-daemon; the scan tests
+# start their own with a signature database they write, so freshclam is
+# never run and its service never started).
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -37,6 +38,7 @@ deps:
 	[ -x /usr/sbin/postfix ] || missing="$$missing postfix"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	[ -x /usr/sbin/clamd ] || missing="$$missing clamav-daemon"; \
+	command -v unzip >/dev/null || missing="$$missing unzip"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
@@ -111,7 +113,8 @@ bench-deps:
 # `go test` replays them as regression tests from then on.
 FUZZ_TARGETS ?= mailpart:FuzzWalk mailpart:FuzzRewrite mailpart:FuzzTextEncoding \
 	mailpart:FuzzFilename mailpart:FuzzTNEF smtpd:FuzzSession smtpd:FuzzAuthSession policies:FuzzArchiveProbe \
-	third_party/go-smtp:FuzzDataReader linkserver:FuzzDownloadRequest
+	third_party/go-smtp:FuzzDataReader linkserver:FuzzDownloadRequest \
+	linkserver:FuzzSafeEntryName linkserver:FuzzVerifyForm notify:FuzzIsGatewayMail notify:FuzzDSNOriginalHeaders
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t#*:}; \

@@ -129,6 +129,7 @@ type pageData struct {
 	Next    string       // error pages: what the reader can do next
 	Landing *landingData // landing page
 	Verify  *verifyPage  // recipient verification forms
+	Msg     *messageData // message page
 }
 
 type landingData struct {

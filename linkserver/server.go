@@ -17,6 +17,9 @@
 // Links of a message with link.verify: recipient-code also need a
 // recipient's session (verify.go, gate.go): POST /v/{d|m}/{token} mails a
 // one-time code and checks it.
+// One page per message lists all its files (message.go): GET /m/{token},
+// a per-file POST that leads to the same signed URL, and Download all, a
+// ZIP streamed on the fly (zip.go).
 package linkserver
 
 import (
@@ -195,6 +198,12 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("/f/{id}/{name}", s.methodNotAllowed("GET, HEAD"))
 	mux.HandleFunc("POST /v/{kind}/{token}", s.handleVerify)
 	mux.HandleFunc("/v/{kind}/{token}", s.methodNotAllowed("POST"))
+	// The message page (message.go) and its Download all (zip.go).
+	mux.HandleFunc("GET /m/{token}", s.handleMessage)
+	mux.HandleFunc("POST /m/{token}", s.handleMessageFile)
+	mux.HandleFunc("/m/{token}", s.methodNotAllowed("GET, HEAD, POST"))
+	mux.HandleFunc("POST /m/{token}/all", s.handleMessageZip)
+	mux.HandleFunc("/m/{token}/all", s.methodNotAllowed("POST"))
 	// Without this catch-all, unknown paths would get ServeMux's plain-text
 	// 404 without our headers.
 	mux.HandleFunc("/", s.handleUnknownPath)
