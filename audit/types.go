@@ -32,6 +32,14 @@ const (
 	// (refused for good, given up after retries, or not queued).
 	TypeNoticeFailed EventType = "notice.failed"
 
+	// Sender control of held mail and supervisor approval (quarantine).
+	TypeHoldCancelled     EventType = "hold.cancelled"
+	TypeHoldSentNow       EventType = "hold.sent_now"
+	TypeApprovalRequested EventType = "approval.requested"
+	TypeApprovalApproved  EventType = "approval.approved"
+	TypeApprovalRejected  EventType = "approval.rejected"
+	TypeApprovalExpired   EventType = "approval.expired"
+
 	// AdminTypePrefix starts the type of every admin action
 	// ("admin.token.created", "admin.link.revoke", ...). Admin types are an
 	// open set so a new admin endpoint needs no change here.
@@ -48,6 +56,8 @@ var fixedTypes = []EventType{
 	TypeFileStored, TypeLinkCreated, TypeLinkViewed,
 	TypeDownloadOK, TypeDownloadDenied, TypeLinkRevoked, TypeFilePurged,
 	TypeAuthFailed, TypeAuditPurged, TypeNoticeSent, TypeNoticeFailed,
+	TypeHoldCancelled, TypeHoldSentNow,
+	TypeApprovalRequested, TypeApprovalApproved, TypeApprovalRejected, TypeApprovalExpired,
 }
 
 // Types returns the fixed event types in documentation order; admin types

@@ -704,14 +704,6 @@ func (c *Config) validate() error {
 		errs = append(errs, err) // names policies[i].key itself
 	}
 	c.engine = engine
-	for i, r := range c.Policies {
-		if r.Action == policies.Approve {
-			// The rule model knows approve; the approvers' requests and
-			// decisions are not served yet, and a held message nobody is
-			// asked about must not be accepted.
-			bad(fmt.Sprintf("policies[%d].action", i), "approve is not available in this version (use quarantine and release over the admin API)")
-		}
-	}
 	if c.Store.Backend == "redis" {
 		for i, r := range c.Policies {
 			if r.Action.Held() {

@@ -83,6 +83,9 @@ type Options struct {
 	// Notify sends the gateway's own mail (recipient codes, sender
 	// notices); nil sends none.
 	Notify *notify.Service
+	// Held serves the links of held mail, /h/{token} (held.go); nil
+	// serves none.
+	Held HeldMail
 }
 
 // Server serves landing pages, downloads and health. It is safe for
@@ -108,6 +111,7 @@ type Server struct {
 	denials          *denialLimiter
 	notify           *notify.Service
 	inFlight         inFlight
+	held             HeldMail
 }
 
 // New checks o and builds a Server.
@@ -174,6 +178,7 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("/d/{token}", s.methodNotAllowed("GET, HEAD, POST"))
 	mux.HandleFunc("GET /f/{id}/{name}", s.handleFile)
 	mux.HandleFunc("/f/{id}/{name}", s.methodNotAllowed("GET, HEAD"))
+	s.registerHeld(mux, o.Held)
 	// Without this catch-all, unknown paths would get ServeMux's plain-text
 	// 404 without our headers.
 	mux.HandleFunc("/", s.handleUnknownPath)

@@ -162,6 +162,8 @@ type Manager struct {
 	mu   sync.Mutex
 	busy map[string]bool
 	wake chan struct{}
+
+	acts *actions // sender control and approval (actions.go); nil: off
 }
 
 // component names the quarantine's schema in schema_version.
@@ -407,10 +409,7 @@ func (m *Manager) Release(ctx context.Context, id, actor string) (Result, error)
 		return res, fmt.Errorf("quarantine: released %s, but removing its record failed: %w", id, err)
 	}
 	m.deleteBlob(id)
-	reason := ReasonHoldExpired
-	if actor != audit.ActorSystem {
-		reason = ReasonAdmin
-	}
+	reason := releaseReason(actor)
 	e := m.event(audit.TypeMailReleased, actor, it)
 	e.ClientAddr = it.ClientAddr
 	e.Reason = reason
@@ -479,12 +478,18 @@ type holder struct{ m *Manager }
 
 func (h holder) Hold(ctx context.Context, held pipeline.Held, msg io.Reader) (string, error) {
 	e := held.Env
+	prep, err := h.m.beforeHold(ctx, held) // approval state (actions.go)
+	if err != nil {
+		return "", err
+	}
 	it, err := h.m.Hold(ctx, Item{ID: held.ID, HeaderID: held.HeaderID, From: e.From, To: e.To,
 		ClientAddr: e.ClientAddr, Helo: e.Helo, AuthUser: e.AuthUser, TLS: e.TLS, UTF8: e.UTF8,
 		Size: held.Size, Action: held.Action, Rule: held.Rule, HoldFor: held.HoldFor}, msg)
 	if err != nil {
+		h.m.abandonFlow(held.ID)
 		return "", err
 	}
+	h.m.afterHold(ctx, it, held, prep) // sender notice or approval requests
 	return HeldReply(it.ID), nil
 }
 
@@ -563,7 +568,7 @@ func (m *Manager) Delete(ctx context.Context, id, actor string) (Result, error) 
 	res := Result{Item: it, At: m.now()}
 	e := m.event(audit.TypeMailDeleted, actor, it)
 	e.ClientAddr = it.ClientAddr
-	e.Reason = ReasonAdmin
+	e.Reason = deleteReason(actor)
 	e.Detail = "action=" + string(it.Action) + " rule=" + it.Rule
 	m.log.Info("quarantine: message deleted", "msg", id, "actor", actor)
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
@@ -634,6 +639,7 @@ func (m *Manager) ReleaseDue(ctx context.Context) (int, error) {
 // Run releases due held items at start, whenever the next one is due, and
 // at least every Options.Interval, until ctx ends.
 func (m *Manager) Run(ctx context.Context) {
+	go m.runActions(ctx) // approval deadlines (actions.go)
 	for {
 		if _, err := m.ReleaseDue(ctx); err != nil {
 			m.log.Error("quarantine: timed release", "err", err)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/attachgate/attachgate/admin"
 	"github.com/attachgate/attachgate/config"
+	"github.com/attachgate/attachgate/linkserver"
 	"github.com/attachgate/attachgate/notify"
 	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/quarantine"
@@ -42,8 +43,21 @@ func openQuarantine(c *config.Config, b *backend, obs *observed, p *pipeline.Pip
 	if err != nil {
 		return nil, err
 	}
+	// Sender control (hold) and approval (approve) mail links under
+	// links.base_url/h/, served by the link server.
+	if err := m.EnableActions(ctx, c.Links.BaseURL); err != nil {
+		return nil, err
+	}
 	p.Quarantine = m.Holder()
 	return m, nil
+}
+
+// heldPages is m for the link server's /h/ pages; a nil m serves none.
+func heldPages(m *quarantine.Manager) linkserver.HeldMail {
+	if m == nil {
+		return nil
+	}
+	return m
 }
 
 // adminQuarantine is m for the admin API; a nil m leaves its routes out.

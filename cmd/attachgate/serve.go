@@ -228,6 +228,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		TrustedProxies: c.Links.Proxies(),
 		HTTPS:          c.Links.HTTPS(),
 		Notify:         notices,
+		Held:           heldPages(held),
 	})
 	if err != nil {
 		return err

@@ -49,6 +49,9 @@ type Kind struct {
 var kinds = []Kind{
 	{Name: "code", Sample: func() any { return sampleCode() }},
 	{Name: "dsn", Sample: func() any { return sampleDSN() }},
+	{Name: "held", Sample: func() any { return sampleHeld() }},
+	{Name: "approval", Sample: func() any { return sampleApproval() }},
+	{Name: "approval-result", Sample: func() any { return sampleApprovalResult() }},
 }
 
 // Kinds returns the names of the known kinds.
