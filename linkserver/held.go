@@ -82,8 +82,7 @@ func init() {
 <button type="submit">{{.Button}}</button>
 </form>
 {{- end}}
-{{template "bottom" .Page}}
-{{- end}}`))
+{{template "bottom" .Page}}`))
 }
 
 // heldPage is what the "held" template shows.
