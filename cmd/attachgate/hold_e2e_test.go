@@ -6,6 +6,7 @@ package main
 // captured and followed over HTTP as a browser does.
 
 import (
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -413,5 +414,59 @@ func TestApprovalTimeoutSendsDSN(t *testing.T) {
 	wantEvents(t, d, "approval.expired", "mail.rejected")
 	if mailsFor(hop, "bob@example.net") != 0 {
 		t.Fatal("an expired message went out")
+	}
+}
+
+// Two approvers decide at the same moment, one approving and one
+// rejecting, each from the form they had open: exactly one decision
+// counts, and what happens to the message is that one. A subject that
+// decodes to a line break cannot add a header to the gateway's mail.
+func TestApprovalRaceOneDecides(t *testing.T) {
+	t.Parallel()
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	d := startDaemon(t, hop.Addr, heldPolicy(fmt.Sprintf(approveRule, "24h")))
+	subject := "=?utf-8?b?" + base64.StdEncoding.EncodeToString([]byte("Hi\r\nBcc: evil@example.org")) + "?="
+	if err := d.send("alice@example.com", []string{"bob@example.net"}, plainMail(subject, "Race.")); err != nil {
+		t.Fatal(err)
+	}
+	bossMail := waitMail(t, hop, "boss@example.com")
+	for _, raw := range [][]byte{bossMail.Data, waitMail(t, hop, "deputy@example.com").Data} {
+		if strings.Contains(string(raw), "\r\nBcc:") {
+			t.Fatalf("subject injected a header into the approval request:\n%s", raw)
+		}
+	}
+	boss := heldLinks(t, d, bossMail.Data, 3)
+	deputy := heldLinks(t, d, waitMail(t, hop, "deputy@example.com").Data, 3)
+	b1, b2 := newHeldClient(t), newHeldClient(t)
+	_, p1 := b1.get(boss[1])
+	_, p2 := b2.get(deputy[2])
+	f1, f2 := formOf(t, p1), formOf(t, p2)
+	type result struct {
+		code int
+		who  string
+	}
+	results := make(chan result, 2)
+	go func() { c, _ := b1.post(boss[1], f1, nil); results <- result{c, "approve"} }()
+	go func() { c, _ := b2.post(deputy[2], f2, nil); results <- result{c, "reject"} }()
+	r1, r2 := <-results, <-results
+	var winner string
+	switch {
+	case r1.code == http.StatusOK && r2.code == http.StatusGone:
+		winner = r1.who
+	case r2.code == http.StatusOK && r1.code == http.StatusGone:
+		winner = r2.who
+	default:
+		t.Fatalf("two decisions at once: %s %d, %s %d (want one 200 and one 410)", r1.who, r1.code, r2.who, r2.code)
+	}
+	if winner == "approve" {
+		waitMail(t, hop, "bob@example.net")
+	} else {
+		dsn := waitMail(t, hop, "alice@example.com")
+		if !strings.Contains(string(dsn.Data), "multipart/report") {
+			t.Fatalf("rejected, but the sender got no DSN:\n%s", dsn.Data)
+		}
+		if mailsFor(hop, "bob@example.net") != 0 {
+			t.Fatal("rejected, but delivered")
+		}
 	}
 }
