@@ -11,6 +11,10 @@
 //	GET  /d/{token}         landing page; counts nothing
 //	POST /d/{token}         counts the download, 303 to a signed URL
 //	GET  /f/{id}/{name}?e=&s=  streams the decrypted file (Range, HEAD)
+//
+// With Options.Held it also serves the links of held mail, /h/{token}: a
+// sender's Cancel and Send now, an approver's View, Approve and Reject
+// (held.go).
 package linkserver
 
 import (

@@ -17,6 +17,12 @@
 // the error is reported (and recorded). Held items (action hold) are
 // released by Run once their release_at has passed; quarantined ones only
 // by an admin. Delete removes the index record and the blob.
+//
+// actions.go adds the people in the loop: the sender of a held message
+// can cancel it or send it at once, and a message held for approval
+// (action approve) is released or rejected by one of its approvers, or
+// rejected when nobody decides in time; each through single-use links
+// the link server serves.
 package quarantine
 
 import (
