@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/attachgate/attachgate/clientip"
 )
 
 // connLimiter counts the sessions of all our listeners and turns away
@@ -23,12 +25,16 @@ type connLimiter struct {
 	mu            sync.Mutex
 	open          int
 	openUntrusted int
-	byAddr        map[netip.Addr]int
+	// byClient counts connections per client network
+	// (clientip.ClientPrefix: an IPv4 address, an IPv6 /64), so a client
+	// cannot get round the per-client limit by rotating through the
+	// addresses of its own IPv6 prefix.
+	byClient map[netip.Prefix]int
 }
 
 func newConnLimiter(total, perClient, reserved int, privileged func(netip.Addr) bool, idle time.Duration) *connLimiter {
 	return &connLimiter{total: total, perClient: perClient, reserved: reserved, privileged: privileged,
-		idle: idle, byAddr: map[netip.Addr]int{}}
+		idle: idle, byClient: map[netip.Prefix]int{}}
 }
 
 // limitedListener is one listener counted by a shared connLimiter.
@@ -49,13 +55,14 @@ func (ll *limitedListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		addr := addrOf(c.RemoteAddr())
+		client := clientip.ClientPrefix(addr)
 		privileged := l.privileged != nil && l.privileged(addr)
 		l.mu.Lock()
-		ok := (l.total <= 0 || l.open < l.total) && (l.perClient <= 0 || l.byAddr[addr] < l.perClient) &&
+		ok := (l.total <= 0 || l.open < l.total) && (l.perClient <= 0 || l.byClient[client] < l.perClient) &&
 			(privileged || l.total <= 0 || l.openUntrusted < l.total-l.reserved)
 		if ok {
 			l.open++
-			l.byAddr[addr]++
+			l.byClient[client]++
 			if !privileged {
 				l.openUntrusted++
 			}
@@ -65,7 +72,7 @@ func (ll *limitedListener) Accept() (net.Conn, error) {
 			go refuse(c)
 			continue
 		}
-		return &countedConn{Conn: c, l: l, addr: addr, untrusted: !privileged}, nil
+		return &countedConn{Conn: c, l: l, addr: addr, client: client, untrusted: !privileged}, nil
 	}
 }
 
@@ -78,9 +85,10 @@ func refuse(c net.Conn) {
 // countedConn holds one slot of its connLimiter until closed.
 type countedConn struct {
 	net.Conn
-	l    *connLimiter
-	addr netip.Addr
-	once sync.Once
+	l      *connLimiter
+	addr   netip.Addr
+	client netip.Prefix
+	once   sync.Once
 
 	// untrusted: counted in the unprivileged share (guarded by l.mu).
 	untrusted bool
@@ -140,8 +148,8 @@ func (c *countedConn) release() {
 		c.untrusted = false
 		l.openUntrusted--
 	}
-	if l.byAddr[c.addr]--; l.byAddr[c.addr] <= 0 {
-		delete(l.byAddr, c.addr)
+	if l.byClient[c.client]--; l.byClient[c.client] <= 0 {
+		delete(l.byClient, c.client)
 	}
 	l.mu.Unlock()
 }

@@ -58,6 +58,12 @@ func toReply(log *slog.Logger, err error) error {
 		log.Debug("message refused: metadata store unavailable", "err", err)
 		return replyStoreUnavailable
 	}
+	var gone *clientGone
+	if errors.As(err, &gone) {
+		// Nobody hears this reply; the message was not relayed.
+		log.Info("client went away during DATA", "err", gone.err)
+		return smtpreply.ClientGone
+	}
 	if errors.Is(err, mailpart.ErrTooComplex) {
 		log.Info("message rejected", "reason", err)
 		return smtpreply.TooComplex

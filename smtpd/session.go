@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -233,8 +234,25 @@ type dataLimits struct{ r io.Reader }
 
 func (d dataLimits) Read(p []byte) (int, error) {
 	n, err := d.r.Read(p)
-	if errors.Is(err, smtp.ErrTooLongLine) {
+	switch {
+	case err == nil || err == io.EOF:
+	case errors.Is(err, smtp.ErrTooLongLine):
 		err = replyLineTooLong
+	case errors.Is(err, io.ErrUnexpectedEOF) || isNetError(err):
+		// The client hung up (or its connection broke) before the final
+		// dot: nothing of it may be relayed, and it is no internal error.
+		err = &clientGone{err}
 	}
 	return n, err
+}
+
+// clientGone is a DATA stream that ended without its final dot.
+type clientGone struct{ err error }
+
+func (c *clientGone) Error() string { return "client went away during DATA: " + c.err.Error() }
+func (c *clientGone) Unwrap() error { return c.err }
+
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne)
 }

@@ -73,6 +73,10 @@ var (
 		Message: "Next hop unavailable, try again later"}
 	HopLost = &smtp.SMTPError{Code: C451LocalError, EnhancedCode: E442BadConnection,
 		Message: "Connection to next hop lost, try again later"}
+	// ClientGone answers a DATA stream that ended without its final
+	// dot (the client hung up): nobody hears it, but go-smtp needs one.
+	ClientGone = &smtp.SMTPError{Code: C451LocalError, EnhancedCode: E442BadConnection,
+		Message: "Message incomplete: connection lost before the end of DATA"}
 	OutboxFailed = &smtp.SMTPError{Code: C451LocalError, EnhancedCode: E430Other,
 		Message: "Outbox write failed"}
 	BadSender = &smtp.SMTPError{Code: C501BadParams, EnhancedCode: E517BadSenderSyntax,

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	postfixconf "github.com/attachgate/attachgate/testsupport/postfix"
 	"io/fs"
 	"net"
 	"os"
@@ -82,27 +83,7 @@ default_process_limit = 100
 maillog_file_prefixes = %s
 maillog_file = %s
 `, pf.queue, data, sinkHost, sinkPort, int64(2)<<30, base, pf.maillog)
-	masterCF := pf.addr + ` inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-`
+	masterCF := pf.addr + " inet n - n - - smtpd\n" + postfixconf.MasterServices
 	if err := os.WriteFile(filepath.Join(pf.dir, "main.cf"), []byte(mainCF), 0o644); err != nil {
 		return nil, err
 	}
