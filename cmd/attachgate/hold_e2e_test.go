@@ -249,6 +249,18 @@ func TestHoldSendNowDelivers(t *testing.T) {
 	if mailsFor(hop, "bob@example.net") != 0 {
 		t.Fatal("held message delivered before Send now")
 	}
+	// The page speaks the browser's language.
+	req, _ := http.NewRequest(http.MethodGet, links[0], nil)
+	req.Header.Set("Accept-Language", "ja")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ja, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(ja), "送信を取り消す") || resp.Header.Get("Content-Language") != "ja" {
+		t.Fatalf("Japanese cancel page: %d %q\n%s", resp.StatusCode, resp.Header.Get("Content-Language"), ja)
+	}
 	b := newHeldClient(t)
 	if code, page := b.press(links[1], nil); code != http.StatusOK || !strings.Contains(page, "sent") {
 		t.Fatalf("POST send now: %d\n%s", code, page)
