@@ -305,6 +305,10 @@ func (s *Server) heldError(w http.ResponseWriter, r *http.Request, t quarantine.
 	case errors.Is(err, quarantine.ErrNotAnAction):
 		w.Header().Set("Allow", "GET, HEAD")
 		s.renderError(w, r, pageMethodNotAllowed)
+	case errors.Is(err, quarantine.ErrNotFound):
+		// Released or deleted by an admin between the look and the act.
+		t.State = quarantine.TicketGone
+		s.heldClosed(w, r, t)
 	case errors.Is(err, quarantine.ErrBusy):
 		p := s.heldPage(r, tr(r, "Busy right now", "処理中です"), tr(r, "The message is being sent or removed right now. Open the link again in a minute to see what became of it.", "このメールは今まさに送信または削除されています。1 分ほどしてからリンクを開き直すと結果を確認できます。"))
 		s.renderHeld(w, r, http.StatusConflict, p)

@@ -179,18 +179,23 @@ type actions struct {
 }
 
 // EnableActions turns on sender control (hold) and approval (approve):
-// links are baseURL + "/h/{token}". Call it once after Open, before
-// serving; without it a message held with action approve is refused (it
-// could never be approved) and held mail gets no sender notice.
-func (m *Manager) EnableActions(ctx context.Context, baseURL string) error {
+// links are baseURL + "/h/{token}", their state is kept in db (the
+// attachgate SQLite database; tables quarantine_flows and
+// quarantine_actions). Call it once after Open, before serving; without
+// it a message held with action approve is refused (it could never be
+// approved) and held mail gets no sender notice.
+func (m *Manager) EnableActions(ctx context.Context, db *sql.DB, baseURL string) error {
+	if db == nil {
+		return errors.New("quarantine: EnableActions needs the SQLite database")
+	}
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("quarantine: links base URL %q is not an http(s) URL", baseURL)
 	}
-	if err := store.Migrate(ctx, m.db, actionsComponent, actionMigrations); err != nil {
+	if err := store.Migrate(ctx, db, actionsComponent, actionMigrations); err != nil {
 		return fmt.Errorf("quarantine: %w", err)
 	}
-	m.acts = &actions{db: m.db, baseURL: strings.TrimRight(baseURL, "/"), wake: make(chan struct{}, 1)}
+	m.acts = &actions{db: db, baseURL: strings.TrimRight(baseURL, "/"), wake: make(chan struct{}, 1)}
 	return nil
 }
 

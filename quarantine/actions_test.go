@@ -59,7 +59,7 @@ func (e *env) openActs(t *testing.T, hop *smtptest.Server, n *notify.Service) *M
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.EnableActions(context.Background(), testBase); err != nil {
+	if err := m.EnableActions(context.Background(), e.st.DB(), testBase); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -191,7 +191,7 @@ func TestSendNowFailureKeepsLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.EnableActions(context.Background(), testBase); err != nil {
+	if err := m.EnableActions(context.Background(), e.st.DB(), testBase); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()

@@ -45,7 +45,7 @@ func openQuarantine(c *config.Config, b *backend, obs *observed, p *pipeline.Pip
 	}
 	// Sender control (hold) and approval (approve) mail links under
 	// links.base_url/h/, served by the link server.
-	if err := m.EnableActions(ctx, c.Links.BaseURL); err != nil {
+	if err := m.EnableActions(ctx, sq.DB(), c.Links.BaseURL); err != nil {
 		return nil, err
 	}
 	p.Quarantine = m.Holder()
