@@ -88,8 +88,8 @@ type Item struct {
 	// HoldFor is the holding rule's hold_for when Hold is called (0: the
 	// Manager's default); ReleaseAt is what is kept.
 	HoldFor time.Duration
-	KeyID      string    // key ring entry the blob is encrypted to
-	SHA256     string    // of the held message
+	KeyID   string // key ring entry the blob is encrypted to
+	SHA256  string // of the held message
 	// Attempts counts failed releases; LastError is the latest failure.
 	Attempts      int
 	LastError     string
