@@ -55,6 +55,14 @@ const (
 	// TypeVerifyLocked: wrong codes locked a recipient of a message out.
 	TypeVerifyLocked EventType = "verify.locked"
 
+	// Sender control of held mail and supervisor approval (quarantine).
+	TypeHoldCancelled     EventType = "hold.cancelled"
+	TypeHoldSentNow       EventType = "hold.sent_now"
+	TypeApprovalRequested EventType = "approval.requested"
+	TypeApprovalApproved  EventType = "approval.approved"
+	TypeApprovalRejected  EventType = "approval.rejected"
+	TypeApprovalExpired   EventType = "approval.expired"
+
 	// AdminTypePrefix starts the type of every admin action
 	// ("admin.token.created", "admin.link.revoke", ...). Admin types are an
 	// open set so a new admin endpoint needs no change here.
@@ -86,6 +94,8 @@ var fixedTypes = []EventType{
 	TypeMailBounced, TypeMailPurged,
 	TypeLinkExpiryChanged, TypeManageRefused,
 	TypeVerifySent, TypeVerifyOK, TypeVerifyFailed, TypeVerifyLocked,
+	TypeHoldCancelled, TypeHoldSentNow,
+	TypeApprovalRequested, TypeApprovalApproved, TypeApprovalRejected, TypeApprovalExpired,
 }
 
 // Types returns the fixed event types in documentation order; admin types

@@ -749,12 +749,13 @@ func (c *Config) validate() error {
 		errs = append(errs, err) // names policies[i].key itself
 	}
 	c.engine = engine
-	for i, r := range c.Policies {
-		if r.Action == policies.Approve {
-			// The rule model knows approve; the approvers' requests and
-			// decisions are not served yet, and a held message nobody is
-			// asked about must not be accepted.
-			bad(fmt.Sprintf("policies[%d].action", i), "approve is not available in this version (use quarantine and release over the admin API)")
+	if c.Store.Backend == "redis" {
+		for i, r := range c.Policies {
+			if r.Action == policies.Approve {
+				// Held mail itself is on Redis; the approval state and the
+				// single-use links are kept in the SQLite database only.
+				bad(fmt.Sprintf("policies[%d].action", i), "approve needs store.backend: sqlite (approval state is kept in the SQLite database)")
+			}
 		}
 	}
 	c.validateScan(bad)

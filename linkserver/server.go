@@ -20,6 +20,9 @@
 // One page per message lists all its files (message.go): GET /m/{token},
 // a per-file POST that leads to the same signed URL, and Download all, a
 // ZIP streamed on the fly (zip.go).
+// With Options.Held it also serves the links of held mail, /h/{token}: a
+// sender's Cancel and Send now, an approver's View, Approve and Reject
+// (held.go).
 package linkserver
 
 import (
@@ -96,6 +99,9 @@ type Options struct {
 	// sender may extend a message's expiry on the manage page;
 	// 0 = DefaultMaxExpiry.
 	MaxExpiry time.Duration
+	// Held serves the links of held mail, /h/{token} (held.go); nil
+	// serves none.
+	Held HeldMail
 }
 
 // Server serves landing pages, downloads and health. It is safe for
@@ -123,6 +129,7 @@ type Server struct {
 	inFlight         inFlight
 	maxExpiry        time.Duration
 	verify           *verifier
+	held             HeldMail
 }
 
 // New checks o and builds a Server.
@@ -204,6 +211,7 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("/m/{token}", s.methodNotAllowed("GET, HEAD, POST"))
 	mux.HandleFunc("POST /m/{token}/all", s.handleMessageZip)
 	mux.HandleFunc("/m/{token}/all", s.methodNotAllowed("POST"))
+	s.registerHeld(mux, o.Held)
 	// Without this catch-all, unknown paths would get ServeMux's plain-text
 	// 404 without our headers.
 	mux.HandleFunc("/", s.handleUnknownPath)

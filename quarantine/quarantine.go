@@ -24,6 +24,12 @@
 // a message without telling the sender (an admin decision); Reject removes
 // it and sends the sender a DSN; Run purges quarantined messages nobody
 // decided on after Options.Retention, with a DSN (mail.purged).
+//
+// actions.go adds the people in the loop: the sender of a held message
+// can cancel it or send it at once, and a message held for approval
+// (action approve) is released or rejected by one of its approvers, or
+// rejected when nobody decides in time; each through single-use links
+// the link server serves.
 package quarantine
 
 import (
@@ -220,6 +226,8 @@ type Manager struct {
 	mu   sync.Mutex
 	busy map[string]bool
 	wake chan struct{}
+
+	acts *actions // sender control and approval (actions.go); nil: off
 }
 
 // Open brings the quarantine index up to date, opens the blob store and
@@ -628,13 +636,11 @@ func (m *Manager) release(ctx context.Context, it Item, actor string) (Result, e
 		}
 	}
 
-	reason := ReasonAdmin
-	switch {
-	case actor != audit.ActorSystem:
-	case it.ReleasedBy != "":
+	// An admin, the sender (send now), an approver, or the clock; the
+	// clock again for the recipients a release left pending.
+	reason := releaseReason(actor)
+	if actor == audit.ActorSystem && it.ReleasedBy != "" {
 		reason = ReasonRetry
-	default:
-		reason = ReasonHoldExpired
 	}
 	if it.ReleasedBy == "" {
 		it.ReleasedBy = actor
@@ -932,12 +938,18 @@ type holder struct{ m *Manager }
 
 func (h holder) Hold(ctx context.Context, held pipeline.Held, msg io.Reader) (string, error) {
 	e := held.Env
+	prep, err := h.m.beforeHold(ctx, held) // approval state (actions.go)
+	if err != nil {
+		return "", err
+	}
 	it, err := h.m.Hold(ctx, Item{ID: held.ID, HeaderID: held.HeaderID, From: e.From, To: e.To,
 		ClientAddr: e.ClientAddr, Helo: e.Helo, AuthUser: e.AuthUser, TLS: e.TLS, UTF8: e.UTF8,
 		Size: held.Size, Action: held.Action, Rule: held.Rule, HoldFor: held.HoldFor}, msg)
 	if err != nil {
+		h.m.abandonFlow(held.ID)
 		return "", err
 	}
+	h.m.afterHold(ctx, it, held, prep) // sender notice or approval requests
 	return HeldReply(it.ID), nil
 }
 
@@ -981,7 +993,7 @@ func (m *Manager) Delete(ctx context.Context, id, actor string) (Result, error) 
 	res := Result{Item: it, At: m.now()}
 	e := m.event(audit.TypeMailDeleted, actor, it)
 	e.ClientAddr = it.ClientAddr
-	e.Reason = ReasonAdmin
+	e.Reason = deleteReason(actor)
 	e.Detail = "action=" + string(it.Action) + " rule=" + it.Rule
 	m.log.Info("quarantine: message deleted", "msg", id, "actor", actor)
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
@@ -1161,6 +1173,7 @@ func (m *Manager) ReleaseDue(ctx context.Context) (int, error) {
 // at least every Options.Interval, and purges expired ones, until ctx
 // ends.
 func (m *Manager) Run(ctx context.Context) {
+	go m.runActions(ctx) // approval deadlines (actions.go)
 	for {
 		// While the backend is refusing, its guard logs the state change;
 		// nothing is released or purged meanwhile.

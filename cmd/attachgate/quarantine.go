@@ -7,6 +7,7 @@ import (
 
 	"github.com/attachgate/attachgate/admin"
 	"github.com/attachgate/attachgate/config"
+	"github.com/attachgate/attachgate/linkserver"
 	"github.com/attachgate/attachgate/notify"
 	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/quarantine"
@@ -44,6 +45,17 @@ func openQuarantine(c *config.Config, b *backend, obs *observed, p *pipeline.Pip
 	if err != nil {
 		return nil, err
 	}
+	// Sender control (hold) and approval (approve) mail links under
+	// links.base_url/h/, served by the link server.
+	// Their state is kept in the SQLite database: with Redis, held mail
+	// works without them (config refuses approve there).
+	if sq, ok := b.raw.(*store.SQLite); ok {
+		if err := m.EnableActions(ctx, sq.DB(), c.Links.BaseURL); err != nil {
+			return nil, err
+		}
+	} else {
+		log.Info("sender control of held mail off: it needs store.backend sqlite")
+	}
 	p.Quarantine = m.Holder()
 	return m, nil
 }
@@ -60,6 +72,14 @@ func quarantineIndex(b *backend, o *quarantine.Options) error {
 		return fmt.Errorf("quarantine: no index for store %T", b.raw)
 	}
 	return nil
+}
+
+// heldPages is m for the link server's /h/ pages; a nil m serves none.
+func heldPages(m *quarantine.Manager) linkserver.HeldMail {
+	if m == nil {
+		return nil
+	}
+	return m
 }
 
 // adminQuarantine is m for the admin API; a nil m leaves its routes out.

@@ -215,6 +215,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		HTTPS:          c.Links.HTTPS(),
 		Notify:         notices,
 		MaxExpiry:      c.Links.MaxExpiry.D(),
+		Held:           heldPages(held),
 	})
 	if err != nil {
 		return err

@@ -51,6 +51,9 @@ var kinds = []Kind{
 	{Name: "dsn", Sample: func() any { return sampleDSN() }},
 	{Name: KindReceipt, Sample: func() any { return sampleReceipt() }},
 	{Name: "download", Sample: func() any { return sampleDownload() }},
+	{Name: "held", Sample: func() any { return sampleHeld() }},
+	{Name: "approval", Sample: func() any { return sampleApproval() }},
+	{Name: "approval-result", Sample: func() any { return sampleApprovalResult() }},
 }
 
 // Kinds returns the names of the known kinds.

@@ -1,0 +1,287 @@
+package quarantine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-message"
+
+	"github.com/attachgate/attachgate/notify"
+	"github.com/attachgate/attachgate/notify/mailtmpl"
+	"github.com/attachgate/attachgate/pipeline"
+	"github.com/attachgate/attachgate/policies"
+	"github.com/attachgate/attachgate/smtptest"
+	"github.com/attachgate/attachgate/store"
+)
+
+const testBase = "https://files.example.com"
+
+// notifier is a real notify.Service sending through the env's next hop.
+func (e *env) notifier(t *testing.T) *notify.Service {
+	t.Helper()
+	tmpl, err := mailtmpl.Load("", time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	composer, err := notify.NewComposer(notify.ComposerOptions{Templates: tmpl, Hostname: "gw.test",
+		From: "attachgate@gw.test", Language: "en", MarkerKey: e.ring.MACKey(), Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := notify.NewSender(notify.SenderOptions{Hop: e.hop, Audit: e.rec, Ring: e.ring,
+		Dir: filepath.Join(e.dir, "notify"), Logger: discardLog(), Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sender.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &notify.Service{Composer: composer, Sender: sender, Logger: discardLog()}
+}
+
+// openActs opens a Manager with notices and links on, releasing through
+// hop.
+func (e *env) openActs(t *testing.T, hop *smtptest.Server, n *notify.Service) *Manager {
+	t.Helper()
+	m, err := Open(context.Background(), Options{DB: e.st.DB(), Dir: filepath.Join(e.dir, "quarantine"), Ring: e.ring,
+		Audit: e.rec, Hop: hopAt(hop.Addr), Deliverer: rawDeliverer{}, HoldFor: time.Hour, Now: e.clock.Now,
+		Logger: discardLog(), Notify: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.EnableActions(context.Background(), e.st.DB(), testBase); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func held(id string, action policies.Action, approvers ...string) pipeline.Held {
+	return pipeline.Held{ID: id, HeaderID: "<x@example.com>", Env: pipeline.Envelope{From: "a@example.com",
+		To: []string{"b@example.net"}, ClientAddr: "127.0.0.1", Helo: "client.test"}, Action: action, Rule: "r1",
+		Approvers: approvers, ApprovalTimeout: time.Hour}
+}
+
+// linksTo waits for the notice to rcpt at the next hop and returns its
+// /h/ tokens in order.
+func linksTo(t *testing.T, hop *smtptest.Server, rcpt string, want int) []string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, msg := range hop.Messages() {
+			if !slices.Contains(msg.To, rcpt) {
+				continue
+			}
+			text := plainText(t, msg.Data)
+			var toks []string
+			for _, m := range regexp.MustCompile(regexp.QuoteMeta(testBase)+`/h/([A-Za-z0-9_-]+)`).FindAllStringSubmatch(text, -1) {
+				if !slices.Contains(toks, m[1]) {
+					toks = append(toks, m[1])
+				}
+			}
+			if len(toks) != want {
+				t.Fatalf("notice to %s has %d links, want %d:\n%s", rcpt, len(toks), want, text)
+			}
+			return toks
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no notice to %s", rcpt)
+	return nil
+}
+
+func plainText(t *testing.T, raw []byte) string {
+	t.Helper()
+	e, err := message.Read(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	_ = e.Walk(func(_ []int, p *message.Entity, err error) error {
+		if mt, _, _ := p.Header.ContentType(); err == nil && mt == "text/plain" {
+			b, _ := io.ReadAll(p.Body)
+			out.Write(b)
+		}
+		return nil
+	})
+	return out.String()
+}
+
+func mailTo(hop *smtptest.Server, rcpt string) []smtptest.Message {
+	var out []smtptest.Message
+	for _, m := range hop.Messages() {
+		if slices.Contains(m.To, rcpt) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// The approval deadline is in the database: a Manager opened again after
+// a restart rejects the message when it passes, with a DSN, and the
+// approvers' links then say it expired.
+func TestApprovalDeadlineSurvivesReopen(t *testing.T) {
+	e := newEnv(t)
+	n := e.notifier(t)
+	m := e.openActs(t, e.next, n)
+	ctx := context.Background()
+	id := store.NewID()
+	if _, err := m.Holder().Hold(ctx, held(id, policies.Approve, "boss@example.com"), bytes.NewReader(testMsg)); err != nil {
+		t.Fatal(err)
+	}
+	toks := linksTo(t, e.next, "boss@example.com", 3)
+
+	m2 := e.openActs(t, e.next, n) // the restart
+	e.clock.Add(59 * time.Minute)
+	m2.actionsDue(ctx)
+	if _, err := m2.Get(ctx, id); err != nil {
+		t.Fatalf("rejected before its deadline: %v", err)
+	}
+	e.clock.Add(time.Minute)
+	m2.actionsDue(ctx)
+	if _, err := m2.Get(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("still held after the deadline: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(mailTo(e.next, "a@example.com")) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	dsn := mailTo(e.next, "a@example.com")
+	if len(dsn) != 1 || !bytes.Contains(dsn[0].Data, []byte("multipart/report")) || dsn[0].From != "" {
+		t.Fatalf("sender's DSN: %+v", dsn)
+	}
+	if len(mailTo(e.next, "b@example.net")) != 0 {
+		t.Fatal("an expired message was delivered")
+	}
+	tk, err := m2.Act(ctx, toks[1], "")
+	if !errors.Is(err, ErrTicketClosed) || tk.State != TicketDecided || tk.Decision != DecisionExpired {
+		t.Fatalf("approve after expiry: %+v, %v", tk, err)
+	}
+	types := strings.Join(e.eventTypes(t), " ")
+	for _, want := range []string{"mail.held", "approval.requested", "approval.expired", "mail.rejected"} {
+		if !strings.Contains(types, want) {
+			t.Errorf("no %s in %s", want, types)
+		}
+	}
+}
+
+// Send now with the next hop down: the message stays held, the link is
+// not used up, and Cancel still works.
+func TestSendNowFailureKeepsLinks(t *testing.T) {
+	e := newEnv(t)
+	n := e.notifier(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	m, err := Open(context.Background(), Options{DB: e.st.DB(), Dir: filepath.Join(e.dir, "quarantine"), Ring: e.ring,
+		Audit: e.rec, Hop: hopAt(dead), Deliverer: rawDeliverer{}, HoldFor: time.Hour, Now: e.clock.Now,
+		Logger: discardLog(), Notify: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.EnableActions(context.Background(), e.st.DB(), testBase); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	id := store.NewID()
+	if _, err := m.Holder().Hold(ctx, held(id, policies.Hold), bytes.NewReader(testMsg)); err != nil {
+		t.Fatal(err)
+	}
+	toks := linksTo(t, e.next, "a@example.com", 2)
+	var de *DeliveryError
+	if _, err := m.Act(ctx, toks[1], ""); !errors.As(err, &de) {
+		t.Fatalf("send now with the next hop down: %v", err)
+	}
+	if tk, err := m.Ticket(ctx, toks[1]); err != nil || tk.State != TicketOpen {
+		t.Fatalf("send now link after a failed send: %+v, %v", tk, err)
+	}
+	if tk, err := m.Act(ctx, toks[0], ""); err != nil || tk.Decision != DecisionCancelled {
+		t.Fatalf("cancel: %+v, %v", tk, err)
+	}
+	if _, err := m.Get(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("cancelled message still held: %v", err)
+	}
+	if tk, err := m.Ticket(ctx, toks[1]); err != nil || tk.State != TicketDecided || tk.Decision != DecisionCancelled {
+		t.Fatalf("send now after cancel: %+v, %v", tk, err)
+	}
+}
+
+// A hold that fails leaves no approval behind; a message that cannot be
+// approved is not held at all.
+func TestApprovalStateOnlyWithTheHold(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	plain := e.open(t) // no EnableActions
+	if _, err := plain.Holder().Hold(ctx, held(store.NewID(), policies.Approve, "boss@example.com"), bytes.NewReader(testMsg)); !errors.Is(err, ErrActionsOff) {
+		t.Fatalf("approve without links: %v", err)
+	}
+	m := e.openActs(t, e.next, e.notifier(t))
+	e.rec.mu.Lock()
+	e.rec.fail = true
+	e.rec.mu.Unlock()
+	if _, err := m.Holder().Hold(ctx, held(store.NewID(), policies.Approve, "boss@example.com"), bytes.NewReader(testMsg)); err == nil {
+		t.Fatal("held although mail.held could not be recorded")
+	}
+	for _, table := range []string{"quarantine_flows", "quarantine_actions", "quarantine_items"} {
+		var n int
+		if err := e.st.DB().QueryRow(`SELECT COUNT(*) FROM ` + table).Scan(&n); err != nil || n != 0 {
+			t.Errorf("%s: %d rows, %v", table, n, err)
+		}
+	}
+}
+
+func TestTicketStates(t *testing.T) {
+	e := newEnv(t)
+	m := e.openActs(t, e.next, e.notifier(t))
+	ctx := context.Background()
+	id := store.NewID()
+	if _, err := m.Holder().Hold(ctx, held(id, policies.Approve, "boss@example.com"), bytes.NewReader(testMsg)); err != nil {
+		t.Fatal(err)
+	}
+	toks := linksTo(t, e.next, "boss@example.com", 3)
+	forged, _, _ := store.NewToken()
+	for name, tok := range map[string]string{"forged": forged, "empty": "", "long": strings.Repeat("A", 200),
+		"a hash of a real one": string(store.HashToken(toks[1]))} {
+		if _, err := m.Ticket(ctx, tok); !errors.Is(err, ErrTokenUnknown) {
+			t.Errorf("%s token: %v", name, err)
+		}
+		if _, err := m.Act(ctx, tok, ""); !errors.Is(err, ErrTokenUnknown) {
+			t.Errorf("%s token acts: %v", name, err)
+		}
+	}
+	view, err := m.Ticket(ctx, toks[0])
+	if err != nil || view.State != TicketOpen || !strings.Contains(view.Text, secret) || view.Subject != secret {
+		t.Fatalf("view: %+v, %v", view, err)
+	}
+	if _, err := m.Act(ctx, toks[0], ""); !errors.Is(err, ErrNotAnAction) {
+		t.Fatalf("view link acted: %v", err)
+	}
+	// Looking changes nothing.
+	for i := 0; i < 3; i++ {
+		if tk, err := m.Ticket(ctx, toks[2]); err != nil || tk.State != TicketOpen {
+			t.Fatalf("reject link: %+v, %v", tk, err)
+		}
+	}
+	tk, err := m.Act(ctx, toks[2], "  not\r\nnow  ")
+	if err != nil || tk.Decision != DecisionRejected || tk.Reason != "not  now" {
+		t.Fatalf("reject: %+v, %v", tk, err)
+	}
+	if tk, err := m.Act(ctx, toks[2], ""); !errors.Is(err, ErrTicketClosed) || tk.State != TicketUsed {
+		t.Fatalf("replayed reject: %+v, %v", tk, err)
+	}
+	if tk, err := m.Ticket(ctx, toks[0]); err != nil || tk.State != TicketDecided || tk.Text != "" {
+		t.Fatalf("view after the decision: %+v, %v", tk, err)
+	}
+}
