@@ -184,6 +184,13 @@ func (l *RedisLog) appendEvent(ctx context.Context, e Event, move *anchorMove) (
 				lastSeq, lastHash = move.to.seq, move.to.hash
 			}
 			if err := l.head.checkAhead(lastSeq); err != nil {
+				// Another instance may have appended and moved the head
+				// file on between our read of the chain head and now:
+				// then the watched head changed too and this is a lost
+				// race, not lost events.
+				if cur, rerr := l.client.HGet(ctx, l.headKey, "seq").Int64(); rerr == nil && cur > lastSeq {
+					return redis.TxFailedErr
+				}
 				return err
 			}
 			floor := a.floor

@@ -145,3 +145,37 @@ func TestRedisLogSurvivesRestart(t *testing.T) {
 		t.Errorf("verify after restart: %q, %v", out.String(), err)
 	}
 }
+
+// TestTwoInstancesShareTheHeadFile: two gateways on one Redis and one
+// storage directory share the head file. One appending and moving the
+// head on between the other's read of the chain head and its own check
+// is a lost race (retried), never "events were lost": under concurrent
+// appends no instance may fall into the refusing state.
+func TestTwoInstancesShareTheHeadFile(t *testing.T) {
+	be := redisBackend(redistest.Start(t))
+	opts := anchoredOptions(t)
+	opts.Location = time.UTC
+	a := be.open(t, opts)
+	b := a.twin(t, opts)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for _, l := range []testLog{a, b, a, b} {
+		wg.Go(func() {
+			for range 60 {
+				if _, err := l.record(ctx, Event{Type: TypeMailRelayed}); err != nil {
+					t.Errorf("record: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	res := mustVerifyOK(t, b)
+	if res.LastSeq != 240 {
+		t.Errorf("log ends at seq %d, want 240", res.LastSeq)
+	}
+	h, ok, err := ReadHead(opts.HeadPath)
+	if err != nil || !ok || h.Seq != 240 {
+		t.Errorf("head file: %+v %v %v, want seq 240", h, ok, err)
+	}
+}

@@ -15,6 +15,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -127,6 +128,11 @@ func (p *Pipeline) current() Settings {
 	}
 	return Settings{Policies: p.Policies, DKIM: p.DKIM}
 }
+
+// ErrRefusedAtRelease marks a release the gateway itself refuses (malware
+// found in a held message): nothing went to the next hop, and the message
+// must stay held, not be bounced as if the next hop had refused it.
+var ErrRefusedAtRelease = errors.New("the gateway refuses to release the message")
 
 // Holder keeps messages a policy holds; quarantine.Manager.Holder is one.
 type Holder interface {

@@ -90,7 +90,7 @@ func (s *scanning) verdict(rule string, info *vault.BlobInfo) (infected policies
 	}
 	d, ok, err := s.result(rule, info)
 	if ok && s.t.releasing {
-		return policies.Decision{}, false, fmt.Errorf("release: %w", smtpreply.Infected(s.t.infected))
+		return policies.Decision{}, false, fmt.Errorf("release: %w: %w", ErrRefusedAtRelease, smtpreply.Infected(s.t.infected))
 	}
 	return d, ok, err
 }

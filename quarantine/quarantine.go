@@ -563,6 +563,20 @@ func (m *Manager) release(ctx context.Context, it Item, actor string) (Result, e
 	if len(a.delivered) > 0 {
 		res.Reply = "250 " + a.reply
 	}
+	if len(a.delivered) == 0 && errors.Is(a.err, pipeline.ErrRefusedAtRelease) {
+		// The gateway refused to let it out (malware found at release):
+		// nothing went anywhere, nobody is bounced, and it stays held as
+		// it is, for an admin to delete or reject.
+		e := m.event(audit.TypeMailDeferred, actor, it)
+		e.ClientAddr = it.ClientAddr
+		e.Reason = "release refused"
+		e.Detail = truncate(a.err.Error())
+		if err := m.audit.Record(bctx, e); err != nil {
+			m.log.Error("quarantine: audit failed", "type", e.Type, "msg", it.ID, "err", err)
+		}
+		m.log.Warn("quarantine: release refused by the gateway; the message stays held", "msg", it.ID, "actor", actor, "err", a.err)
+		return res, a.err
+	}
 
 	var bounced []notify.DSNRecipient
 	var firstCause error
@@ -919,6 +933,9 @@ func (d pipelineDeliverer) Deliver(ctx context.Context, it Item, msg Source, hop
 		ReceivedAt: it.HeldAt, Actor: actor, Source: msg}, hop)
 	var re *relay.Error
 	var se *smtp.SMTPError
+	if errors.Is(err, pipeline.ErrRefusedAtRelease) {
+		return "", err // our own verdict, not the next hop's
+	}
 	if err != nil && !errors.As(err, &re) && errors.As(err, &se) {
 		// The next hop refused the message at the end of DATA.
 		return "", &DeliveryError{Op: "DATA", Err: se}
