@@ -55,7 +55,8 @@ func openStore(t *testing.T, d *daemon) *store.SQLite {
 func receiptsTo(hop *smtptest.Server, rcpt string) []smtptest.Message {
 	var out []smtptest.Message
 	for _, m := range hop.Messages() {
-		if len(m.To) == 1 && m.To[0] == rcpt && bytes.Contains(m.Data, []byte("Auto-Submitted: auto-generated")) {
+		// Receipts only: a held message's sender also gets a "held" notice.
+		if len(m.To) == 1 && m.To[0] == rcpt && bytes.Contains(m.Data, []byte("X-Attachgate-Notice: receipt;")) {
 			out = append(out, m)
 		}
 	}
@@ -318,7 +319,8 @@ quarantine:
 		t.Fatal(err)
 	}
 	waitFor(t, "the released mail and its receipt", func() bool {
-		return len(hop.Messages()) == 2 && len(receiptsTo(hop, "alice@corp.example")) == 1
+		// The held notice, the released mail and its receipt.
+		return len(hop.Messages()) == 3 && len(receiptsTo(hop, "alice@corp.example")) == 1
 	})
 	var relayed []byte
 	for _, m := range hop.Messages() {
