@@ -129,6 +129,15 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 		s.denials.deny(r, denied)
 		return
 	}
+	s.redirectToFile(w, r, view, denied, rcpt, "landing page", now)
+}
+
+// redirectToFile counts a download of view's link and sends the browser
+// to the file's short-lived signed URL (303). The URL names the verified
+// recipient (rcpt, "" when the message needs none), so the file's
+// download.ok does too, with or without the session cookie. A link that
+// is no longer usable gets denied recorded and its page.
+func (s *Server) redirectToFile(w http.ResponseWriter, r *http.Request, view store.LinkView, denied audit.Event, rcpt, via string, now time.Time) {
 	counted, err := s.countDownload(r, view.Link.ID, now)
 	if err != nil {
 		if _, reason := denial(err); reason != "" {
@@ -138,7 +147,7 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 		s.storeFailed(w, r, "count download", view.Link.ID, err)
 		return
 	}
-	s.log.Debug("linkserver: download counted",
+	s.log.Debug("linkserver: download counted", "via", via,
 		"link_id", counted.ID, "downloads", counted.Downloads, "max_downloads", counted.MaxDownloads)
 
 	h := w.Header()

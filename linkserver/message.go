@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"time"
 
@@ -420,28 +419,7 @@ func (s *Server) handleMessageFile(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, r, view, denied, err)
 		return
 	}
-	counted, err := s.countDownload(r, view.Link.ID, now)
-	if err != nil {
-		if _, reason := denial(err); reason != "" {
-			s.deny(w, r, view, denied, err)
-			return
-		}
-		s.storeFailed(w, r, "count download", view.Link.ID, err)
-		return
-	}
-	s.log.Debug("linkserver: download counted from the message page",
-		"link_id", counted.ID, "downloads", counted.Downloads, "max_downloads", counted.MaxDownloads)
-	h := w.Header()
-	// As on /d/: the signed URL names the verified recipient, so the
-	// file's download.ok does too, with or without the session cookie.
-	rcptIndex := -1
-	if recipient != "" {
-		rcptIndex = slices.Index(mv.Message.Recipients, recipient)
-	}
-	h.Set("Location", s.signedFileURLFor(view.Link.ID, view.File.Name, now.Add(s.signedURLTTL), rcptIndex))
-	h.Set("Cache-Control", "no-store")
-	h.Set("Referrer-Policy", "no-referrer")
-	w.WriteHeader(http.StatusSeeOther)
+	s.redirectToFile(w, r, view, denied, recipient, "message page", now)
 }
 
 // linkOfMessage finds the link with id among mv's links.
