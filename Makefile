@@ -111,10 +111,11 @@ bench-deps:
 # candidate: FUZZTIME=30m) and copies the inputs the run found interesting
 # from Go's fuzz cache into the package's testdata/fuzz/, to be committed;
 # `go test` replays them as regression tests from then on.
-FUZZ_TARGETS ?= mailpart:FuzzWalk mailpart:FuzzRewrite mailpart:FuzzTextEncoding \
+FUZZ_TARGETS ?= mailpart:FuzzWalk mailpart:FuzzWalkTee mailpart:FuzzRewrite mailpart:FuzzTextEncoding \
 	mailpart:FuzzFilename mailpart:FuzzTNEF smtpd:FuzzSession smtpd:FuzzAuthSession policies:FuzzArchiveProbe \
 	third_party/go-smtp:FuzzDataReader linkserver:FuzzDownloadRequest \
-	linkserver:FuzzSafeEntryName linkserver:FuzzVerifyForm notify:FuzzIsGatewayMail notify:FuzzDSNOriginalHeaders
+	linkserver:FuzzSafeEntryName linkserver:FuzzVerifyForm notify:FuzzIsGatewayMail notify:FuzzDSNOriginalHeaders \
+	audit:FuzzExport
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t#*:}; \

@@ -78,6 +78,12 @@ func checkRewrite(t *testing.T, msg []byte) {
 
 	var same bytes.Buffer
 	if err := Rewrite(bytes.NewReader(msg), &same, fuzzLimits, nil, Notice{}); err != nil {
+		// A rewrite may refuse what it cannot write back within SMTP's
+		// limits (a header line over 998 bytes with no white space to
+		// fold at): the client gets 554 5.6.0. Anything else is a bug.
+		if errors.Is(err, ErrTooComplex) {
+			return
+		}
 		t.Fatalf("Rewrite without changes: %v", err)
 	}
 	after, _, err := leafDigests(t, same.Bytes())
@@ -101,6 +107,9 @@ func checkRewrite(t *testing.T, msg []byte) {
 	}
 	var out bytes.Buffer
 	if err := Rewrite(bytes.NewReader(msg), &out, fuzzLimits, remove, n); err != nil {
+		if errors.Is(err, ErrTooComplex) {
+			return
+		}
 		t.Fatalf("Rewrite: %v", err)
 	}
 	if !noBareLF(out.String()) {

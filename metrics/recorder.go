@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"strings"
 
 	"github.com/attachgate/attachgate/audit"
@@ -31,6 +33,64 @@ func (r *recorder) Record(ctx context.Context, e audit.Event) error {
 	}
 	r.m.countEvent(e)
 	return nil
+}
+
+// Unwrap is the wrapped log.
+func (r *recorder) Unwrap() audit.Recorder { return r.next }
+
+// RecordWith keeps next's shared transaction (the pipeline records a
+// message's metadata and events with one commit) and counts the events.
+func (r *recorder) RecordWith(ctx context.Context, events []audit.Event, extra audit.TxFunc) error {
+	rw, ok := r.next.(interface {
+		RecordWith(context.Context, []audit.Event, audit.TxFunc) error
+	})
+	if !ok {
+		return errors.New("metrics: the wrapped audit log cannot share a transaction")
+	}
+	if err := rw.RecordWith(ctx, events, extra); err != nil {
+		r.m.auditErrors.Inc()
+		return err
+	}
+	for _, e := range events {
+		r.m.countEvent(e)
+	}
+	return nil
+}
+
+// DB is the wrapped log's database (nil when it has none).
+func (r *recorder) DB() *sql.DB {
+	if d, ok := r.next.(interface{ DB() *sql.DB }); ok {
+		return d.DB()
+	}
+	return nil
+}
+
+// Append keeps next's group commit for events nobody waits for
+// (mail.relayed) and counts them once committed; without it, they are
+// recorded at once.
+func (r *recorder) Append(events []audit.Event, then func(error)) {
+	a, ok := r.next.(interface {
+		Append([]audit.Event, func(error))
+	})
+	if !ok {
+		err := r.RecordAll(context.Background(), events)
+		if then != nil {
+			then(err)
+		}
+		return
+	}
+	a.Append(events, func(err error) {
+		if err != nil {
+			r.m.auditErrors.Inc()
+		} else {
+			for _, e := range events {
+				r.m.countEvent(e)
+			}
+		}
+		if then != nil {
+			then(err)
+		}
+	})
 }
 
 // RecordAll keeps next's batching (one durable write per batch).

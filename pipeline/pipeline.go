@@ -15,6 +15,7 @@ package pipeline
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -281,18 +282,55 @@ func sanitizeHeaderWord(s string) string {
 	return s
 }
 
+// SharedCommit reports whether a message's records and audit events go
+// into one SQLite transaction (group-committed: one fsync for many
+// messages). serve logs it; false with the SQLite store means a wrapper
+// hides the log's RecordWith and every message pays two commits.
+func (p *Pipeline) SharedCommit() bool {
+	_, _, _, ok := p.sharedDB()
+	return ok
+}
+
+// sharedLog is an audit log kept in the SQLite database of the store
+// (audit.SQLiteLog, or the metrics wrapper around it).
+type sharedLog interface {
+	RecordWith(ctx context.Context, events []audit.Event, extra audit.TxFunc) error
+	DB() *sql.DB
+}
+
 // sharedDB returns store and audit log when both are kept in one SQLite
-// database, so a message's records and events can share a transaction.
-func (p *Pipeline) sharedDB() (*store.SQLite, *audit.SQLiteLog, bool) {
-	st, ok := p.Store.(*store.SQLite)
-	if !ok {
-		return nil, nil, false
+// database, so a message's records and events can share a transaction
+// (one fsync, group-committed with concurrent messages). The store is
+// reached through its wrappers (metrics, the dataset guard); check runs
+// the guards' checks, which the caller must pass before writing.
+func (p *Pipeline) sharedDB() (st *store.SQLite, al sharedLog, check func() error, ok bool) {
+	var checks []func() error
+	s := p.Store
+	for {
+		if c, isGuard := s.(interface{ Check() error }); isGuard {
+			checks = append(checks, c.Check)
+		}
+		u, wraps := s.(interface{ Unwrap() store.Store })
+		if !wraps {
+			break
+		}
+		s = u.Unwrap()
 	}
-	al, ok := p.Audit.(*audit.SQLiteLog)
-	if !ok || al.DB() != st.DB() {
-		return nil, nil, false
+	if st, ok = s.(*store.SQLite); !ok {
+		return nil, nil, nil, false
 	}
-	return st, al, true
+	if al, ok = p.Audit.(sharedLog); !ok || al.DB() != st.DB() {
+		return nil, nil, nil, false
+	}
+	check = func() error {
+		for _, c := range checks {
+			if err := c(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return st, al, check, true
 }
 
 func (p *Pipeline) deleteBlobs(files []store.File, log *slog.Logger) {

@@ -482,7 +482,10 @@ func (t *Transaction) record(ctx context.Context) error {
 		ClientAddr: t.env.ClientAddr, AuthUser: t.env.AuthUser, CreatedAt: t.start,
 		Subject: boundSubject(t.subject), Lang: t.opts.lang, Verify: t.opts.verify, NotifySender: t.opts.notify,
 		PageTokenHash: t.opts.pageHash, ManageTokenHash: t.opts.manageHash}
-	if st, al, ok := t.p.sharedDB(); ok {
+	if st, al, check, ok := t.p.sharedDB(); ok {
+		if err := check(); err != nil {
+			return fmt.Errorf("record message: %w", err)
+		}
 		err := al.RecordWith(ctx, events, func(ctx context.Context, conn *sql.Conn) error {
 			// The blobs' names become durable with their records: the
 			// first message of a group commit syncs the directories of

@@ -168,6 +168,10 @@ func (g *Guard) set(state int32, reason string) {
 
 // Check returns nil while the store may be used, else the refusal
 // (wrapping ErrUnavailable), counted for the next state-change log line.
+// Unwrap is the guarded store, for callers that must reach the backend
+// itself (the pipeline's shared SQLite transaction); they call Check first.
+func (g *Guard) Unwrap() Store { return g.inner }
+
 func (g *Guard) Check() error {
 	switch g.state.Load() {
 	case stateHealthy:

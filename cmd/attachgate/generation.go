@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -116,6 +117,60 @@ func (a guardedAudit) RecordAll(ctx context.Context, events []audit.Event) error
 		return err
 	}
 	return a.observe(ctx, a.Log.RecordAll(ctx, events))
+}
+
+// The SQLite log's group commit reaches through the guard: RecordWith
+// (a message's records and events in one transaction), Append (events
+// nobody waits for) and Flush (at shutdown). Without them the pipeline
+// would pay separate commits for the store and the log.
+
+func (a guardedAudit) RecordWith(ctx context.Context, events []audit.Event, extra audit.TxFunc) error {
+	if err := a.guard.Check(); err != nil {
+		return err
+	}
+	rw, ok := a.Log.(interface {
+		RecordWith(context.Context, []audit.Event, audit.TxFunc) error
+	})
+	if !ok {
+		return errors.New("audit log cannot share a transaction")
+	}
+	return a.observe(ctx, rw.RecordWith(ctx, events, extra))
+}
+
+func (a guardedAudit) Append(events []audit.Event, then func(error)) {
+	ap, ok := a.Log.(interface {
+		Append([]audit.Event, func(error))
+	})
+	if err := a.guard.Check(); err != nil || !ok {
+		if err == nil {
+			err = a.RecordAll(context.Background(), events)
+		}
+		if then != nil {
+			then(err)
+		}
+		return
+	}
+	ap.Append(events, func(err error) {
+		err = a.observe(context.Background(), err)
+		if then != nil {
+			then(err)
+		}
+	})
+}
+
+func (a guardedAudit) Flush(ctx context.Context) error {
+	if f, ok := a.Log.(interface{ Flush(context.Context) error }); ok {
+		return f.Flush(ctx)
+	}
+	return nil
+}
+
+// DB is the log's database when it is SQLite (nil otherwise).
+func (a guardedAudit) DB() *sql.DB {
+	if d, ok := a.Log.(interface{ DB() *sql.DB }); ok {
+		return d.DB()
+	}
+	return nil
 }
 
 func (a guardedAudit) Purge(ctx context.Context) (int64, error) {

@@ -24,6 +24,7 @@ import (
 	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/smtpd"
+	"github.com/attachgate/attachgate/store"
 	"github.com/attachgate/attachgate/users"
 	"github.com/attachgate/attachgate/vault"
 )
@@ -169,6 +170,9 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		return err
 	}
 	pl := newPipeline(c, b, obs, notices, log)
+	if _, isSQLite := b.raw.(*store.SQLite); isSQLite && !pl.SharedCommit() {
+		log.Warn("message records and audit events are committed separately (two fsyncs per message)")
+	}
 	if pl.Scan, err = openScanner(c, log); err != nil {
 		return err
 	}
