@@ -393,3 +393,47 @@ func TestRedisApprovalDecidedOnceAcrossInstances(t *testing.T) {
 		t.Fatalf("%d approval decisions audited over %d messages", decided, rounds)
 	}
 }
+
+// A week after a decision was carried out, its flow and links are
+// forgotten (a late click is then an unknown link); in Redis every key
+// of it carries a TTL meanwhile, so nothing outlives a missed purge.
+func TestClosedLinksPurged(t *testing.T) { forEachBackend(t, testClosedLinksPurged) }
+
+func testClosedLinksPurged(t *testing.T, e *env) {
+	m := e.openActs(t, e.next, e.notifier(t))
+	ctx := context.Background()
+	id := store.NewID()
+	if _, err := m.Holder().Hold(ctx, held(id, policies.Hold), bytes.NewReader(testMsg)); err != nil {
+		t.Fatal(err)
+	}
+	toks := linksTo(t, e.next, "a@example.com", 2)
+	if tk, err := m.Act(ctx, toks[0], ""); err != nil || tk.Decision != DecisionCancelled {
+		t.Fatalf("cancel: %+v, %v", tk, err)
+	}
+	if e.redis != nil {
+		keys, err := e.redis.Keys(ctx, "test:quarantine:act:*").Result()
+		if err != nil || len(keys) == 0 {
+			t.Fatalf("keys: %v, %v", keys, err)
+		}
+		for _, k := range keys {
+			typ, _ := e.redis.Type(ctx, k).Result()
+			ttl, err := e.redis.PTTL(ctx, k).Result()
+			if typ != "zset" && (err != nil || ttl <= 0) {
+				t.Errorf("%s (%s) has no TTL after its decision was carried out: %v, %v", k, typ, ttl, err)
+			}
+		}
+	}
+	e.clock.Add(keepClosed - time.Minute)
+	m.actionsDue(ctx)
+	if tk, err := m.Ticket(ctx, toks[1]); err != nil || tk.State != TicketDecided {
+		t.Fatalf("send now link before the purge: %+v, %v", tk, err)
+	}
+	e.clock.Add(2 * time.Minute)
+	m.actionsDue(ctx)
+	if _, err := m.Ticket(ctx, toks[1]); !errors.Is(err, ErrTokenUnknown) {
+		t.Fatalf("send now link after the purge: %v", err)
+	}
+	if n := e.stateLeft(t); n != 0 {
+		t.Errorf("purge left %d rows or keys", n)
+	}
+}
