@@ -22,6 +22,11 @@ package quarantine
 // runActions (started by Run) rejects messages nobody approved by their
 // deadline and carries out decisions a crash interrupted; the deadline
 // lives in the database, so it survives restarts like release_at does.
+//
+// That is the SQLite store (EnableActions). With store.backend redis the
+// same state lives in Redis (EnableActionsRedis, redisactions.go), where
+// the decision is one Lua script: instances sharing the Redis share the
+// links, and exactly one decides.
 
 import (
 	"context"
