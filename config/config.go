@@ -749,15 +749,6 @@ func (c *Config) validate() error {
 		errs = append(errs, err) // names policies[i].key itself
 	}
 	c.engine = engine
-	if c.Store.Backend == "redis" {
-		for i, r := range c.Policies {
-			if r.Action == policies.Approve {
-				// Held mail itself is on Redis; the approval state and the
-				// single-use links are kept in the SQLite database only.
-				bad(fmt.Sprintf("policies[%d].action", i), "approve needs store.backend: sqlite (approval state is kept in the SQLite database)")
-			}
-		}
-	}
 	c.validateScan(bad)
 	if c.Quarantine.HoldFor <= 0 {
 		bad("quarantine.hold_for", "must be a positive duration")

@@ -99,8 +99,9 @@ func TestRedisAllowsPerPartPolicies(t *testing.T) {
 }
 
 func TestRedisAllowsHeldMail(t *testing.T) {
-	doc := "store:\n  backend: redis\n  redis: {url: \"redis://127.0.0.1:6379/0\"}\npolicies:\n  - {name: h, action: hold}\n  - {name: q, action: quarantine}\n"
+	doc := "store:\n  backend: redis\n  redis: {url: \"redis://127.0.0.1:6379/0\"}\npolicies:\n  - {name: h, action: hold}\n  - {name: q, action: quarantine}\n" +
+		"  - {name: a, action: approve, approvers: [boss@example.com]}\n"
 	if _, err := Parse(strings.NewReader(doc)); err != nil {
-		t.Fatalf("held mail is indexed in Redis too: %v", err)
+		t.Fatalf("held mail and its approval state are kept in Redis too: %v", err)
 	}
 }

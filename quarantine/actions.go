@@ -22,6 +22,11 @@ package quarantine
 // runActions (started by Run) rejects messages nobody approved by their
 // deadline and carries out decisions a crash interrupted; the deadline
 // lives in the database, so it survives restarts like release_at does.
+//
+// That is the SQLite store (EnableActions). With store.backend redis the
+// same state lives in Redis (EnableActionsRedis, redisactions.go), where
+// the decision is one Lua script: instances sharing the Redis share the
+// links, and exactly one decides.
 
 import (
 	"context"
@@ -38,6 +43,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/emersion/go-message/charset"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/mailpart"
@@ -171,11 +177,44 @@ var actionMigrations = []string{
 	CREATE INDEX quarantine_actions_item ON quarantine_actions(item_id);`,
 }
 
-// actions is the state of sender control and approval.
+// actions is sender control and approval: the links' base URL and the
+// state behind them, in SQLite (sqliteActions) or Redis (redisActions).
 type actions struct {
-	db      *sql.DB
+	actionStore
 	baseURL string // links.base_url, no trailing slash
 	wake    chan struct{}
+}
+
+// actionStore keeps the flows and their links. decide is atomic: of any
+// number of callers (in any number of instances) deciding one flow, one
+// wins, and a link is used at most once.
+type actionStore interface {
+	insertFlow(ctx context.Context, id, kind, approvers string, deadline time.Time, timeout time.Duration, now time.Time, links []link) error
+	deleteFlow(ctx context.Context, id string) error
+	ticket(ctx context.Context, hash []byte) (Ticket, error)
+	decide(ctx context.Context, hash []byte, id, decision, by, reason string, now time.Time) (bool, error)
+	undo(ctx context.Context, hash []byte, id string) error
+	done(ctx context.Context, id string, now time.Time, log interface{ Error(string, ...any) })
+	expiredApprovals(ctx context.Context, now time.Time) ([]flowRow, error)
+	undone(ctx context.Context, decidedBefore time.Time) ([]flowRow, error)
+	nextDeadline(ctx context.Context) (time.Time, bool)
+	purge(ctx context.Context, before time.Time) error
+}
+
+// sqliteActions keeps the flows in quarantine_flows and their links in
+// quarantine_actions.
+type sqliteActions struct{ db *sql.DB }
+
+// insertFlow records a flow and wakes runActions for its deadline.
+func (a *actions) insertFlow(ctx context.Context, id, kind, approvers string, deadline time.Time, timeout time.Duration, now time.Time, links []link) error {
+	if err := a.actionStore.insertFlow(ctx, id, kind, approvers, deadline, timeout, now, links); err != nil {
+		return err
+	}
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+	return nil
 }
 
 // EnableActions turns on sender control (hold) and approval (approve):
@@ -188,14 +227,39 @@ func (m *Manager) EnableActions(ctx context.Context, db *sql.DB, baseURL string)
 	if db == nil {
 		return errors.New("quarantine: EnableActions needs the SQLite database")
 	}
-	u, err := url.Parse(baseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("quarantine: links base URL %q is not an http(s) URL", baseURL)
+	if err := checkBaseURL(baseURL); err != nil {
+		return err
 	}
 	if err := store.Migrate(ctx, db, actionsComponent, actionMigrations); err != nil {
 		return fmt.Errorf("quarantine: %w", err)
 	}
-	m.acts = &actions{db: db, baseURL: strings.TrimRight(baseURL, "/"), wake: make(chan struct{}, 1)}
+	m.acts = &actions{actionStore: &sqliteActions{db: db}, baseURL: strings.TrimRight(baseURL, "/"), wake: make(chan struct{}, 1)}
+	return nil
+}
+
+// EnableActionsRedis is EnableActions with the state kept in Redis (see
+// redisactions.go) under prefix, the prefix of Options.RedisPrefix:
+// instances sharing that Redis share the links, and of two of them
+// deciding one message at once exactly one decides.
+func (m *Manager) EnableActionsRedis(ctx context.Context, c redis.UniversalClient, prefix, baseURL string) error {
+	if c == nil {
+		return errors.New("quarantine: EnableActionsRedis needs a Redis client")
+	}
+	if err := checkBaseURL(baseURL); err != nil {
+		return err
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("quarantine: sender control state in Redis: %w", err)
+	}
+	m.acts = &actions{actionStore: newRedisActions(c, prefix), baseURL: strings.TrimRight(baseURL, "/"), wake: make(chan struct{}, 1)}
+	return nil
+}
+
+func checkBaseURL(baseURL string) error {
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("quarantine: links base URL %q is not an http(s) URL", baseURL)
+	}
 	return nil
 }
 
@@ -789,7 +853,7 @@ func deleteReason(actor string) string {
 
 // --- the database side ---
 
-func (a *actions) insertFlow(ctx context.Context, id, kind, approvers string, deadline time.Time, timeout time.Duration, now time.Time, links []link) error {
+func (a *sqliteActions) insertFlow(ctx context.Context, id, kind, approvers string, deadline time.Time, timeout time.Duration, now time.Time, links []link) error {
 	tx, err := a.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("record links: %w", err)
@@ -808,14 +872,10 @@ func (a *actions) insertFlow(ctx context.Context, id, kind, approvers string, de
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("record links: %w", err)
 	}
-	select {
-	case a.wake <- struct{}{}:
-	default:
-	}
 	return nil
 }
 
-func (a *actions) deleteFlow(ctx context.Context, id string) error {
+func (a *sqliteActions) deleteFlow(ctx context.Context, id string) error {
 	tx, err := a.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -830,7 +890,7 @@ func (a *actions) deleteFlow(ctx context.Context, id string) error {
 	return tx.Commit()
 }
 
-func (a *actions) ticket(ctx context.Context, hash []byte) (Ticket, error) {
+func (a *sqliteActions) ticket(ctx context.Context, hash []byte) (Ticket, error) {
 	var (
 		t                          Ticket
 		kind                       string
@@ -863,7 +923,7 @@ func (a *actions) ticket(ctx context.Context, hash []byte) (Ticket, error) {
 
 // decide takes the decision about item id if nobody has, and uses the
 // link hash (nil: the system decides). It reports whether it decided.
-func (a *actions) decide(ctx context.Context, hash []byte, id, decision, by, reason string, now time.Time) (bool, error) {
+func (a *sqliteActions) decide(ctx context.Context, hash []byte, id, decision, by, reason string, now time.Time) (bool, error) {
 	tx, err := a.db.BeginTx(ctx, nil)
 	if err != nil {
 		return false, fmt.Errorf("quarantine: decide: %w", err)
@@ -894,7 +954,7 @@ func (a *actions) decide(ctx context.Context, hash []byte, id, decision, by, rea
 }
 
 // undo takes back a decision that could not be carried out.
-func (a *actions) undo(ctx context.Context, hash []byte, id string) error {
+func (a *sqliteActions) undo(ctx context.Context, hash []byte, id string) error {
 	tx, err := a.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -910,7 +970,7 @@ func (a *actions) undo(ctx context.Context, hash []byte, id string) error {
 	return tx.Commit()
 }
 
-func (a *actions) done(ctx context.Context, id string, now time.Time, log interface{ Error(string, ...any) }) {
+func (a *sqliteActions) done(ctx context.Context, id string, now time.Time, log interface{ Error(string, ...any) }) {
 	if _, err := a.db.ExecContext(ctx, `UPDATE quarantine_flows SET done_at = ? WHERE item_id = ? AND done_at IS NULL`,
 		now.UnixNano(), id); err != nil {
 		log.Error("quarantine: mark decision carried out", "msg", id, "err", err)
@@ -922,18 +982,18 @@ type flowRow struct {
 	timeout                         time.Duration
 }
 
-func (a *actions) expiredApprovals(ctx context.Context, now time.Time) ([]flowRow, error) {
+func (a *sqliteActions) expiredApprovals(ctx context.Context, now time.Time) ([]flowRow, error) {
 	return a.flows(ctx, `SELECT item_id, decision, decided_by, reason, timeout FROM quarantine_flows
 		WHERE kind = 'approve' AND decision = '' AND deadline <= ? ORDER BY deadline`, now.UnixNano())
 }
 
-func (a *actions) undone(ctx context.Context, decidedBefore time.Time) ([]flowRow, error) {
+func (a *sqliteActions) undone(ctx context.Context, decidedBefore time.Time) ([]flowRow, error) {
 	return a.flows(ctx, `SELECT item_id, decision, decided_by, reason, timeout FROM quarantine_flows
 		WHERE kind = 'approve' AND decision IN ('approved', 'rejected', 'expired') AND done_at IS NULL
 		AND decided_at <= ? ORDER BY decided_at`, decidedBefore.UnixNano())
 }
 
-func (a *actions) flows(ctx context.Context, query string, args ...any) ([]flowRow, error) {
+func (a *sqliteActions) flows(ctx context.Context, query string, args ...any) ([]flowRow, error) {
 	rows, err := a.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -952,7 +1012,7 @@ func (a *actions) flows(ctx context.Context, query string, args ...any) ([]flowR
 	return out, rows.Err()
 }
 
-func (a *actions) nextDeadline(ctx context.Context) (time.Time, bool) {
+func (a *sqliteActions) nextDeadline(ctx context.Context) (time.Time, bool) {
 	var ns sql.NullInt64
 	err := a.db.QueryRowContext(ctx, `SELECT MIN(deadline) FROM quarantine_flows WHERE kind = 'approve' AND decision = ''`).Scan(&ns)
 	if err != nil || !ns.Valid {
@@ -962,7 +1022,7 @@ func (a *actions) nextDeadline(ctx context.Context) (time.Time, bool) {
 }
 
 // purge forgets links and flows closed before the given time.
-func (a *actions) purge(ctx context.Context, before time.Time) error {
+func (a *sqliteActions) purge(ctx context.Context, before time.Time) error {
 	b := before.UnixNano()
 	if _, err := a.db.ExecContext(ctx, `DELETE FROM quarantine_actions WHERE item_id IN (
 		SELECT item_id FROM quarantine_flows WHERE (done_at IS NOT NULL AND done_at < ?) OR

@@ -12,12 +12,14 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/attachgate/attachgate/redistest"
 	"github.com/attachgate/attachgate/smtptest"
 )
 
@@ -480,5 +482,82 @@ func TestApprovalRaceOneDecides(t *testing.T) {
 		if mailsFor(hop, "bob@example.net") != 0 {
 			t.Fatal("rejected, but delivered")
 		}
+	}
+}
+
+// Two instances on one Redis: the approval request mailed by one is
+// decided on the other, approvers pressing at once on different
+// instances give exactly one decision, and a used link is used on both.
+func TestApprovalTwoInstancesOneDecides(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	shared := filepath.Join(t.TempDir(), "shared")
+	policy := heldPolicy(fmt.Sprintf(approveRule, "24h"))
+	a, _ := startRedisInstanceExtra(t, hop.Addr, shared, srv.URL(), policy)
+	b, _ := startRedisInstanceExtra(t, hop.Addr, shared, srv.URL(), policy)
+	if err := a.send("alice@example.com", []string{"bob@example.net"}, plainMail("Two instances", "Race.")); err != nil {
+		t.Fatal(err)
+	}
+	boss := heldLinks(t, a, waitMail(t, hop, "boss@example.com").Data, 3)
+	deputy := heldLinks(t, a, waitMail(t, hop, "deputy@example.com").Data, 3)
+	approveOnA, rejectOnB := boss[1], onInstance(deputy[2], a, b)
+	c1, c2 := newHeldClient(t), newHeldClient(t)
+	code, p1 := c1.get(approveOnA)
+	if code != http.StatusOK {
+		t.Fatalf("approve page on a: %d\n%s", code, p1)
+	}
+	code, p2 := c2.get(rejectOnB)
+	if code != http.StatusOK {
+		t.Fatalf("reject page on b (the link mailed by a): %d\n%s", code, p2)
+	}
+	f1, f2 := formOf(t, p1), formOf(t, p2)
+	type result struct {
+		code int
+		who  string
+	}
+	results := make(chan result, 2)
+	go func() { c, _ := c1.post(approveOnA, f1, nil); results <- result{c, "approve"} }()
+	go func() { c, _ := c2.post(rejectOnB, f2, nil); results <- result{c, "reject"} }()
+	r1, r2 := <-results, <-results
+	var winner result
+	switch {
+	case r1.code == http.StatusOK && r2.code == http.StatusGone:
+		winner = r1
+	case r2.code == http.StatusOK && r1.code == http.StatusGone:
+		winner = r2
+	default:
+		t.Fatalf("two instances decided: %s %d, %s %d (want one 200 and one 410)", r1.who, r1.code, r2.who, r2.code)
+	}
+	// The winning link, replayed on the other instance: used.
+	form, other := f1, onInstance(approveOnA, a, b)
+	if winner.who == "reject" {
+		form, other = f2, deputy[2]
+	}
+	if code, page := newHeldClient(t).post(other, form, nil); code != http.StatusGone && code != http.StatusForbidden {
+		t.Fatalf("winning link replayed on the other instance: %d\n%s", code, page)
+	}
+	if code, page := newHeldClient(t).get(other); code != http.StatusGone {
+		t.Fatalf("winning link on the other instance after the decision: %d\n%s", code, page)
+	}
+	if winner.who == "approve" {
+		waitMail(t, hop, "bob@example.net")
+	} else {
+		dsn := waitMail(t, hop, "alice@example.com")
+		if !strings.Contains(string(dsn.Data), "multipart/report") {
+			t.Fatalf("rejected, but the sender got no DSN:\n%s", dsn.Data)
+		}
+		if mailsFor(hop, "bob@example.net") != 0 {
+			t.Fatal("rejected, but delivered")
+		}
+	}
+	decided := 0
+	for _, typ := range eventTypes(t, b) {
+		if typ == "approval.approved" || typ == "approval.rejected" {
+			decided++
+		}
+	}
+	if decided != 1 {
+		t.Fatalf("%d approval decisions audited, want 1", decided)
 	}
 }

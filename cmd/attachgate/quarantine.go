@@ -47,14 +47,10 @@ func openQuarantine(c *config.Config, b *backend, obs *observed, p *pipeline.Pip
 	}
 	// Sender control (hold) and approval (approve) mail links under
 	// links.base_url/h/, served by the link server.
-	// Their state is kept in the SQLite database: with Redis, held mail
-	// works without them (config refuses approve there).
-	if sq, ok := b.raw.(*store.SQLite); ok {
-		if err := m.EnableActions(ctx, sq.DB(), c.Links.BaseURL); err != nil {
-			return nil, err
-		}
-	} else {
-		log.Info("sender control of held mail off: it needs store.backend sqlite")
+	// Their state is kept where the held mail's index is: the SQLite
+	// database, or the Redis of store.backend redis (shared by instances).
+	if err := enableActions(ctx, b, m, c.Links.BaseURL); err != nil {
+		return nil, err
 	}
 	p.Quarantine = m.Holder()
 	return m, nil
@@ -72,6 +68,18 @@ func quarantineIndex(b *backend, o *quarantine.Options) error {
 		return fmt.Errorf("quarantine: no index for store %T", b.raw)
 	}
 	return nil
+}
+
+// enableActions turns on m's sender control and approval on the
+// backend's store.
+func enableActions(ctx context.Context, b *backend, m *quarantine.Manager, baseURL string) error {
+	switch st := b.raw.(type) {
+	case *store.SQLite:
+		return m.EnableActions(ctx, st.DB(), baseURL)
+	case *redisstore.Store:
+		return m.EnableActionsRedis(ctx, st.Client(), st.KeyPrefix(), baseURL)
+	}
+	return fmt.Errorf("quarantine: no sender control state for store %T", b.raw)
 }
 
 // heldPages is m for the link server's /h/ pages; a nil m serves none.
