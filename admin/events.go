@@ -112,6 +112,25 @@ func (s *Server) record(r *http.Request, e audit.Event) error {
 
 // auditUnavailable answers a call that could not be audited and so was not
 // carried out.
+// recordCall records e for a call whose query parsed with badQuery (nil:
+// it parsed) before anything goes out, and reports whether the handler
+// goes on. A bad query is recorded with reason "bad request" and answered
+// 400 naming the problem; an audit log that cannot record answers 503.
+func (s *Server) recordCall(w http.ResponseWriter, r *http.Request, e audit.Event, badQuery error) bool {
+	if badQuery != nil {
+		e.Reason = "bad request"
+	}
+	if s.record(r, e) != nil {
+		s.auditUnavailable(w)
+		return false
+	}
+	if badQuery != nil {
+		writeError(w, http.StatusBadRequest, badQuery.Error())
+		return false
+	}
+	return true
+}
+
 func (s *Server) auditUnavailable(w http.ResponseWriter) {
 	w.Header().Set("Retry-After", retryAfter)
 	writeError(w, http.StatusServiceUnavailable, "audit log unavailable; nothing was done")

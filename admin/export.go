@@ -30,17 +30,7 @@ type exportRequest struct {
 func (s *Server) handleAuditExport(w http.ResponseWriter, r *http.Request, c caller) {
 	e := c.event(TypeAuditExport, r)
 	req, err := parseExportRequest(r.URL.Query(), s.location)
-	if err != nil {
-		e.Reason = "bad request"
-		if s.record(r, e) != nil {
-			s.auditUnavailable(w)
-			return
-		}
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if s.record(r, e) != nil {
-		s.auditUnavailable(w)
+	if !s.recordCall(w, r, e, err) {
 		return
 	}
 

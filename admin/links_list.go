@@ -98,17 +98,7 @@ func LinkInfo(v store.LinkView, now time.Time, loc *time.Location) any {
 func (s *Server) handleLinkList(w http.ResponseWriter, r *http.Request, c caller) {
 	e := c.event(TypeLinkList, r)
 	f, err := ParseLinkFilter(r.URL.Query(), s.location, s.now())
-	if err != nil {
-		e.Reason = "bad request"
-		if s.record(r, e) != nil {
-			s.auditUnavailable(w)
-			return
-		}
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if s.record(r, e) != nil {
-		s.auditUnavailable(w)
+	if !s.recordCall(w, r, e, err) {
 		return
 	}
 	ctx, cancel := storeContext(r)

@@ -140,17 +140,7 @@ func parseQuarantinePage(v url.Values) (quarantinePage, error) {
 func (s *Server) handleQuarantineList(w http.ResponseWriter, r *http.Request, c caller) {
 	e := c.event(TypeQuarantineList, r)
 	page, err := parseQuarantinePage(r.URL.Query())
-	if err != nil {
-		e.Reason = "bad request"
-		if s.record(r, e) != nil {
-			s.auditUnavailable(w)
-			return
-		}
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if s.record(r, e) != nil {
-		s.auditUnavailable(w)
+	if !s.recordCall(w, r, e, err) {
 		return
 	}
 	ctx, cancel := storeContext(r)

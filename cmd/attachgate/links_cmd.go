@@ -219,20 +219,29 @@ func (l *linksCLI) list(ctx context.Context, query url.Values, asJSON bool) erro
 	return nil
 }
 
-func (l *linksCLI) show(ctx context.Context, id string) error {
-	e := audit.Event{Type: admin.TypeLinkView, LinkID: id, Detail: "links show"}
+// lookup reads link id and records e about it before anything is shown or
+// changed: with the link's fields, or with reason "unknown link".
+func (l *linksCLI) lookup(ctx context.Context, e audit.Event, id string) (store.LinkView, error) {
 	v, err := l.st.LinkByID(ctx, id)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			e.Reason = "unknown link"
-			if rerr := l.record(ctx, e); rerr != nil {
-				return rerr
-			}
-			return fmt.Errorf("unknown link %s", id)
+	if errors.Is(err, store.ErrNotFound) {
+		e.Reason = "unknown link"
+		if rerr := l.record(ctx, e); rerr != nil {
+			return store.LinkView{}, rerr
 		}
-		return err
+		return store.LinkView{}, fmt.Errorf("unknown link %s", id)
+	}
+	if err != nil {
+		return store.LinkView{}, err
 	}
 	if err := l.record(ctx, withLinkFields(e, v)); err != nil {
+		return store.LinkView{}, err
+	}
+	return v, nil
+}
+
+func (l *linksCLI) show(ctx context.Context, id string) error {
+	v, err := l.lookup(ctx, audit.Event{Type: admin.TypeLinkView, LinkID: id, Detail: "links show"}, id)
+	if err != nil {
 		return err
 	}
 	enc := json.NewEncoder(l.out)
@@ -246,18 +255,8 @@ func (l *linksCLI) show(ctx context.Context, id string) error {
 // (reason admin) once it is revoked for the first time.
 func (l *linksCLI) revoke(ctx context.Context, id string) error {
 	e := audit.Event{Type: admin.TypeLinkRevoke, LinkID: id, Detail: "links revoke"}
-	before, err := l.st.LinkByID(ctx, id)
+	before, err := l.lookup(ctx, e, id)
 	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			e.Reason = "unknown link"
-			if rerr := l.record(ctx, e); rerr != nil {
-				return rerr
-			}
-			return fmt.Errorf("unknown link %s", id)
-		}
-		return err
-	}
-	if err := l.record(ctx, withLinkFields(e, before)); err != nil {
 		return err
 	}
 	now := time.Now()
