@@ -106,7 +106,7 @@ func (l *SQLiteLog) Flush(ctx context.Context) error {
 	_, err := l.write(ctx, nil, nil)
 	// Whatever was committed relaxed is made durable now, not a second
 	// later (the daemon is about to exit).
-	l.syncRelaxed()
+	l.syncUnsynced(true)
 	return err
 }
 
@@ -225,10 +225,13 @@ func (l *SQLiteLog) runBatch(batch []*groupWrite) {
 			if _, err := conn.ExecContext(ctx, "SAVEPOINT w"); err != nil {
 				return err
 			}
+			before := l.pending
 			if w.err = l.apply(conn, w); w.err != nil {
 				if _, err := conn.ExecContext(ctx, "ROLLBACK TO w"); err != nil {
 					return err
 				}
+				// The chain ends where it did before this write.
+				l.pending = before
 			}
 			if _, err := conn.ExecContext(ctx, "RELEASE w"); err != nil {
 				return err

@@ -239,3 +239,50 @@ func TestRelaxedAppendCommits(t *testing.T) {
 		t.Fatalf("verify: %+v, %v", res, err)
 	}
 }
+
+// TestSteadyLoadNeedsNoExtraSync: when every relaxed commit is followed
+// within the delay by a message's durable commit (steady mail), the
+// timer never syncs on its own: the durable commits already did. Once the
+// mail stops, the last relaxed commit is synced once, by one fsync of the
+// WAL file.
+func TestSteadyLoadNeedsNoExtraSync(t *testing.T) {
+	db, _ := openTestDB(t)
+	opts := anchoredOptions(t)
+	l, err := NewSQLite(db, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	done := make(chan error, 1)
+	syncs := func() int {
+		l.writeMu.Lock()
+		defer l.writeMu.Unlock()
+		return l.walSyncs
+	}
+	// 1.6 s of mail: each message's durable commit, then its relaxed
+	// mail.relayed, which stays unsynced until the next message.
+	for start := time.Now(); time.Since(start) < relaxedSyncDelay*8/5; {
+		if err := l.RecordAll(ctx, []Event{{Type: TypeMailReceived, MessageID: "m"}}); err != nil {
+			t.Fatal(err)
+		}
+		l.Append([]Event{{Type: TypeMailRelayed, MessageID: "m"}}, func(err error) { done <- err })
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := syncs(); n != 0 {
+		t.Errorf("%d extra syncs while every relaxed commit was followed by a durable one, want 0", n)
+	}
+	testsupport.WaitFor(t, "the last relaxed commit synced", func() bool {
+		l.writeMu.Lock()
+		defer l.writeMu.Unlock()
+		return !l.unsynced
+	})
+	if n := syncs(); n != 1 {
+		t.Errorf("%d syncs after the mail stopped, want 1", n)
+	}
+	if l.walPath == "" {
+		t.Error("the relaxed commits were synced by a checkpoint, not by an fsync of the WAL")
+	}
+}

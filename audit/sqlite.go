@@ -6,8 +6,10 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -69,6 +71,17 @@ type SQLiteLog struct {
 	// commit follows soon. Guarded by writeMu.
 	unsynced  bool
 	syncTimer *time.Timer
+	// unsyncedSince is when the oldest relaxed commit not yet synced
+	// was made: the timer syncs relaxedSyncDelay after it, so under a
+	// steady load, where every message's durable commit syncs the
+	// relaxed ones before it, no checkpoint is needed at all.
+	unsyncedSince time.Time
+	// walPath is the database's write-ahead log, found once by syncWAL
+	// ("" without one).
+	walOnce sync.Once
+	walPath string
+	// walSyncs counts the syncs of relaxed commits (guarded by writeMu).
+	walSyncs int
 }
 
 // relaxedSyncDelay bounds how long a relaxed commit stays exposed to power
@@ -183,12 +196,21 @@ func (l *SQLiteLog) record(ctx context.Context, e Event) (Event, error) {
 // appendTx links e to the head of the chain and inserts it. It must run
 // inside inWriteTx, which makes reading the head and inserting atomic.
 func (l *SQLiteLog) appendTx(ctx context.Context, conn *sql.Conn, e Event) (Event, error) {
-	lastSeq, lastHash, err := chainHead(ctx, conn)
-	if err != nil {
-		return Event{}, err
-	}
-	if err := l.head.checkAhead(lastSeq); err != nil {
-		return Event{}, err
+	var lastSeq int64
+	var lastHash string
+	if h := l.pending; h != nil {
+		// This transaction appended already: the chain ends at that
+		// event, and the head outside was checked at the first append
+		// (no other writer commits while this one holds the write lock).
+		lastSeq, lastHash = h.Seq, h.Hash
+	} else {
+		var err error
+		if lastSeq, lastHash, err = chainHead(ctx, conn); err != nil {
+			return Event{}, err
+		}
+		if err := l.head.checkAhead(lastSeq); err != nil {
+			return Event{}, err
+		}
 	}
 	sealed, err := l.seal(e, lastSeq, lastHash)
 	if err != nil {
@@ -340,7 +362,9 @@ func (l *SQLiteLog) writeTx(ctx context.Context, relaxed bool, fn func(conn *sql
 	}
 	committed = true
 	if relaxed {
-		l.unsynced = true
+		if !l.unsynced {
+			l.unsynced, l.unsyncedSince = true, time.Now()
+		}
 		if l.syncTimer == nil {
 			l.syncTimer = time.AfterFunc(relaxedSyncDelay, l.syncRelaxed)
 		}
@@ -357,9 +381,47 @@ func (l *SQLiteLog) writeTx(ctx context.Context, relaxed bool, fn func(conn *sql
 	return nil
 }
 
+// syncWAL makes every commit so far durable: one fsync of the database's
+// write-ahead log, where relaxed commits wait (what a synchronous=FULL
+// commit would have done), or, when the database keeps no WAL file, a
+// checkpoint.
+func (l *SQLiteLog) syncWAL(ctx context.Context) error {
+	l.walOnce.Do(func() {
+		var mode string
+		if err := l.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+			return
+		}
+		var seq int
+		var name, file string
+		if err := l.db.QueryRowContext(ctx, "SELECT seq, name, file FROM pragma_database_list WHERE name = 'main'").Scan(&seq, &name, &file); err == nil && file != "" {
+			l.walPath = file + "-wal"
+		}
+	})
+	if l.walPath != "" {
+		f, err := os.OpenFile(l.walPath, os.O_RDWR, 0)
+		if err == nil {
+			err = errors.Join(f.Sync(), f.Close())
+			if err != nil {
+				return fmt.Errorf("sync %s: %w", l.walPath, err)
+			}
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("sync %s: %w", l.walPath, err)
+		}
+		// No WAL file: everything is in the database; a checkpoint syncs it.
+	}
+	_, err := l.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
+	return err
+}
+
 // syncRelaxed makes relaxed commits durable when no durable commit came
 // after them: a passive checkpoint syncs the WAL (and the database file).
-func (l *SQLiteLog) syncRelaxed() {
+func (l *SQLiteLog) syncRelaxed() { l.syncUnsynced(false) }
+
+// syncUnsynced checkpoints when relaxed commits are unsynced: now when
+// force (Flush), otherwise once the oldest is relaxedSyncDelay old.
+func (l *SQLiteLog) syncUnsynced(force bool) {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 	if l.syncTimer != nil {
@@ -369,9 +431,15 @@ func (l *SQLiteLog) syncRelaxed() {
 	if !l.unsynced {
 		return
 	}
+	if wait := relaxedSyncDelay - time.Since(l.unsyncedSince); wait > 0 && !force {
+		// A durable commit synced what the timer was armed for; the
+		// relaxed commits since are younger than the delay.
+		l.syncTimer = time.AfterFunc(wait, l.syncRelaxed)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
-	if _, err := l.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+	if err := l.syncWAL(ctx); err != nil {
 		// The next relaxed commit tries again; the next durable one
 		// syncs them anyway. A closed database (the owner shut down
 		// without Flush) has nothing left to sync through: closing it
@@ -382,6 +450,7 @@ func (l *SQLiteLog) syncRelaxed() {
 		return
 	}
 	l.unsynced = false
+	l.walSyncs++
 	// The head may now move to the newest event.
 	var seq int64
 	var hash string

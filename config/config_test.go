@@ -28,6 +28,7 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"negative reserve", "smtp:\n  reserved_connections: -1\n", "smtp.reserved_connections: must be at least 0"},
 		{"zero idle timeout", "smtp:\n  untrusted_idle_timeout: 0s\n", "smtp.untrusted_idle_timeout: must be a positive duration"},
 		{"no password checks", "smtp:\n  auth:\n    max_concurrent: 0\n", "smtp.auth.max_concurrent: must be positive"},
+		{"bad name sync", "storage:\n  name_sync: never\n", `storage.name_sync: want auto or directory, got "never"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -268,8 +268,10 @@ func (a *auditedStream) Write(p []byte) (int, error) {
 }
 
 // ReadFrom is where http.ServeContent's copy lands: it moves the file in
-// 128 KiB writes (two age chunks) instead of io.Copy's 32 KiB, a quarter
-// of the system calls for the same bytes.
+// 1 MiB writes (16 age chunks) instead of io.Copy's 32 KiB. Each read
+// decrypts 16 chunks in one call into age, which allocates a chunk per
+// call, and each write is one system call: 10 MiB downloads, 16 at once,
+// went from 0.50 to 0.68 of nginx's rate (bench/README.md).
 func (a *auditedStream) ReadFrom(r io.Reader) (int64, error) {
 	if !a.wroteHeader {
 		a.WriteHeader(http.StatusOK)
@@ -282,11 +284,11 @@ func (a *auditedStream) ReadFrom(r io.Reader) (int64, error) {
 	return io.CopyBuffer(writerOnly{a}, r, *buf)
 }
 
-// writerOnly hides ReadFrom, so io.CopyBuffer uses our 128 KiB buffer and
+// writerOnly hides ReadFrom, so io.CopyBuffer uses our 1 MiB buffer and
 // every chunk goes through auditedStream.Write.
 type writerOnly struct{ io.Writer }
 
-var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 // Unwrap lets http.ResponseController reach the connection.
 func (a *auditedStream) Unwrap() http.ResponseWriter { return a.ResponseWriter }

@@ -83,6 +83,10 @@ type Server struct {
 }
 
 // New builds a server; Serve starts it.
+// readBufferSize is each SMTP connection's read buffer (64 KiB: at the
+// default smtp.max_connections of 200, 12.5 MiB in all).
+const readBufferSize = 64 << 10
+
 func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -118,6 +122,9 @@ func New(o Options) *Server {
 	if o.MaxLineLength > 0 {
 		srv.MaxLineLength = o.MaxLineLength
 	}
+	// DATA arrives in 64 KiB reads, not net/textproto's 4 KiB: a 1 MiB
+	// attachment costs 22 read calls instead of 350.
+	srv.ReadBufferSize = readBufferSize
 	srv.TLSConfig = o.TLSConfig
 	srv.AllowInsecureAuth = false
 	srv.ErrorLog = slogErrorLog{s.log}

@@ -65,7 +65,18 @@ type BlobStore struct {
 	pendMu  sync.Mutex
 	pending map[string]bool
 	syncMu  sync.Mutex
+
+	// names is how a published blob's name is made durable; set before
+	// the first Put.
+	names NameDurability
 }
+
+// SetNameDurability chooses how Put makes a blob's name durable
+// (SyncDirectories unless told otherwise). Call it before the first Put.
+func (s *BlobStore) SetNameDurability(d NameDurability) { s.names = d }
+
+// NameDurability is how Put makes a blob's name durable.
+func (s *BlobStore) NameDurability() NameDurability { return s.names }
 
 // BlobInfo describes a stored blob; the caller records it in the store.
 type BlobInfo struct {
@@ -110,9 +121,12 @@ func (s *BlobStore) hashPath(id string) string {
 // sync shared with the Puts of the same moment. An existing blob with the
 // same id is replaced.
 func (s *BlobStore) Put(id string, r io.Reader) (info BlobInfo, err error) {
-	info, final, err := s.put(id, r)
+	info, final, named, err := s.put(id, r)
 	if err != nil {
 		return BlobInfo{}, err
+	}
+	if named {
+		return info, nil
 	}
 	if err := s.dirs.sync(filepath.Dir(final)); err != nil {
 		return BlobInfo{}, fmt.Errorf("store blob %s: %w", id, err)
@@ -126,9 +140,12 @@ func (s *BlobStore) Put(id string, r io.Reader) (info BlobInfo, err error) {
 // calls SyncPending in the transaction that records them, so the
 // messages committed together share one sync per directory.
 func (s *BlobStore) PutUnsynced(id string, r io.Reader) (BlobInfo, error) {
-	info, final, err := s.put(id, r)
+	info, final, named, err := s.put(id, r)
 	if err != nil {
 		return BlobInfo{}, err
+	}
+	if named {
+		return info, nil // the name is durable already
 	}
 	s.pendMu.Lock()
 	if s.pending == nil {
@@ -165,13 +182,15 @@ func (s *BlobStore) SyncPending() error {
 	return nil
 }
 
-func (s *BlobStore) put(id string, r io.Reader) (info BlobInfo, final string, err error) {
+// put stores the blob; named says its name is durable already (fsync
+// after rename), otherwise the caller syncs final's directory.
+func (s *BlobStore) put(id string, r io.Reader) (info BlobInfo, final string, named bool, err error) {
 	if !validBlobID.MatchString(id) {
-		return BlobInfo{}, "", fmt.Errorf("store blob %q: invalid id", id)
+		return BlobInfo{}, "", false, fmt.Errorf("store blob %q: invalid id", id)
 	}
 	tmp, err := os.CreateTemp(s.tmpDir, id+".*.tmp") // O_EXCL, mode 0600
 	if err != nil {
-		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
 	}
 	published := false
 	defer func() {
@@ -188,7 +207,7 @@ func (s *BlobStore) put(id string, r io.Reader) (info BlobInfo, final string, er
 
 	enc, err := age.Encrypt(bw, recipient)
 	if err != nil {
-		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
 	}
 	hash := sha256.New()
 	bufp := copyBufferPool.Get().(*[]byte)
@@ -196,29 +215,51 @@ func (s *BlobStore) put(id string, r io.Reader) (info BlobInfo, final string, er
 	size, err := io.CopyBuffer(io.MultiWriter(hash, enc), readerOnly{r}, *bufp)
 	copyBufferPool.Put(bufp)
 	if err != nil {
-		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
 	}
 	if err := enc.Close(); err != nil {
-		return BlobInfo{}, "", fmt.Errorf("store blob %s: encrypt: %w", id, err)
+		return BlobInfo{}, "", false, fmt.Errorf("store blob %s: encrypt: %w", id, err)
 	}
 	if err := bw.Flush(); err != nil {
-		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return BlobInfo{}, "", fmt.Errorf("store blob %s: sync: %w", id, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
+		return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
 	}
 	final = s.path(id)
-	if err := mkdirSynced(filepath.Dir(final), s.dir); err != nil {
-		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
+	// A blob that replaces another takes the directory-sync way: a
+	// failed fsync after the rename would have to remove the old one too.
+	_, statErr := os.Lstat(final)
+	named = s.names == FsyncAfterRename && errors.Is(statErr, fs.ErrNotExist)
+	if named {
+		// One fsync after the rename makes the bytes and the new name
+		// durable (FileSystemKeepsNames). Until it returns nothing
+		// refers to the blob, so a failure removes it under either name.
+		if err := mkdirSynced(filepath.Dir(final), s.dir); err != nil {
+			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
+		}
+		if err := os.Rename(tmp.Name(), final); err != nil {
+			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
+		}
+		published = true
+		if err := errors.Join(tmp.Sync(), tmp.Close()); err != nil {
+			tmp.Close()
+			os.Remove(final)
+			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: sync: %w", id, err)
+		}
+	} else {
+		if err := tmp.Sync(); err != nil {
+			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: sync: %w", id, err)
+		}
+		if err := tmp.Close(); err != nil {
+			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
+		}
+		if err := mkdirSynced(filepath.Dir(final), s.dir); err != nil {
+			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
+		}
+		if err := os.Rename(tmp.Name(), final); err != nil {
+			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
+		}
+		published = true
 	}
-	if err := os.Rename(tmp.Name(), final); err != nil {
-		return BlobInfo{}, "", fmt.Errorf("store blob %s: %w", id, err)
-	}
-	published = true
-	return BlobInfo{ID: id, KeyID: keyID, Size: size, SHA256: hex.EncodeToString(hash.Sum(nil))}, final, nil
+	return BlobInfo{ID: id, KeyID: keyID, Size: size, SHA256: hex.EncodeToString(hash.Sum(nil))}, final, named, nil
 }
 
 // Open opens blob id, encrypted to keyID ("" tries every key in the ring),

@@ -52,6 +52,7 @@ func openBackend(c *config.Config, log *slog.Logger) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	blobs.SetNameDurability(nameDurability(c, log))
 	if c.Store.Backend == "redis" {
 		// go-redis reports dial failures on its own; route them to our log.
 		redis.SetLogger(redisLogger{log: log.With("component", "redis")})
@@ -186,3 +187,25 @@ func auditOptions(c *config.Config, ring *vault.KeyRing) audit.Options {
 }
 
 func auditHeadPath(c *config.Config) string { return c.Storage.Path("audit-head") }
+
+// nameDurability picks how stored attachments' names are made durable
+// (storage.name_sync): one fsync after the rename where the file system
+// promises that covers the name, a directory sync elsewhere.
+func nameDurability(c *config.Config, log *slog.Logger) vault.NameDurability {
+	dir := c.Storage.Path("blobs")
+	if c.Storage.NameSync == "directory" {
+		log.Info("attachment names made durable by directory syncs", "dir", dir, "storage.name_sync", "directory")
+		return vault.SyncDirectories
+	}
+	fstype, ok, err := vault.FileSystemKeepsNames(dir)
+	switch {
+	case err != nil:
+		log.Warn("file system of the blob store unknown: attachment names made durable by directory syncs", "dir", dir, "err", err)
+		return vault.SyncDirectories
+	case !ok:
+		log.Info("attachment names made durable by directory syncs", "dir", dir, "fstype", fstype)
+		return vault.SyncDirectories
+	}
+	log.Info("attachment names made durable by one fsync after the rename", "dir", dir, "fstype", fstype)
+	return vault.FsyncAfterRename
+}

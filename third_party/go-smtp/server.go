@@ -31,6 +31,11 @@ type Server struct {
 	// Enable LMTP mode, as defined in RFC 2033.
 	LMTP bool
 
+	// ReadBufferSize is the size of each connection's read buffer; 0
+	// means net/textproto's 4096 bytes. A larger buffer takes a large
+	// DATA in fewer reads (attachgate patch 6).
+	ReadBufferSize int
+
 	Domain            string
 	MaxRecipients     int
 	MaxMessageBytes   int64

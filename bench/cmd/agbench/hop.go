@@ -90,6 +90,11 @@ func (e *env) serverAddr(path string) string {
 // attached to the path's server and returns the fsync+fdatasync calls
 // and the messages. strace stops the traced threads at every system call,
 // which is why this round is not one of the timed ones.
+// fsyncQuiet is longer than attachgate's bound on an unsynced relaxed
+// commit (audit's relaxedSyncDelay, 1 s) and Postfix's queue manager's
+// wake-up after a delivery.
+const fsyncQuiet = 1500 * time.Millisecond
+
 func (e *env) countFsyncs(path string, m testMessage, sessions, count int) (int, int) {
 	var pids []int
 	switch path {
@@ -101,6 +106,12 @@ func (e *env) countFsyncs(path string, m testMessage, sessions, count int) (int,
 		pids = []int{e.gw.pid()}
 	}
 	out := filepath.Join(e.work, fmt.Sprintf("strace-%s-%d.txt", path, time.Now().UnixNano()))
+	// The window holds exactly the fsyncs of this round's messages: it
+	// opens after the server was quiet for fsyncQuiet (so the deferred
+	// sync of the previous round's last commit falls before it) and
+	// closes fsyncQuiet after the last reply (so this round's does not
+	// fall after it).
+	time.Sleep(fsyncQuiet)
 	c, err := startFsyncCounter(e.strace, out, pids)
 	if err != nil {
 		e.notes = append(e.notes, "fsync count: "+err.Error())
@@ -116,9 +127,7 @@ func (e *env) countFsyncs(path string, m testMessage, sessions, count int) (int,
 			fatalf("%v", err)
 		}
 	}
-	// The last replies may precede the last commits by a hair (a
-	// mail.relayed record): let them land.
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(fsyncQuiet)
 	n, err := c.stop()
 	if err != nil {
 		e.notes = append(e.notes, "fsync count: "+err.Error())

@@ -149,7 +149,7 @@ func (e *env) report() rendered {
 			"(`postfix -c DIR`, its own queue, `relayhost` = the same smtp-sink), in the same rounds as the table above. " +
 			"A Postfix round ends when its queue is empty again (Postfix answers 250 once queued; attachgate once the next hop has the mail). " +
 			"CPU counts every process of the server (for Postfix: master, smtpd, cleanup, qmgr, smtp, … and those it reaped). " +
-			"fsync/msg comes from one extra, untimed round per path with `strace -f -c -e trace=fsync,fdatasync` attached to the server's processes. " +
+			"fsync/msg comes from one extra, untimed round per path with `strace -f -c -e trace=fsync,fdatasync` attached to the server's processes from 1.5 s of quiet before the round to 1.5 s after its last reply, so it counts every fsync the round's messages cause, deferred ones included, and none of the round before. " +
 			"Latency: the row's number of sessions at once, agbench's own client, MAIL to final reply.\n\n")
 		md.WriteString(t)
 		md.WriteString("\n")
