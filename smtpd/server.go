@@ -82,11 +82,11 @@ type Server struct {
 	cancel context.CancelFunc
 }
 
-// New builds a server; Serve starts it.
 // readBufferSize is each SMTP connection's read buffer (64 KiB: at the
 // default smtp.max_connections of 200, 12.5 MiB in all).
 const readBufferSize = 64 << 10
 
+// New builds a server; Serve starts it.
 func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
