@@ -74,7 +74,7 @@ type SQLiteLog struct {
 	// unsyncedSince is when the oldest relaxed commit not yet synced
 	// was made: the timer syncs relaxedSyncDelay after it, so under a
 	// steady load, where every message's durable commit syncs the
-	// relaxed ones before it, no checkpoint is needed at all.
+	// relaxed ones before it, no extra sync is needed at all.
 	unsyncedSince time.Time
 	// walPath is the database's write-ahead log, found once by syncWAL
 	// ("" without one).
@@ -309,7 +309,8 @@ func (l *SQLiteLog) inWriteTx(ctx context.Context, fn func(conn *sql.Conn) error
 // mode that commit survives a crash of the process at once (it is in the
 // WAL, in the page cache) and power loss once the next durable commit
 // syncs the WAL — every message's own commit does — or, when none comes,
-// after relaxedSyncDelay, when a checkpoint syncs it. The head outside the
+// relaxedSyncDelay after the oldest unsynced one, by an fsync of the WAL
+// file (syncWAL). The head outside the
 // database is not moved past a relaxed commit: after power loss it must
 // not claim events the database may have lost.
 func (l *SQLiteLog) inWriteTxRelaxed(ctx context.Context, fn func(conn *sql.Conn) error) (err error) {
@@ -416,11 +417,12 @@ func (l *SQLiteLog) syncWAL(ctx context.Context) error {
 }
 
 // syncRelaxed makes relaxed commits durable when no durable commit came
-// after them: a passive checkpoint syncs the WAL (and the database file).
+// after them: syncWAL fsyncs the WAL file.
 func (l *SQLiteLog) syncRelaxed() { l.syncUnsynced(false) }
 
-// syncUnsynced checkpoints when relaxed commits are unsynced: now when
-// force (Flush), otherwise once the oldest is relaxedSyncDelay old.
+// syncUnsynced syncs the WAL (syncWAL) when relaxed commits are unsynced:
+// now when force (Flush), otherwise once the oldest is relaxedSyncDelay
+// old.
 func (l *SQLiteLog) syncUnsynced(force bool) {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()

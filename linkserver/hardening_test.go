@@ -3,13 +3,16 @@ package linkserver
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -404,4 +407,79 @@ func mustPrefixes(s ...string) []netip.Prefix {
 		out[i] = netip.MustParsePrefix(p)
 	}
 	return out
+}
+
+// TestSteadySlowReaderIsNotCut: StallTimeout cuts a client that stopped
+// reading, not one that keeps reading at a modest steady rate. Every
+// write of the file gets one fresh deadline, so a write must not carry
+// more than such a client takes within StallTimeout (README: "each 128
+// KiB chunk gets a fresh 60-second write deadline"). Here the client takes
+// 320 KiB/s through small socket buffers (as on a slow link, where the
+// kernel does not grow them) and StallTimeout is 2 s: 128 KiB need 0.4 s,
+// a 1 MiB write about 2.9 s, and the download was cut.
+func TestSteadySlowReaderIsNotCut(t *testing.T) {
+	const size = 4 << 20
+	content := testContent(size)
+	h := newHarness(t, func(o *Options) {
+		o.StallTimeout = 2 * time.Second
+		o.SignedURLTTL = time.Hour
+	})
+	l := h.addLink(linkSpec{name: "big.bin", content: content})
+	loc := h.signedURL(l.token)
+	// The same handler behind a listener whose connections keep a small
+	// send buffer (a fixed size turns off the kernel's autotuning).
+	srv := httptest.NewUnstartedServer(h.http.Config.Handler)
+	srv.Config.ConnState = func(c net.Conn, state http.ConnState) {
+		if tc, ok := c.(*net.TCPConn); ok && state == http.StateNew {
+			tc.SetWriteBuffer(32 << 10)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10)
+		})
+		return cmp.Or(err, serr)
+	}}
+	c, err := d.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", loc)
+	// 16 KiB every 50 ms: 320 KiB/s, never a pause near StallTimeout.
+	paced := &pacedReader{r: c, chunk: 16 << 10, every: 50 * time.Millisecond}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(paced, 16<<10), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	mustStatus(t, resp, http.StatusOK)
+	start := time.Now()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("a client reading 320 KiB/s without pause was cut after %d of %d bytes and %s (StallTimeout 2 s): %v",
+			len(got), size, time.Since(start).Round(time.Millisecond), err)
+	}
+}
+
+// pacedReader reads at most chunk bytes per call, one call every every.
+type pacedReader struct {
+	r     io.Reader
+	chunk int
+	every time.Duration
+	next  time.Time
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	if d := time.Until(p.next); d > 0 {
+		time.Sleep(d)
+	}
+	p.next = time.Now().Add(p.every)
+	if len(b) > p.chunk {
+		b = b[:p.chunk]
+	}
+	return p.r.Read(b)
 }

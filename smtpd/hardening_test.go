@@ -417,3 +417,32 @@ func TestBDATAbortWhileDataRuns(t *testing.T) {
 		t.Fatalf("next hop got %d messages, want the one completed", n)
 	}
 }
+
+// TestBDATChunkReadAheadNotLineLimited: a CHUNKING client sends BDAT and
+// its chunk in one go. The chunk's bytes are not command lines (go-smtp
+// lifts the line limit while it reads them), so whatever the read buffer
+// takes in beyond the BDAT line while reading it must not count against
+// smtp.max_line_length either. With a 64 KiB read buffer, a line over the
+// limit 10 KB into the chunk closed the session with "500 Too long line"
+// before the chunk was read; with 4 KiB the chunk was read and answered.
+func TestBDATChunkReadAheadNotLineLimited(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	gw := startGateway(t, hop.Addr, withOptions(func(o *Options) { o.MaxLineLength = 4000 }))
+	c := dialRaw(t, gw.smtpAddr)
+	if g := c.reply(); !strings.HasPrefix(g, "220 ") {
+		t.Fatalf("greeting %q", g)
+	}
+	c.expect("EHLO client.test", "250")
+	c.expect("MAIL FROM:<a@example.com>", "250")
+	c.expect("RCPT TO:<b@example.net>", "250")
+	chunk := "From: <a@example.com>\r\nTo: <b@example.net>\r\nSubject: chunked\r\n\r\n" +
+		strings.Repeat("a short line of text\r\n", 500) + // 11 KB
+		strings.Repeat("x", 5000) + "\r\nend\r\n"
+	c.send(fmt.Sprintf("BDAT %d LAST\r\n%sNOOP\r\n", len(chunk), chunk))
+	if got := c.reply(); strings.Contains(got, "Too long line") {
+		t.Fatalf("BDAT: got %q: the chunk read ahead with the command line was taken for an over-long command", got)
+	}
+	if got := c.reply(); !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("NOOP after BDAT: got %q, want 250 (the session goes on)", got)
+	}
+}

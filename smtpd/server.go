@@ -82,11 +82,14 @@ type Server struct {
 	cancel context.CancelFunc
 }
 
-// New builds a server; Serve starts it.
 // readBufferSize is each SMTP connection's read buffer (64 KiB: at the
-// default smtp.max_connections of 200, 12.5 MiB in all).
+// default smtp.max_connections of 200, 12.5 MiB in all). A command line
+// over smtp.max_line_length may take up to that length plus this much
+// more before it is refused (go-smtp commandLineLimit), so a client
+// sending such lines holds at most about twice this while it lasts.
 const readBufferSize = 64 << 10
 
+// New builds a server; Serve starts it.
 func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.Default()

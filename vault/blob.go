@@ -118,8 +118,11 @@ func (s *BlobStore) hashPath(id string) string {
 // Put encrypts r to the current key and stores it as blob id. The blob
 // appears whole or not at all: it is written to a temp file, synced once,
 // then renamed into place, and the rename is made durable by a directory
-// sync shared with the Puts of the same moment. An existing blob with the
-// same id is replaced.
+// sync shared with the Puts of the same moment. With FsyncAfterRename a
+// new blob is renamed into place first and then synced once, which makes
+// its bytes and its name durable (until Put returns, its name may show
+// bytes not yet durable; nothing refers to it then). An existing blob
+// with the same id is replaced (always the directory-sync way).
 func (s *BlobStore) Put(id string, r io.Reader) (info BlobInfo, err error) {
 	info, final, named, err := s.put(id, r)
 	if err != nil {
@@ -136,7 +139,8 @@ func (s *BlobStore) Put(id string, r io.Reader) (info BlobInfo, err error) {
 
 // PutUnsynced is Put without the directory sync: the blob is whole and
 // its bytes durable, but its name becomes durable only with the next
-// SyncPending. The pipeline puts a message's attachments this way and
+// SyncPending (with FsyncAfterRename, a new blob's name is durable when
+// PutUnsynced returns). The pipeline puts a message's attachments this way and
 // calls SyncPending in the transaction that records them, so the
 // messages committed together share one sync per directory.
 func (s *BlobStore) PutUnsynced(id string, r io.Reader) (BlobInfo, error) {

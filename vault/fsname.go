@@ -70,11 +70,18 @@ func FileSystemKeepsNames(dir string) (fstype string, ok bool, err error) {
 }
 
 // mountType returns the file system type of the mount holding path (an
-// absolute, symlink-free path), read from a mountinfo table: the mount
-// point that is the longest prefix of path, the last one listed winning
-// (a later mount over the same point hides the earlier).
+// absolute, symlink-free path), read from a mountinfo table. It resolves
+// path the way the kernel does, down the mount tree by parent IDs: from
+// the root mount, into the child mount met first along path (the one with
+// the shortest mount point), and into a mount stacked on that one, until
+// none is left. The longest mount point alone is not enough: a mount made
+// later over a parent directory hides the deeper one, and the table's
+// order is not the order of mounting (a stacked mount may be listed
+// before the one it covers).
 func mountType(r io.Reader, path string) (string, error) {
-	best, bestType := -1, ""
+	type mount struct{ id, parent, point, fstype string }
+	var mounts []mount
+	ids := map[string]bool{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -90,19 +97,42 @@ func mountType(r io.Reader, path string) (string, error) {
 		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) {
 			continue
 		}
-		mp := unescapeMountinfo(fields[4])
-		if !within(path, mp) || len(mp) < best {
-			continue
-		}
-		best, bestType = len(mp), fields[sep+1]
+		mounts = append(mounts, mount{id: fields[0], parent: fields[1], point: unescapeMountinfo(fields[4]), fstype: fields[sep+1]})
+		ids[fields[0]] = true
 	}
 	if err := sc.Err(); err != nil {
 		return "", err
 	}
-	if best < 0 {
+	// The root: a mount on / whose parent is not in the table (outside
+	// this namespace or chroot).
+	cur := -1
+	for i, m := range mounts {
+		if m.point == "/" && (!ids[m.parent] || m.parent == m.id) {
+			cur = i
+			break
+		}
+	}
+	if cur < 0 || !strings.HasPrefix(path, "/") {
 		return "", fmt.Errorf("no mount holds %s", path)
 	}
-	return bestType, nil
+	for range mounts { // a bound, in case the table loops
+		next := -1
+		for i, m := range mounts {
+			if i == cur || m.parent != mounts[cur].id || !within(path, m.point) {
+				continue
+			}
+			// The first one met on the way down; of siblings on the same
+			// point, the one listed last.
+			if next < 0 || len(m.point) <= len(mounts[next].point) {
+				next = i
+			}
+		}
+		if next < 0 {
+			break
+		}
+		cur = next
+	}
+	return mounts[cur].fstype, nil
 }
 
 // within reports whether path is mount point mp or below it.

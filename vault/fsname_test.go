@@ -108,3 +108,31 @@ func TestFsyncAfterRename(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMountTypeFollowsTheMountTree: the file system of a path is that of
+// the mount the kernel's lookup reaches, not the longest mount point in
+// the table. A mount made later over a parent directory hides the deeper
+// one (the storage directory that was on ext4 is now on NFS, where an
+// fsync after the rename does not make the name durable), and a stacked
+// mount may be listed before the mount it covers.
+func TestMountTypeFollowsTheMountTree(t *testing.T) {
+	const table = `26 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+40 26 254:16 / /var/lib/attachgate rw,relatime - ext4 /dev/vdb rw
+50 26 0:50 / /var rw,relatime - nfs4 srv:/var rw
+61 60 0:61 / /srv/ag rw - tmpfs tmpfs rw
+60 26 254:32 / /srv/ag rw - xfs /dev/vdc rw
+70 26 254:48 / /opt/ag rw - xfs /dev/vdd rw
+`
+	for _, tc := range []struct{ path, want string }{
+		{"/var/lib/attachgate/blobs", "nfs4"}, // /var mounted over the ext4 one
+		{"/var/spool", "nfs4"},
+		{"/srv/ag/blobs", "tmpfs"}, // tmpfs stacked on xfs, listed first
+		{"/opt/ag/blobs", "xfs"},
+		{"/home", "ext4"},
+	} {
+		got, err := mountType(strings.NewReader(table), tc.path)
+		if err != nil || got != tc.want {
+			t.Errorf("mountType(%q) = %q, %v; want %q", tc.path, got, err, tc.want)
+		}
+	}
+}

@@ -37,6 +37,7 @@ type Conn struct {
 	binarymime bool
 
 	lineLimitReader *lineLimitReader
+	lineTooLong     bool // readLine refused a line over MaxLineLength
 	bdatPipe        *io.PipeWriter
 	bdatStatus      *statusCollector // used for BDAT on LMTP
 	dataResult      chan error
@@ -60,7 +61,7 @@ func newConn(c net.Conn, s *Server) *Conn {
 func (c *Conn) init() {
 	c.lineLimitReader = &lineLimitReader{
 		R:         c.conn,
-		LineLimit: c.server.MaxLineLength,
+		LineLimit: c.commandLineLimit(),
 	}
 	rwc := struct {
 		io.Reader
@@ -993,7 +994,7 @@ func (c *Conn) handleData(arg string) {
 	// gets one reply, after the rest of DATA, and the session goes on.
 	c.lineLimitReader.LineLimit = 0
 	defer func() {
-		c.lineLimitReader.LineLimit = c.server.MaxLineLength
+		c.lineLimitReader.LineLimit = c.commandLineLimit()
 		c.lineLimitReader.curLineLength = 0
 	}()
 
@@ -1095,7 +1096,7 @@ func (c *Conn) handleBdat(arg string) {
 
 	c.lineLimitReader.LineLimit = 0
 	defer func() {
-		c.lineLimitReader.LineLimit = c.server.MaxLineLength
+		c.lineLimitReader.LineLimit = c.commandLineLimit()
 	}()
 
 	chunk := io.LimitReader(c.text.R, int64(size))
@@ -1351,7 +1352,34 @@ func (c *Conn) readLine() (string, error) {
 		}
 	}
 
-	return c.text.ReadLine()
+	if c.lineTooLong {
+		return "", ErrTooLongLine
+	}
+	line, err := c.text.ReadLine()
+	if err == nil && c.server.ReadBufferSize > 0 && c.server.MaxLineLength > 0 && len(line)+2 > c.server.MaxLineLength {
+		// What lineLimitReader would have refused (the line, its CR and
+		// the LF before it), checked on the line itself: see
+		// commandLineLimit. Sticky, as lineLimitReader's error is: a
+		// caller that returns on it (AUTH) leaves the reply to the
+		// command loop's next read.
+		c.lineTooLong = true
+		return "", ErrTooLongLine
+	}
+	return line, err
+}
+
+// commandLineLimit is lineLimitReader's limit while command lines are
+// read. With a read buffer of the server's choosing (attachgate patch 6)
+// the read that brings a command line may also bring up to
+// ReadBufferSize bytes after it, such as the chunk a client sends right
+// after its BDAT line, which is no command line and has no line limit.
+// So lineLimitReader only bounds memory (MaxLineLength plus the buffer)
+// and readLine checks each command line against MaxLineLength.
+func (c *Conn) commandLineLimit() int {
+	if c.server.MaxLineLength > 0 && c.server.ReadBufferSize > 0 {
+		return c.server.MaxLineLength + c.server.ReadBufferSize
+	}
+	return c.server.MaxLineLength
 }
 
 func (c *Conn) reset() {

@@ -86,15 +86,15 @@ func (e *env) serverAddr(path string) string {
 	return e.sink.addr
 }
 
-// countFsyncs runs one untimed round of count messages with strace -c
-// attached to the path's server and returns the fsync+fdatasync calls
-// and the messages. strace stops the traced threads at every system call,
-// which is why this round is not one of the timed ones.
 // fsyncQuiet is longer than attachgate's bound on an unsynced relaxed
 // commit (audit's relaxedSyncDelay, 1 s) and Postfix's queue manager's
 // wake-up after a delivery.
 const fsyncQuiet = 1500 * time.Millisecond
 
+// countFsyncs runs one untimed round of count messages with strace -c
+// attached to the path's server and returns the fsync+fdatasync calls
+// and the messages. strace stops the traced threads at every system call,
+// which is why this round is not one of the timed ones.
 func (e *env) countFsyncs(path string, m testMessage, sessions, count int) (int, int) {
 	var pids []int
 	switch path {
