@@ -41,7 +41,7 @@ func TestExportCSVNeutralisesFormulas(t *testing.T) {
 			{"auth_user", "'-2+3"},
 			{"sender", "'\tpadded@example.com"},
 			{"recipients", "'=1+1@example.net ok@example.net"},
-			{"reason", "'carriage"},                      // with CRLF line ends, encoding/csv drops a lone CR
+			{"reason", "'\rcarriage"},                    // the CR kept behind the quote
 			{"detail", "plain text - with a dash later"}, // only the first character counts
 			{"type", string(TypeDownloadOK)},
 		}
@@ -77,4 +77,39 @@ func TestNeutraliseCell(t *testing.T) {
 			t.Errorf("neutraliseCell(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// TestExportCSVKeepsCarriageReturns: a CR inside a cell survives the CSV
+// export (encoding/csv's UseCRLF dropped one not followed by LF: the
+// FuzzExport finding b9119744323b58c9, a detail "0\r" exported as "0"),
+// while every record still ends in CRLF.
+func TestExportCSVKeepsCarriageReturns(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		day := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+		l := be.open(t, Options{Location: time.UTC, Now: func() time.Time { return day }})
+		mustRecord(t, l, Event{Time: day, Type: TypeDownloadOK, Actor: "web",
+			UserAgent: "agent\rhidden", FileName: "a\r\nb.pdf", Detail: "0\r"})
+		var out strings.Builder
+		if err := l.Export(context.Background(), Query{}, &out, FormatCSV, false); err != nil {
+			t.Fatal(err)
+		}
+		raw := out.String()
+		if !strings.HasSuffix(raw, "\r\n") || !strings.HasPrefix(raw, strings.Join(csvColumns, ",")+"\r\n") {
+			t.Errorf("records do not end in CRLF:\n%q", raw)
+		}
+		records, err := csv.NewReader(strings.NewReader(raw)).ReadAll()
+		if err != nil || len(records) != 2 {
+			t.Fatalf("parse CSV: %v, %d records", err, len(records))
+		}
+		col := func(name string) string { return records[1][slices.Index(csvColumns, name)] }
+		for name, want := range map[string]string{
+			"user_agent": "agent\rhidden",
+			"detail":     "0\r",
+			"file_name":  "a\nb.pdf", // encoding/csv reads CRLF inside a quoted cell as LF
+		} {
+			if got := col(name); got != want {
+				t.Errorf("%s = %q, want %q", name, got, want)
+			}
+		}
+	})
 }

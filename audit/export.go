@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -378,24 +379,44 @@ func (j *jsonlWriter) write(r *storedRow) error {
 	return j.enc.Encode(&j.rec)
 }
 
+// csvWriter ends records with CRLF (RFC 4180, what Excel writes itself)
+// but keeps every CR inside a cell. encoding/csv's UseCRLF would drop a
+// CR that is not followed by LF (found by FuzzExport: a detail "0\r" was
+// exported as "0"), so each record is formatted with LF line ends into
+// buf, and only its final LF, the record's end, becomes CRLF.
 type csvWriter struct {
-	w          *csv.Writer
+	out        io.Writer
+	buf        bytes.Buffer
+	w          *csv.Writer // writes into buf
 	loc        *time.Location
 	record     []string
 	recipients []string
 }
 
 func newCSVWriter(w io.Writer, loc *time.Location) *csvWriter {
-	cw := csv.NewWriter(w)
-	cw.UseCRLF = true // RFC 4180, what Excel writes itself
-	return &csvWriter{w: cw, loc: loc, record: make([]string, len(csvColumns))}
+	c := &csvWriter{out: w, loc: loc, record: make([]string, len(csvColumns))}
+	c.w = csv.NewWriter(&c.buf)
+	return c
 }
 
-func (c *csvWriter) begin() error { return c.w.Write(csvColumns) }
+func (c *csvWriter) begin() error { return c.writeRecord(csvColumns) }
 
-func (c *csvWriter) end() error {
+func (c *csvWriter) end() error { return nil }
+
+// writeRecord writes one record ending in CRLF.
+func (c *csvWriter) writeRecord(rec []string) error {
+	c.buf.Reset()
+	if err := c.w.Write(rec); err != nil {
+		return err
+	}
 	c.w.Flush()
-	return c.w.Error()
+	if err := c.w.Error(); err != nil {
+		return err
+	}
+	b := c.buf.Bytes()
+	b = append(b[:len(b)-1], '\r', '\n') // the record's own LF
+	_, err := c.out.Write(b)
+	return err
 }
 
 func (c *csvWriter) write(r *storedRow) error {
@@ -438,7 +459,7 @@ func (c *csvWriter) write(r *storedRow) error {
 	for i, cell := range rec {
 		rec[i] = neutraliseCell(cell)
 	}
-	return c.w.Write(rec)
+	return c.writeRecord(rec)
 }
 
 // neutraliseCell keeps a spreadsheet from reading a cell as a formula
