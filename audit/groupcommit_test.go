@@ -227,11 +227,7 @@ func TestRelaxedAppendCommits(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	testsupport.WaitFor(t, "the relaxed commit synced", func() bool {
-		l.writeMu.Lock()
-		defer l.writeMu.Unlock()
-		return !l.unsynced
-	})
+	waitRelaxedSynced(t, l, "the relaxed commit synced")
 	if got := headSeq(); got != 4 {
 		t.Fatalf("head after the sync = %d, want 4", got)
 	}
@@ -274,11 +270,7 @@ func TestSteadyLoadNeedsNoExtraSync(t *testing.T) {
 	if n := syncs(); n != 0 {
 		t.Errorf("%d extra syncs while every relaxed commit was followed by a durable one, want 0", n)
 	}
-	testsupport.WaitFor(t, "the last relaxed commit synced", func() bool {
-		l.writeMu.Lock()
-		defer l.writeMu.Unlock()
-		return !l.unsynced
-	})
+	waitRelaxedSynced(t, l, "the last relaxed commit synced")
 	if n := syncs(); n != 1 {
 		t.Errorf("%d syncs after the mail stopped, want 1", n)
 	}
@@ -330,4 +322,14 @@ func TestBatchWriteFailingAfterAnInsert(t *testing.T) {
 	if res, err := l.Verify(ctx, nil); err != nil || !res.OK() || res.Events != 2 {
 		t.Fatalf("verify: %v, %v", res, err)
 	}
+}
+
+// waitRelaxedSynced waits until no relaxed commit of l is left unsynced.
+func waitRelaxedSynced(t *testing.T, l *SQLiteLog, what string) {
+	t.Helper()
+	testsupport.WaitFor(t, what, func() bool {
+		l.writeMu.Lock()
+		defer l.writeMu.Unlock()
+		return !l.unsynced
+	})
 }

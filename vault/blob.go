@@ -232,36 +232,30 @@ func (s *BlobStore) put(id string, r io.Reader) (info BlobInfo, final string, na
 	// failed fsync after the rename would have to remove the old one too.
 	_, statErr := os.Lstat(final)
 	named = s.names == FsyncAfterRename && errors.Is(statErr, fs.ErrNotExist)
-	if named {
-		// One fsync after the rename makes the bytes and the new name
-		// durable (FileSystemKeepsNames). Until it returns nothing
-		// refers to the blob, so a failure removes it under either name.
-		if err := mkdirSynced(filepath.Dir(final), s.dir); err != nil {
-			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
-		}
-		if err := os.Rename(tmp.Name(), final); err != nil {
-			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
-		}
-		published = true
-		if err := errors.Join(tmp.Sync(), tmp.Close()); err != nil {
-			tmp.Close()
-			os.Remove(final)
-			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: sync: %w", id, err)
-		}
-	} else {
+	if !named {
 		if err := tmp.Sync(); err != nil {
 			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: sync: %w", id, err)
 		}
 		if err := tmp.Close(); err != nil {
 			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
 		}
-		if err := mkdirSynced(filepath.Dir(final), s.dir); err != nil {
-			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
+	}
+	if err := mkdirSynced(filepath.Dir(final), s.dir); err != nil {
+		return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
+	}
+	published = true
+	if named {
+		// One fsync after the rename makes the bytes and the new name
+		// durable (FileSystemKeepsNames). Until it returns nothing
+		// refers to the blob, so a failure removes it.
+		if err := errors.Join(tmp.Sync(), tmp.Close()); err != nil {
+			tmp.Close()
+			os.Remove(final)
+			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: sync: %w", id, err)
 		}
-		if err := os.Rename(tmp.Name(), final); err != nil {
-			return BlobInfo{}, "", false, fmt.Errorf("store blob %s: %w", id, err)
-		}
-		published = true
 	}
 	return BlobInfo{ID: id, KeyID: keyID, Size: size, SHA256: hex.EncodeToString(hash.Sum(nil))}, final, named, nil
 }
