@@ -141,8 +141,9 @@ type Server struct {
 	now            func() time.Time
 	handler        http.Handler
 
-	metrics         http.Handler
-	metricsNetworks []netip.Prefix
+	metrics http.Handler
+	// metricsNetworks is replaced whole by SetMetricsNetworks (SIGHUP).
+	metricsNetworks atomic.Pointer[[]netip.Prefix]
 	ready           *readiness
 }
 
@@ -179,11 +180,8 @@ func New(o Options) (*Server, error) {
 		now:            o.Now,
 		metrics:        o.Metrics,
 	}
-	for i, p := range o.MetricsNetworks {
-		if !p.IsValid() {
-			return nil, fmt.Errorf("admin: Options.MetricsNetworks[%d] is not a valid prefix", i)
-		}
-		s.metricsNetworks = append(s.metricsNetworks, p.Masked())
+	if err := s.SetMetricsNetworks(o.MetricsNetworks); err != nil {
+		return nil, err
 	}
 	for i, c := range o.Ready {
 		if c.Name == "" || c.Check == nil {
@@ -215,6 +213,20 @@ func (s *Server) SetTokens(in []Token) error {
 		return err
 	}
 	s.tokens.Store(&tokens)
+	return nil
+}
+
+// SetMetricsNetworks replaces the networks that may scrape /metrics
+// without a token (configuration reload). An invalid list changes nothing.
+func (s *Server) SetMetricsNetworks(in []netip.Prefix) error {
+	nets := make([]netip.Prefix, len(in))
+	for i, p := range in {
+		if !p.IsValid() {
+			return fmt.Errorf("admin: Options.MetricsNetworks[%d] is not a valid prefix", i)
+		}
+		nets[i] = p.Masked()
+	}
+	s.metricsNetworks.Store(&nets)
 	return nil
 }
 

@@ -15,8 +15,8 @@ import (
 )
 
 // reloader applies SIGHUP: it reads the configuration file again and
-// swaps what can change while mail flows — the policies, the DKIM keys and
-// the admin tokens — and reloads the files named there: the SMTP and link
+// swaps what can change while mail flows — the policies, the DKIM keys,
+// the admin tokens and the metrics networks — and reloads the files named there: the SMTP and link
 // server certificates, the users file and the key ring. Each part that fails keeps
 // what was loaded before; a configuration file that does not validate
 // changes none of the configuration's parts. Listeners, storage and the
@@ -103,7 +103,13 @@ func (r *reloader) reloadAdmin(c *config.Config) {
 	}
 	if err != nil {
 		r.log.Error("SIGHUP: admin tokens not reloaded", "err", err)
+	} else {
+		r.log.Info("SIGHUP: admin tokens reloaded", "tokens", len(tokens))
+	}
+	nets := c.Admin.MetricsNets()
+	if err := r.admin.api.SetMetricsNetworks(nets); err != nil {
+		r.log.Error("SIGHUP: admin.metrics_networks not reloaded", "err", err)
 		return
 	}
-	r.log.Info("SIGHUP: admin tokens reloaded", "tokens", len(tokens))
+	r.log.Info("SIGHUP: admin.metrics_networks reloaded", "networks", len(nets))
 }

@@ -21,7 +21,7 @@ import (
 
 // TestSIGHUPReloadsConfiguration: after the configuration file changes
 // and SIGHUP, new mail follows the new policies and DKIM keys, the admin
-// API takes the new tokens only, and STARTTLS presents the new
+// API takes the new tokens and metrics networks only, and STARTTLS presents the new
 // certificate — without a restart. A configuration that does not validate
 // changes nothing.
 func TestSIGHUPReloadsConfiguration(t *testing.T) {
@@ -31,12 +31,13 @@ func TestSIGHUPReloadsConfiguration(t *testing.T) {
 	adminAddr := freeAddr(t)
 	tokenA, tokenB := "reload-token-a-0123456789", "reload-token-b-0123456789"
 	hash := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
-	section := func(token string) string {
+	section := func(token string, metricsNetworks string) string {
 		return fmt.Sprintf(`admin:
   listen: %q
+  metrics_networks: %s
   tokens:
     - {name: ops, sha256: %q, role: admin, networks: ["127.0.0.0/8"]}
-`, adminAddr, hash(token))
+`, adminAddr, metricsNetworks, hash(token))
 	}
 	dir := t.TempDir()
 	smtpAddr, linkAddr := freeAddr(t), freeAddr(t)
@@ -64,7 +65,7 @@ storage:
 			t.Fatal(err)
 		}
 	}
-	writeConfig(section(tokenA))
+	writeConfig(section(tokenA, `["127.0.0.1"]`))
 	d.start()
 	waitLog(t, d, "attachgate serving")
 
@@ -98,6 +99,15 @@ storage:
 		st, _ := c.TLSConnectionState()
 		return st.PeerCertificates[0].Raw
 	}
+	scrape := func() int { // GET /metrics without a token
+		t.Helper()
+		resp, err := http.Get("http://" + adminAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
 	reloads := 0
 	hup := func(wantLog string) {
 		t.Helper()
@@ -118,6 +128,9 @@ storage:
 	if code := adminGET(tokenA); code != 404 {
 		t.Fatalf("token A before reload: %d, want 404 (authenticated, unknown link)", code)
 	}
+	if code := scrape(); code != 200 {
+		t.Fatalf("scrape from a metrics network before reload: %d, want 200", code)
+	}
 	if err := exe(); err != nil {
 		t.Fatalf("no policies yet, .exe must be linked: %v", err)
 	}
@@ -136,7 +149,7 @@ storage:
     action: reject
 dkim:
   - {domain: example.com, selector: s1, key_file: %q}
-`, keyFile) + section(tokenB))
+`, keyFile) + section(tokenB, "[]"))
 	for _, f := range [][2]string{{certB.CertFile, certA.CertFile}, {certB.KeyFile, certA.KeyFile}} {
 		data, _ := os.ReadFile(f[0])
 		os.WriteFile(f[1], data, 0o600)
@@ -154,6 +167,9 @@ dkim:
 	if code := adminGET(tokenB); code != 404 {
 		t.Fatalf("new token after reload: %d, want 404", code)
 	}
+	if code := scrape(); code != 401 {
+		t.Fatalf("scrape without a token after metrics_networks was emptied: %d, want 401", code)
+	}
 	if !bytes.Equal(peerCert(), certB.TLS.Certificate[0]) {
 		t.Fatal("STARTTLS does not present certificate B after SIGHUP")
 	}
@@ -167,10 +183,13 @@ dkim:
 	}
 
 	// A broken file: everything stays as it is.
-	writeConfig("policies:\n  - name: x\n    action: explode\n" + section(tokenA))
+	writeConfig("policies:\n  - name: x\n    action: explode\n" + section(tokenA, `["127.0.0.1"]`))
 	hup("SIGHUP: configuration not reloaded")
 	if code := adminGET(tokenB); code != 404 {
 		t.Fatalf("token B after a failed reload: %d", code)
+	}
+	if code := scrape(); code != 401 {
+		t.Fatalf("metrics networks after a failed reload: scrape %d, want 401", code)
 	}
 	if err := exe(); !errors.As(err, &se) || se.Code != 550 {
 		t.Fatalf("policies after a failed reload: %v", err)
