@@ -26,6 +26,10 @@ import (
 	"github.com/attachgate/attachgate/scan"
 )
 
+// emptyStringSHA256 is SHA-256(""): a token hash made from an empty
+// variable, which would let an empty bearer token through.
+const emptyStringSHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
 // Config is the whole configuration file.
 type Config struct {
 	SMTP    SMTP    `yaml:"smtp"`
@@ -739,10 +743,15 @@ func (c *Config) validate() error {
 			bad(key+".name", "duplicate token name %q", tok.Name)
 		}
 		names[tok.Name] = true
-		if len(tok.SHA256) != 64 || strings.Trim(strings.ToLower(tok.SHA256), "0123456789abcdef") != "" {
-			bad(key+".sha256", "want the 64 hex digits of SHA-256(token), e.g. from: printf %%s TOKEN | sha256sum")
-		}
 		tok.SHA256 = strings.ToLower(tok.SHA256)
+		switch {
+		case len(tok.SHA256) != 64 || strings.Trim(tok.SHA256, "0123456789abcdef") != "":
+			bad(key+".sha256", "want the 64 hex digits of SHA-256(token), e.g. from: printf %%s TOKEN | sha256sum")
+		case tok.SHA256 == emptyStringSHA256:
+			// The admin API refuses it too; caught here, it stops neither
+			// a start nor half of a reload.
+			bad(key+".sha256", "is the SHA-256 of the empty string: hash the token itself (printf %%s TOKEN | sha256sum)")
+		}
 		if tok.Role != "admin" && tok.Role != "auditor" {
 			bad(key+".role", "want admin or auditor, got %q", tok.Role)
 		}

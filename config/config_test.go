@@ -22,6 +22,10 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"bad size", "smtp:\n  max_message_bytes: 0\n", "smtp.max_message_bytes: must be positive"},
 		{"empty outbox", "next_hop:\n  address: \"outbox:\"\n", "next_hop.address: outbox: needs a directory"},
 		{"bad hop", "next_hop:\n  address: \"mx.example.com\"\n", "next_hop.address: want host:port"},
+		// admin.New refuses this hash: a file that passes here but not
+		// there stops the daemon at start and, on SIGHUP, keeps the old
+		// tokens while the new metrics_networks apply.
+		{"empty token hash", "admin:\n  tokens:\n    - {name: t, sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855, role: admin, networks: [\"127.0.0.1\"]}\n", "admin.tokens[0].sha256"},
 		{"bad metrics network", "admin:\n  metrics_networks: [\"prometheus\"]\n", `admin.metrics_networks: "prometheus" is not a network`},
 		{"bad log format", "log:\n  format: logfmt\n", `log.format: want text or json, got "logfmt"`},
 		{"reserve not below total", "smtp:\n  max_connections: 20\n  reserved_connections: 20\n", "smtp.reserved_connections: must be at least 0 and less than smtp.max_connections (20)"},

@@ -92,8 +92,8 @@ func (r *reloader) reload() {
 
 func (r *reloader) reloadAdmin(c *config.Config) {
 	if r.admin == nil {
-		if len(c.Admin.Tokens) > 0 && c.Admin.Listen != "" {
-			r.log.Warn("SIGHUP: admin.tokens configured but the admin API was off at start: restart to turn it on")
+		if (len(c.Admin.Tokens) > 0 || len(c.Admin.MetricsNetworks) > 0) && c.Admin.Listen != "" {
+			r.log.Warn("SIGHUP: admin.tokens or admin.metrics_networks configured but the admin API was off at start: restart to turn it on")
 		}
 		return
 	}

@@ -207,3 +207,46 @@ func waitLog(t *testing.T, d *daemon, s string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSIGHUPMetricsNetworksWithAdminOff: admin.metrics_networks is now
+// reloaded by SIGHUP, but an admin API that was off at start (no tokens,
+// no metrics networks) cannot be turned on by it. A metrics network added
+// to the file then must say so in the log, as a token added does: the
+// operator who follows the reload table otherwise waits for scrapes that
+// never come (nothing listens) with no word why.
+func TestSIGHUPMetricsNetworksWithAdminOff(t *testing.T) {
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	dir := t.TempDir()
+	smtpAddr, linkAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	base := fmt.Sprintf(`smtp:
+  listen: %q
+  hostname: "gw.test"
+  trusted_networks: ["127.0.0.0/8"]
+next_hop:
+  address: %q
+  tls: none
+links:
+  listen: %q
+  base_url: "http://%s"
+storage:
+  dir: %q
+admin:
+  listen: %q
+`, smtpAddr, hop.Addr, linkAddr, linkAddr, dir+"/data", adminAddr)
+	d := &daemon{t: t, dir: dir, config: dir + "/attachgate.yaml", smtpAddr: smtpAddr,
+		linkURL: "http://" + linkAddr, log: &lockedBuffer{}, exited: make(chan error, 1)}
+	if err := os.WriteFile(d.config, []byte(base), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.start()
+	waitLog(t, d, "attachgate serving")
+	waitLog(t, d, "admin API off")
+	if err := os.WriteFile(d.config, []byte(base+"  metrics_networks: [\"127.0.0.1\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, d, "SIGHUP: key ring")
+	if !strings.Contains(d.log.String(), "restart to turn it on") {
+		t.Fatalf("admin.metrics_networks added while the admin API is off: SIGHUP logs no word of a restart\n%s", d.log.String())
+	}
+}
