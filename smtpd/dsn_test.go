@@ -79,3 +79,50 @@ func TestBody8BitOnlyWhenDeclared(t *testing.T) {
 		mustContain(t, relayed, "report.pdf")
 	}
 }
+
+// TestDuplicateParametersRefused: a MAIL or RCPT parameter given twice is
+// refused with 501 5.5.4 naming it, not read as the last one: a hop in
+// front that took the first RET (or NOTIFY) and attachgate, which took the
+// last, would disagree on the envelope. The session goes on, and the next
+// hop never sees the refused command.
+func TestDuplicateParametersRefused(t *testing.T) {
+	hop, tr := recordingHop(t, withDSN)
+	gw := startGateway(t, hop.Addr)
+	c := dialRaw(t, gw.smtpAddr)
+	c.reply()
+	c.expect("EHLO client.test", "250")
+	for _, tc := range []struct{ line, want string }{
+		{"MAIL FROM:<a@example.com> RET=HDRS RET=FULL", "501 5.5.4 Duplicate MAIL parameter RET"},
+		{"MAIL FROM:<a@example.com> ENVID=a ret=HDRS envid=b", "501 5.5.4 Duplicate MAIL parameter ENVID"},
+		{"MAIL FROM:<a@example.com> SIZE=10 SIZE=99999999", "501 5.5.4 Duplicate MAIL parameter SIZE"},
+		{"MAIL FROM:<a@example.com> X\x01=1 X\x01=2", "501 5.5.4 Duplicate MAIL parameter\r\n"},
+	} {
+		if got := c.cmd(tc.line); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%q: got %q, want %q", tc.line, got, tc.want)
+		}
+	}
+	c.expect("MAIL FROM:<a@example.com> RET=HDRS", "250")
+	for _, tc := range []struct{ line, want string }{
+		{"RCPT TO:<b@example.net> NOTIFY=NEVER NOTIFY=SUCCESS", "501 5.5.4 Duplicate RCPT parameter NOTIFY"},
+		{"RCPT TO:<b@example.net> ORCPT=rfc822;b@example.net orcpt=rfc822;c@example.net", "501 5.5.4 Duplicate RCPT parameter ORCPT"},
+	} {
+		if got := c.cmd(tc.line); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%q: got %q, want %q", tc.line, got, tc.want)
+		}
+	}
+	c.expect("RCPT TO:<b@example.net> NOTIFY=FAILURE", "250")
+	c.expect("DATA", "354")
+	c.send("Subject: dup\r\n\r\nhi\r\n.\r\n")
+	if g := c.reply(); !strings.HasPrefix(g, "250 ") {
+		t.Fatalf("end of DATA: %q", g)
+	}
+	wire := tr.String()
+	for _, want := range []string{"MAIL FROM:<a@example.com> RET=HDRS\r\n", "RCPT TO:<b@example.net> NOTIFY=FAILURE\r\n"} {
+		if !strings.Contains(wire, "\n"+want) {
+			t.Errorf("next hop did not get %q; it got:\n%s", want, wire)
+		}
+	}
+	if strings.Contains(wire, "RET=FULL") || strings.Contains(wire, "NOTIFY=NEVER") || strings.Contains(wire, "NOTIFY=SUCCESS") {
+		t.Errorf("a refused parameter reached the next hop:\n%s", wire)
+	}
+}

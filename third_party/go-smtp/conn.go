@@ -343,6 +343,11 @@ func (c *Conn) handleMail(arg string) {
 		return
 	}
 	args, err := parseArgs(p.s)
+	var dup errDuplicateArg
+	if errors.As(err, &dup) {
+		c.writeResponse(501, EnhancedCode{5, 5, 4}, dup.reply("MAIL"))
+		return
+	}
 	if err != nil {
 		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Unable to parse MAIL ESMTP parameters")
 		return
@@ -735,6 +740,11 @@ func (c *Conn) handleRcpt(arg string) {
 	}
 
 	args, err := parseArgs(p.s)
+	var dup errDuplicateArg
+	if errors.As(err, &dup) {
+		c.writeResponse(501, EnhancedCode{5, 5, 4}, dup.reply("RCPT"))
+		return
+	}
 	if err != nil {
 		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Unable to parse RCPT ESMTP parameters")
 		return

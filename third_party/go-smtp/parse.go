@@ -49,18 +49,47 @@ func parseCmd(line string) (cmd string, arg string, err error) {
 //	" BODY=8BITMIME SIZE=1024 SMTPUTF8"
 //
 // The leading space is mandatory.
+// errDuplicateArg is returned by parseArgs for a keyword given twice.
+type errDuplicateArg string
+
+func (e errDuplicateArg) Error() string { return "duplicate parameter " + string(e) }
+
+// reply names the keyword only when it looks like one (RFC 5321 esmtp-keyword,
+// at most 20 characters): the reply does not echo arbitrary client bytes.
+func (e errDuplicateArg) reply(verb string) string {
+	k := string(e)
+	ok := len(k) > 0 && len(k) <= 20
+	for i := 0; ok && i < len(k); i++ {
+		c := k[i]
+		ok = c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' && i > 0
+	}
+	if !ok {
+		return "Duplicate " + verb + " parameter"
+	}
+	return "Duplicate " + verb + " parameter " + k
+}
+
 func parseArgs(s string) (map[string]string, error) {
 	argMap := map[string]string{}
 	for _, arg := range strings.Fields(s) {
 		m := strings.Split(arg, "=")
+		var key, value string
 		switch len(m) {
 		case 2:
-			argMap[strings.ToUpper(m[0])] = m[1]
+			key, value = strings.ToUpper(m[0]), m[1]
 		case 1:
-			argMap[strings.ToUpper(m[0])] = ""
+			key = strings.ToUpper(m[0])
 		default:
 			return nil, fmt.Errorf("failed to parse arg string: %q", arg)
 		}
+		// attachgate: a keyword given twice is refused (RFC 1870, 3461,
+		// 6152 allow each at most once); v0.26.0 kept the last one, so a
+		// MAIL line read first-wins by one hop and last-wins by the next
+		// meant two different envelopes.
+		if _, dup := argMap[key]; dup {
+			return nil, errDuplicateArg(key)
+		}
+		argMap[key] = value
 	}
 	return argMap, nil
 }
