@@ -19,6 +19,9 @@ func TestParseArgsDuplicates(t *testing.T) {
 		{in: "ret=HDRS Ret=HDRS", wantDup: "RET"},
 		{in: "SMTPUTF8 smtputf8", wantDup: "SMTPUTF8"},
 		{in: "NOTIFY=NEVER BODY=7BIT NOTIFY=NEVER", wantDup: "NOTIFY"},
+		{in: "RET=HDRS\tENVID=x", want: map[string]string{"RET": "HDRS", "ENVID": "x"}},
+		// A no-break space is not a separator: one ORCPT, not two parameters.
+		{in: "ORCPT=utf-8;a@b\u00a0NOTIFY", want: map[string]string{"ORCPT": "utf-8;a@b\u00a0NOTIFY"}},
 	} {
 		got, err := parseArgs(tt.in)
 		var dup errDuplicateArg
@@ -53,6 +56,28 @@ func TestDuplicateArgReply(t *testing.T) {
 	} {
 		if got := errDuplicateArg(in).reply("MAIL"); got != want {
 			t.Errorf("reply(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestParseArgsKeywordsAreASCII: a keyword outside RFC 5321's esmtp-keyword
+// is an error (not a duplicate), and only ASCII is upper-cased, so 'ı' and
+// 'ſ' do not turn into I and S.
+func TestParseArgsKeywordsAreASCII(t *testing.T) {
+	for _, in := range []string{"NOT\u0131FY=SUCCESS", "\u017fMTPUTF8", "X\x01=1", "-X=1", "=1", "RET=HDRS =x", "K\u212a=1"} {
+		got, err := parseArgs(in)
+		var dup errDuplicateArg
+		if err == nil || errors.As(err, &dup) {
+			t.Errorf("parseArgs(%q) = %v, %v; want a malformed-keyword error", in, got, err)
+		}
+	}
+	if got := asciiUpper("ret=hdrs \u0131\u017f"); got != "RET=HDRS \u0131\u017f" {
+		t.Errorf("asciiUpper folded non-ASCII: %q", got)
+	}
+	for line, want := range map[string]string{"\u017fTARTTLS": "", "starttls": "STARTTLS", "ma\u0131l x": "", "mail FROM:<a@b>": "MAIL"} {
+		cmd, _, _ := parseCmd(line)
+		if want == "" && (cmd == "STARTTLS" || cmd == "MAIL") || want != "" && cmd != want {
+			t.Errorf("parseCmd(%q) = %q, want %q", line, cmd, want)
 		}
 	}
 }
