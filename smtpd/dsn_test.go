@@ -79,3 +79,125 @@ func TestBody8BitOnlyWhenDeclared(t *testing.T) {
 		mustContain(t, relayed, "report.pdf")
 	}
 }
+
+// TestDuplicateParametersRefused: a MAIL or RCPT parameter given twice is
+// refused with 501 5.5.4 naming it, not read as the last one: a hop in
+// front that took the first RET (or NOTIFY) and attachgate, which took the
+// last, would disagree on the envelope. The session goes on, and the next
+// hop never sees the refused command.
+func TestDuplicateParametersRefused(t *testing.T) {
+	hop, tr := recordingHop(t, withDSN)
+	gw := startGateway(t, hop.Addr)
+	c := dialRaw(t, gw.smtpAddr)
+	c.reply()
+	c.expect("EHLO client.test", "250")
+	for _, tc := range []struct{ line, want string }{
+		{"MAIL FROM:<a@example.com> RET=HDRS RET=FULL", "501 5.5.4 Duplicate MAIL parameter RET"},
+		{"MAIL FROM:<a@example.com> ENVID=a ret=HDRS envid=b", "501 5.5.4 Duplicate MAIL parameter ENVID"},
+		{"MAIL FROM:<a@example.com> SIZE=10 SIZE=99999999", "501 5.5.4 Duplicate MAIL parameter SIZE"},
+		{"MAIL FROM:<a@example.com> X\x01=1 X\x01=2", "501 5.5.4 Unable to parse MAIL ESMTP parameters"},
+		{"MAIL FROM:<a@example.com> X-A=1 X-A=2", "501 5.5.4 Duplicate MAIL parameter X-A\r\n"},
+	} {
+		if got := c.cmd(tc.line); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%q: got %q, want %q", tc.line, got, tc.want)
+		}
+	}
+	c.expect("MAIL FROM:<a@example.com> RET=HDRS", "250")
+	for _, tc := range []struct{ line, want string }{
+		{"RCPT TO:<b@example.net> NOTIFY=NEVER NOTIFY=SUCCESS", "501 5.5.4 Duplicate RCPT parameter NOTIFY"},
+		{"RCPT TO:<b@example.net> ORCPT=rfc822;b@example.net orcpt=rfc822;c@example.net", "501 5.5.4 Duplicate RCPT parameter ORCPT"},
+	} {
+		if got := c.cmd(tc.line); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%q: got %q, want %q", tc.line, got, tc.want)
+		}
+	}
+	c.expect("RCPT TO:<b@example.net> NOTIFY=FAILURE", "250")
+	c.expect("DATA", "354")
+	c.send("Subject: dup\r\n\r\nhi\r\n.\r\n")
+	if g := c.reply(); !strings.HasPrefix(g, "250 ") {
+		t.Fatalf("end of DATA: %q", g)
+	}
+	wire := tr.String()
+	for _, want := range []string{"MAIL FROM:<a@example.com> RET=HDRS\r\n", "RCPT TO:<b@example.net> NOTIFY=FAILURE\r\n"} {
+		if !strings.Contains(wire, "\n"+want) {
+			t.Errorf("next hop did not get %q; it got:\n%s", want, wire)
+		}
+	}
+	if strings.Contains(wire, "RET=FULL") || strings.Contains(wire, "NOTIFY=NEVER") || strings.Contains(wire, "NOTIFY=SUCCESS") {
+		t.Errorf("a refused parameter reached the next hop:\n%s", wire)
+	}
+}
+
+// TestNonASCIIParameterKeywordsRefused: an esmtp-keyword is ASCII letters,
+// digits and '-' (RFC 5321 4.1.2), and RET, BODY and NOTIFY values are
+// ASCII words. strings.ToUpper folds 'ı' (U+0131) to 'I' and 'ſ' (U+017F)
+// to 'S', so "NOTıFY=SUCCESS", which a hop in front reads as an unknown
+// parameter, reached the next hop as NOTIFY=SUCCESS: the same first/last
+// disagreement patch 7 closes for repeated keywords. Each is refused
+// permanently, and none reaches the next hop in its ASCII form.
+func TestNonASCIIParameterKeywordsRefused(t *testing.T) {
+	hop, tr := recordingHop(t, withDSN)
+	gw := startGateway(t, hop.Addr)
+	c := dialRaw(t, gw.smtpAddr)
+	c.reply()
+	c.expect("EHLO client.test", "250")
+	for _, line := range []string{
+		"MAIL FROM:<a@example.com> ENV\u0131D=folded",
+		"MAIL FROM:<a@example.com> \u017fMTPUTF8",
+		"MAIL FROM:<a@example.com> BODY=8B\u0131TMIME",
+	} {
+		if got := c.cmd(line); !strings.HasPrefix(got, "501 5.5.4") {
+			t.Errorf("%q: got %q, want 501 5.5.4", line, got)
+			c.cmd("RSET")
+		}
+	}
+	c.expect("MAIL FROM:<a@example.com>", "250")
+	for _, line := range []string{
+		"RCPT TO:<b@example.net> NOT\u0131FY=SUCCESS",
+		"RCPT TO:<b@example.net> NOTIFY=\u017fUCCESS",
+	} {
+		if got := c.cmd(line); !strings.HasPrefix(got, "501 5.5.4") {
+			t.Errorf("%q: got %q, want 501 5.5.4", line, got)
+		}
+	}
+	c.expect("RCPT TO:<c@example.net>", "250")
+	c.expect("DATA", "354")
+	c.send("Subject: folded\r\n\r\nhi\r\n.\r\n")
+	if g := c.reply(); !strings.HasPrefix(g, "250 ") {
+		t.Fatalf("end of DATA: %q", g)
+	}
+	for _, line := range strings.Split(tr.String(), "\r\n") {
+		if !strings.HasPrefix(line, "MAIL FROM:") && !strings.HasPrefix(line, "RCPT TO:") {
+			continue
+		}
+		for _, param := range strings.Fields(line)[2:] {
+			switch param {
+			case "ENVID=folded", "SMTPUTF8", "BODY=8BITMIME", "NOTIFY=SUCCESS":
+				t.Errorf("the next hop got %q from a non-ASCII parameter: %q", param, line)
+			}
+		}
+	}
+}
+
+// TestORCPTUnicodeSpaceNotSplitByNextHop: an ORCPT address may hold
+// non-ASCII, and go-smtp's client writes it raw in utf-8-addr-unitext when
+// the next hop offers SMTPUTF8. A U+00A0 given as \x{A0} then reaches the
+// next hop as a raw no-break space, which go-smtp (strings.Fields) splits
+// on: "ORCPT=utf-8;c@example.net\x{A0}NOTIFY" beside NOTIFY=NEVER is, at a
+// go-smtp next hop, a second NOTIFY. Whatever the gateway emits must split
+// into the same parameters on ASCII SP and on Unicode space, or be refused
+// by the gateway.
+func TestORCPTUnicodeSpaceNotSplitByNextHop(t *testing.T) {
+	hop, tr := recordingHop(t, withDSN)
+	gw := startGateway(t, hop.Addr)
+	c := dialRaw(t, gw.smtpAddr)
+	c.reply()
+	c.expect("EHLO client.test", "250")
+	c.expect("MAIL FROM:<a@example.com>", "250")
+	got := c.cmd(`RCPT TO:<c@example.net> NOTIFY=NEVER ORCPT=utf-8;c@example.net\x{A0}NOTIFY`)
+	for _, line := range strings.Split(tr.String(), "\r\n") {
+		if strings.HasPrefix(line, "RCPT TO:") && strings.Join(strings.Fields(line), " ") != line {
+			t.Errorf("the next hop got %q: a parameter boundary only Unicode-aware parsers see (gateway replied %q)", line, got)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/emersion/go-sasl"
 )
@@ -343,6 +344,11 @@ func (c *Conn) handleMail(arg string) {
 		return
 	}
 	args, err := parseArgs(p.s)
+	var dup errDuplicateArg
+	if errors.As(err, &dup) {
+		c.writeResponse(501, EnhancedCode{5, 5, 4}, dup.reply("MAIL"))
+		return
+	}
 	if err != nil {
 		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Unable to parse MAIL ESMTP parameters")
 		return
@@ -381,7 +387,7 @@ func (c *Conn) handleMail(arg string) {
 			}
 			opts.RequireTLS = true
 		case "BODY":
-			value = strings.ToUpper(value)
+			value = asciiUpper(value)
 			switch BodyType(value) {
 			case BodyBinaryMIME:
 				if !c.server.EnableBINARYMIME {
@@ -401,7 +407,7 @@ func (c *Conn) handleMail(arg string) {
 				c.writeResponse(504, EnhancedCode{5, 5, 4}, "RET is not implemented")
 				return
 			}
-			value = strings.ToUpper(value)
+			value = asciiUpper(value)
 			switch DSNReturn(value) {
 			case DSNReturnFull, DSNReturnHeaders:
 				// This space is intentionally left blank
@@ -612,7 +618,7 @@ func decodeTypedAddress(val string) (DSNAddressType, string, error) {
 	if len(tv) != 2 || tv[0] == "" || tv[1] == "" {
 		return "", "", errors.New("bad address")
 	}
-	aType, aAddr := strings.ToUpper(tv[0]), tv[1]
+	aType, aAddr := asciiUpper(tv[0]), tv[1]
 
 	var err error
 	switch DSNAddressType(aType) {
@@ -681,8 +687,10 @@ func encodeUTF8AddrUnitext(raw string) string {
 		case ch >= '!' && ch <= '~' && ch != '+' && ch != '=':
 			// printable non-space US-ASCII except '+' and '='
 			out.WriteRune(ch)
-		case ch <= '\x7F':
-			// other ASCII: CTLs, space and specials
+		case ch <= '\x7F' || unicode.IsSpace(ch):
+			// other ASCII: CTLs, space and specials; and (attachgate) any
+			// Unicode space, which parsers that split parameters on
+			// Unicode space would take for the end of the ORCPT
 			out.WriteRune('\\')
 			out.WriteRune('x')
 			out.WriteRune('{')
@@ -735,6 +743,11 @@ func (c *Conn) handleRcpt(arg string) {
 	}
 
 	args, err := parseArgs(p.s)
+	var dup errDuplicateArg
+	if errors.As(err, &dup) {
+		c.writeResponse(501, EnhancedCode{5, 5, 4}, dup.reply("RCPT"))
+		return
+	}
 	if err != nil {
 		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Unable to parse RCPT ESMTP parameters")
 		return
@@ -751,7 +764,7 @@ func (c *Conn) handleRcpt(arg string) {
 			}
 			notify := []DSNNotify{}
 			for _, val := range strings.Split(value, ",") {
-				notify = append(notify, DSNNotify(strings.ToUpper(val)))
+				notify = append(notify, DSNNotify(asciiUpper(val)))
 			}
 			if err := checkNotifySet(notify); err != nil {
 				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Malformed NOTIFY parameter value")
@@ -841,7 +854,7 @@ func (c *Conn) handleAuth(arg string) {
 		return
 	}
 
-	mechanism := strings.ToUpper(parts[0])
+	mechanism := asciiUpper(parts[0])
 
 	// Parse client initial response if there is one
 	var ir []byte

@@ -20,14 +20,14 @@ func parseCmd(line string) (cmd string, arg string, err error) {
 
 	l := len(line)
 	switch {
-	case strings.HasPrefix(strings.ToUpper(line), "STARTTLS"):
+	case strings.HasPrefix(asciiUpper(line), "STARTTLS"):
 		return "STARTTLS", "", nil
 	case l == 0:
 		return "", "", nil
 	case l < 4:
 		return "", "", fmt.Errorf("command too short: %q", line)
 	case l == 4:
-		return strings.ToUpper(line), "", nil
+		return asciiUpper(line), "", nil
 	case l == 5:
 		// Too long to be only command, too short to have args
 		return "", "", fmt.Errorf("mangled command: %q", line)
@@ -39,7 +39,7 @@ func parseCmd(line string) (cmd string, arg string, err error) {
 		return "", "", fmt.Errorf("mangled command: %q", line)
 	}
 
-	return strings.ToUpper(line[0:4]), strings.TrimSpace(line[5:]), nil
+	return asciiUpper(line[0:4]), strings.TrimSpace(line[5:]), nil
 }
 
 // Takes the arguments proceeding a command and files them
@@ -49,18 +49,80 @@ func parseCmd(line string) (cmd string, arg string, err error) {
 //	" BODY=8BITMIME SIZE=1024 SMTPUTF8"
 //
 // The leading space is mandatory.
+// errDuplicateArg is returned by parseArgs for a keyword given twice.
+type errDuplicateArg string
+
+func (e errDuplicateArg) Error() string { return "duplicate parameter " + string(e) }
+
+// reply names the keyword only when it is one (RFC 5321 esmtp-keyword, at
+// most 20 characters), so the reply does not echo arbitrary client bytes.
+func (e errDuplicateArg) reply(verb string) string {
+	if k := string(e); len(k) <= 20 && isKeyword(k) {
+		return "Duplicate " + verb + " parameter " + k
+	}
+	return "Duplicate " + verb + " parameter"
+}
+
+// isKeyword reports whether k is an upper-cased esmtp-keyword:
+// (ALPHA / DIGIT) *(ALPHA / DIGIT / "-").
+func isKeyword(k string) bool {
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' && i > 0) {
+			return false
+		}
+	}
+	return k != ""
+}
+
+// asciiUpper upper-cases ASCII letters only: parameter keywords and values
+// such as RET=hdrs are ASCII, and Unicode case folding would turn other
+// letters into ASCII ones.
+func asciiUpper(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'a' && c <= 'z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if b[j] >= 'a' && b[j] <= 'z' {
+					b[j] -= 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
 func parseArgs(s string) (map[string]string, error) {
 	argMap := map[string]string{}
-	for _, arg := range strings.Fields(s) {
+	// attachgate: parameters are separated by ASCII space (RFC 5321 4.1.2;
+	// tab tolerated), keywords are ASCII letters, digits and '-', and only
+	// ASCII is upper-cased. v0.26.0 split on any Unicode space and upper-
+	// cased with strings.ToUpper, which folds 'ı' to 'I' and 'ſ' to 'S':
+	// "NOTıFY=SUCCESS", an unknown parameter to a hop in front, was NOTIFY
+	// here, and a no-break space inside an ORCPT split it in two.
+	for _, arg := range strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == '\t' }) {
 		m := strings.Split(arg, "=")
+		var key, value string
 		switch len(m) {
 		case 2:
-			argMap[strings.ToUpper(m[0])] = m[1]
+			key, value = asciiUpper(m[0]), m[1]
 		case 1:
-			argMap[strings.ToUpper(m[0])] = ""
+			key = asciiUpper(m[0])
 		default:
 			return nil, fmt.Errorf("failed to parse arg string: %q", arg)
 		}
+		if !isKeyword(key) {
+			return nil, fmt.Errorf("malformed parameter keyword in %q", arg)
+		}
+		// attachgate: a keyword given twice is refused (RFC 1870, 3461,
+		// 6152 allow each at most once); v0.26.0 kept the last one, so a
+		// MAIL line read first-wins by one hop and last-wins by the next
+		// meant two different envelopes.
+		if _, dup := argMap[key]; dup {
+			return nil, errDuplicateArg(key)
+		}
+		argMap[key] = value
 	}
 	return argMap, nil
 }
