@@ -25,14 +25,26 @@ func TestDSNParametersReachNextHop(t *testing.T) {
 	c.expect(mail, "250")
 	c.expect(rcpt, "250")
 	c.expect("RCPT TO:<c@example.net> NOTIFY=NEVER", "250")
+	sendSmallMessage(t, c, "dsn")
+	wantOnWire(t, tr, mail, rcpt, "RCPT TO:<c@example.net> NOTIFY=NEVER")
+}
+
+// sendSmallMessage sends DATA with a one-line message and wants its 250.
+func sendSmallMessage(t *testing.T, c *rawConn, subject string) {
+	t.Helper()
 	c.expect("DATA", "354")
-	c.send("Subject: dsn\r\n\r\nhi\r\n.\r\n")
+	c.send("Subject: " + subject + "\r\n\r\nhi\r\n.\r\n")
 	if g := c.reply(); !strings.HasPrefix(g, "250 ") {
 		t.Fatalf("end of DATA: %q", g)
 	}
+}
+
+// wantOnWire checks that the next hop got each command line as written.
+func wantOnWire(t *testing.T, tr *transcript, lines ...string) {
+	t.Helper()
 	wire := tr.String()
-	for _, want := range []string{mail + "\r\n", rcpt + "\r\n", "RCPT TO:<c@example.net> NOTIFY=NEVER\r\n"} {
-		if !strings.Contains(wire, "\n"+want) {
+	for _, want := range lines {
+		if !strings.Contains(wire, "\n"+want+"\r\n") {
 			t.Errorf("next hop did not get %q; it got:\n%s", want, wire)
 		}
 	}
@@ -112,17 +124,9 @@ func TestDuplicateParametersRefused(t *testing.T) {
 		}
 	}
 	c.expect("RCPT TO:<b@example.net> NOTIFY=FAILURE", "250")
-	c.expect("DATA", "354")
-	c.send("Subject: dup\r\n\r\nhi\r\n.\r\n")
-	if g := c.reply(); !strings.HasPrefix(g, "250 ") {
-		t.Fatalf("end of DATA: %q", g)
-	}
+	sendSmallMessage(t, c, "dup")
+	wantOnWire(t, tr, "MAIL FROM:<a@example.com> RET=HDRS", "RCPT TO:<b@example.net> NOTIFY=FAILURE")
 	wire := tr.String()
-	for _, want := range []string{"MAIL FROM:<a@example.com> RET=HDRS\r\n", "RCPT TO:<b@example.net> NOTIFY=FAILURE\r\n"} {
-		if !strings.Contains(wire, "\n"+want) {
-			t.Errorf("next hop did not get %q; it got:\n%s", want, wire)
-		}
-	}
 	if strings.Contains(wire, "RET=FULL") || strings.Contains(wire, "NOTIFY=NEVER") || strings.Contains(wire, "NOTIFY=SUCCESS") {
 		t.Errorf("a refused parameter reached the next hop:\n%s", wire)
 	}
@@ -161,11 +165,7 @@ func TestNonASCIIParameterKeywordsRefused(t *testing.T) {
 		}
 	}
 	c.expect("RCPT TO:<c@example.net>", "250")
-	c.expect("DATA", "354")
-	c.send("Subject: folded\r\n\r\nhi\r\n.\r\n")
-	if g := c.reply(); !strings.HasPrefix(g, "250 ") {
-		t.Fatalf("end of DATA: %q", g)
-	}
+	sendSmallMessage(t, c, "folded")
 	for _, line := range strings.Split(tr.String(), "\r\n") {
 		if !strings.HasPrefix(line, "MAIL FROM:") && !strings.HasPrefix(line, "RCPT TO:") {
 			continue

@@ -1,7 +1,7 @@
 // Package testsupport owns the helpers tests of several packages share:
-// wait loops with generous deadlines (never timed assertions) and message
-// builders. It imports nothing of attachgate, so any package's tests may
-// use it.
+// wait loops with generous deadlines (never timed assertions), message
+// builders and free ports for daemons a test starts. It imports nothing of
+// attachgate, so any package's tests may use it.
 package testsupport
 
 import (

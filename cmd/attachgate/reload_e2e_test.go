@@ -216,32 +216,15 @@ func waitLog(t *testing.T, d *daemon, s string) {
 // never come (nothing listens) with no word why.
 func TestSIGHUPMetricsNetworksWithAdminOff(t *testing.T) {
 	hop := smtptest.NewServer(t, smtptest.Behaviour{})
-	dir := t.TempDir()
-	smtpAddr, linkAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	base := fmt.Sprintf(`smtp:
-  listen: %q
-  hostname: "gw.test"
-  trusted_networks: ["127.0.0.0/8"]
-next_hop:
-  address: %q
-  tls: none
-links:
-  listen: %q
-  base_url: "http://%s"
-storage:
-  dir: %q
-admin:
-  listen: %q
-`, smtpAddr, hop.Addr, linkAddr, linkAddr, dir+"/data", adminAddr)
-	d := &daemon{t: t, dir: dir, config: dir + "/attachgate.yaml", smtpAddr: smtpAddr,
-		linkURL: "http://" + linkAddr, log: &lockedBuffer{}, exited: make(chan error, 1)}
-	if err := os.WriteFile(d.config, []byte(base), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d.start()
+	d := startDaemon(t, hop.Addr, fmt.Sprintf("admin:\n  listen: %q\n", freeAddr(t)))
 	waitLog(t, d, "attachgate serving")
 	waitLog(t, d, "admin API off")
-	if err := os.WriteFile(d.config, []byte(base+"  metrics_networks: [\"127.0.0.1\"]\n"), 0o600); err != nil {
+	cfg, err := os.ReadFile(d.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The admin section is last: the line lands under admin.
+	if err := os.WriteFile(d.config, append(cfg, "  metrics_networks: [\"127.0.0.1\"]\n"...), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	d.cmd.Process.Signal(syscall.SIGHUP)

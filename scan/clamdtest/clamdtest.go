@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/attachgate/attachgate/scan"
+	"github.com/attachgate/attachgate/testsupport"
 )
 
 // EICAR is the anti-virus test file: every scanner reports it, it harms
@@ -181,11 +181,5 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 	return w.s.log.Write(p)
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort is never one another helper of this test binary handed out.
+func freePort() (int, error) { return testsupport.FreePort() }
