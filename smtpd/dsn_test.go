@@ -29,6 +29,24 @@ func TestDSNParametersReachNextHop(t *testing.T) {
 	wantOnWire(t, tr, mail, rcpt, "RCPT TO:<c@example.net> NOTIFY=NEVER")
 }
 
+// cmdReply is a command line and the start of the reply it must get.
+type cmdReply struct{ line, want string }
+
+// wantReplies sends each line and checks its reply. A MAIL accepted
+// against expectations is reset, so the next line still runs.
+func wantReplies(t *testing.T, c *rawConn, cmds []cmdReply) {
+	t.Helper()
+	for _, tc := range cmds {
+		got := c.cmd(tc.line)
+		if !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%q: got %q, want %q", tc.line, got, tc.want)
+			if strings.HasPrefix(tc.line, "MAIL ") && strings.HasPrefix(got, "250") {
+				c.cmd("RSET")
+			}
+		}
+	}
+}
+
 // sendSmallMessage sends DATA with a one-line message and wants its 250.
 func sendSmallMessage(t *testing.T, c *rawConn, subject string) {
 	t.Helper()
@@ -103,26 +121,18 @@ func TestDuplicateParametersRefused(t *testing.T) {
 	c := dialRaw(t, gw.smtpAddr)
 	c.reply()
 	c.expect("EHLO client.test", "250")
-	for _, tc := range []struct{ line, want string }{
+	wantReplies(t, c, []cmdReply{
 		{"MAIL FROM:<a@example.com> RET=HDRS RET=FULL", "501 5.5.4 Duplicate MAIL parameter RET"},
 		{"MAIL FROM:<a@example.com> ENVID=a ret=HDRS envid=b", "501 5.5.4 Duplicate MAIL parameter ENVID"},
 		{"MAIL FROM:<a@example.com> SIZE=10 SIZE=99999999", "501 5.5.4 Duplicate MAIL parameter SIZE"},
 		{"MAIL FROM:<a@example.com> X\x01=1 X\x01=2", "501 5.5.4 Unable to parse MAIL ESMTP parameters"},
 		{"MAIL FROM:<a@example.com> X-A=1 X-A=2", "501 5.5.4 Duplicate MAIL parameter X-A\r\n"},
-	} {
-		if got := c.cmd(tc.line); !strings.HasPrefix(got, tc.want) {
-			t.Errorf("%q: got %q, want %q", tc.line, got, tc.want)
-		}
-	}
+	})
 	c.expect("MAIL FROM:<a@example.com> RET=HDRS", "250")
-	for _, tc := range []struct{ line, want string }{
+	wantReplies(t, c, []cmdReply{
 		{"RCPT TO:<b@example.net> NOTIFY=NEVER NOTIFY=SUCCESS", "501 5.5.4 Duplicate RCPT parameter NOTIFY"},
 		{"RCPT TO:<b@example.net> ORCPT=rfc822;b@example.net orcpt=rfc822;c@example.net", "501 5.5.4 Duplicate RCPT parameter ORCPT"},
-	} {
-		if got := c.cmd(tc.line); !strings.HasPrefix(got, tc.want) {
-			t.Errorf("%q: got %q, want %q", tc.line, got, tc.want)
-		}
-	}
+	})
 	c.expect("RCPT TO:<b@example.net> NOTIFY=FAILURE", "250")
 	sendSmallMessage(t, c, "dup")
 	wantOnWire(t, tr, "MAIL FROM:<a@example.com> RET=HDRS", "RCPT TO:<b@example.net> NOTIFY=FAILURE")
@@ -145,25 +155,16 @@ func TestNonASCIIParameterKeywordsRefused(t *testing.T) {
 	c := dialRaw(t, gw.smtpAddr)
 	c.reply()
 	c.expect("EHLO client.test", "250")
-	for _, line := range []string{
-		"MAIL FROM:<a@example.com> ENV\u0131D=folded",
-		"MAIL FROM:<a@example.com> \u017fMTPUTF8",
-		"MAIL FROM:<a@example.com> BODY=8B\u0131TMIME",
-	} {
-		if got := c.cmd(line); !strings.HasPrefix(got, "501 5.5.4") {
-			t.Errorf("%q: got %q, want 501 5.5.4", line, got)
-			c.cmd("RSET")
-		}
-	}
+	wantReplies(t, c, []cmdReply{
+		{"MAIL FROM:<a@example.com> ENV\u0131D=folded", "501 5.5.4"},
+		{"MAIL FROM:<a@example.com> \u017fMTPUTF8", "501 5.5.4"},
+		{"MAIL FROM:<a@example.com> BODY=8B\u0131TMIME", "501 5.5.4"},
+	})
 	c.expect("MAIL FROM:<a@example.com>", "250")
-	for _, line := range []string{
-		"RCPT TO:<b@example.net> NOT\u0131FY=SUCCESS",
-		"RCPT TO:<b@example.net> NOTIFY=\u017fUCCESS",
-	} {
-		if got := c.cmd(line); !strings.HasPrefix(got, "501 5.5.4") {
-			t.Errorf("%q: got %q, want 501 5.5.4", line, got)
-		}
-	}
+	wantReplies(t, c, []cmdReply{
+		{"RCPT TO:<b@example.net> NOT\u0131FY=SUCCESS", "501 5.5.4"},
+		{"RCPT TO:<b@example.net> NOTIFY=\u017fUCCESS", "501 5.5.4"},
+	})
 	c.expect("RCPT TO:<c@example.net>", "250")
 	sendSmallMessage(t, c, "folded")
 	for _, line := range strings.Split(tr.String(), "\r\n") {
