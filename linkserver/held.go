@@ -7,18 +7,21 @@ package linkserver
 // with the landing page's CSRF protection (cross-origin check, the
 // SameSite=Strict cookie, and a form token bound to this link's token
 // hash). Unknown tokens answer 404; used, decided, expired links and
-// messages no longer held answer 410 with a page that says which.
+// messages no longer held answer 410 with a page that says which. Every
+// refused POST, and every unknown token, is audited as hold.refused.
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
 	"strconv"
 	"time"
 
+	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/quarantine"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/store"
@@ -188,6 +191,7 @@ func (s *Server) handleHeldAct(w http.ResponseWriter, r *http.Request) {
 	if len(token) > maxTokenLen || !s.csrfValid(r, store.HashToken(token), s.now()) {
 		// A forged form token is bound to the link's token hash: one made
 		// for another link, or none, is refused before any lookup.
+		s.heldRefused(r, quarantine.Ticket{}, "csrf")
 		s.renderError(w, r, pageCSRF)
 		return
 	}
@@ -205,7 +209,16 @@ func (s *Server) handleHeldAct(w http.ResponseWriter, r *http.Request) {
 		s.renderHeld(w, r, http.StatusAccepted, p)
 		return
 	case errors.Is(err, quarantine.ErrTicketClosed):
+		s.heldRefused(r, t, closedReason(t.State))
 		s.heldClosed(w, r, t)
+		return
+	case errors.Is(err, quarantine.ErrNotAnAction):
+		s.heldRefused(r, t, "not_an_action")
+		s.heldError(w, r, t, err)
+		return
+	case errors.Is(err, quarantine.ErrNotFound):
+		s.heldRefused(r, t, "gone") // released or deleted by an admin meanwhile
+		s.heldError(w, r, t, err)
 		return
 	case err != nil:
 		s.heldError(w, r, t, err)
@@ -298,9 +311,41 @@ func tr(r *http.Request, en, ja string) string {
 	return en
 }
 
+// heldRefused puts a refused use of a held message's link on record
+// (hold.refused). Unknown links and forged forms count towards the
+// client's denial limit, as on the download pages, so guessing /h/ tokens
+// is throttled like guessing /d/ ones; a click on a closed link does not.
+func (s *Server) heldRefused(r *http.Request, t quarantine.Ticket, reason string) {
+	e := s.webEvent(r, audit.TypeHoldRefused)
+	e.Reason = reason
+	if t.ItemID != "" {
+		e.MessageID, e.Sender = t.ItemID, t.Sender
+		e.Detail = fmt.Sprintf("%s link mailed to %s", t.Kind, t.Party)
+	}
+	if reason == "csrf" || reason == "unknown" {
+		s.denials.deny(r, e)
+		return
+	}
+	_ = s.record(r, e) // logged there; the answer is a refusal anyway
+}
+
+// closedReason names why a link can no longer act, for hold.refused.
+func closedReason(st quarantine.TicketState) string {
+	switch st {
+	case quarantine.TicketUsed:
+		return "used"
+	case quarantine.TicketDecided:
+		return "decided"
+	case quarantine.TicketExpired:
+		return "expired"
+	}
+	return "gone"
+}
+
 func (s *Server) heldError(w http.ResponseWriter, r *http.Request, t quarantine.Ticket, err error) {
 	switch {
 	case errors.Is(err, quarantine.ErrTokenUnknown):
+		s.heldRefused(r, t, "unknown")
 		s.renderError(w, r, pageNotFound)
 	case errors.Is(err, quarantine.ErrNotAnAction):
 		w.Header().Set("Allow", "GET, HEAD")

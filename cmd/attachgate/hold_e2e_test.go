@@ -237,6 +237,25 @@ func TestHoldCancelNeverDelivers(t *testing.T) {
 	if n := mailsFor(hop, "bob@example.net"); n != 0 {
 		t.Fatalf("a cancelled message reached the recipient (%d)", n)
 	}
+	// Every refusal above is on record: the three forged forms, the
+	// replay (naming the message and what its link was), the forged token.
+	var reasons []string
+	for _, e := range exportEvents(t, d) {
+		if e["type"] != "hold.refused" {
+			continue
+		}
+		reasons = append(reasons, fmt.Sprint(e["reason"]))
+		if e["reason"] == "used" && (e["message_id"] == nil ||
+			!strings.Contains(fmt.Sprint(e["detail"]), "cancel link mailed to alice@example.com")) {
+			t.Errorf("hold.refused (used) does not say which message and link: %v", e)
+		}
+		if e["actor"] != "web" || e["client_addr"] == nil {
+			t.Errorf("hold.refused without the web client: %v", e)
+		}
+	}
+	if want := []string{"csrf", "csrf", "csrf", "used", "unknown"}; !slices.Equal(reasons, want) {
+		t.Errorf("hold.refused reasons %v, want %v", reasons, want)
+	}
 }
 
 func TestHoldSendNowDelivers(t *testing.T) {
@@ -559,5 +578,37 @@ func TestApprovalTwoInstancesOneDecides(t *testing.T) {
 	}
 	if decided != 1 {
 		t.Fatalf("%d approval decisions audited, want 1", decided)
+	}
+}
+
+// TestHeldGuessingIsLimited: guessing /h/ tokens is throttled like guessing
+// /d/ ones. Each unknown token is a hold.refused (reason unknown) and counts
+// towards the client's denials: after 60 in a minute the client gets 429 on
+// every link route. Before, /h/ refusals were neither counted nor audited.
+func TestHeldGuessingIsLimited(t *testing.T) {
+	t.Parallel()
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	d := startDaemon(t, hop.Addr, heldPolicy(holdRule))
+	waitLog(t, d, "attachgate serving")
+	b := newHeldClient(t)
+	codes := map[int]int{}
+	for i := range 70 {
+		code, _ := b.get(fmt.Sprintf("%s/h/%s%02d", d.linkURL, strings.Repeat("G", 41), i))
+		codes[code]++
+	}
+	if codes[http.StatusNotFound] != 60 || codes[http.StatusTooManyRequests] != 10 {
+		t.Fatalf("70 guessed /h/ tokens: %v, want 60 × 404 then 10 × 429", codes)
+	}
+	if code, _ := b.get(d.linkURL + "/d/" + strings.Repeat("G", 43)); code != http.StatusTooManyRequests {
+		t.Fatalf("a /d/ link after the /h/ guesses: %d, want 429 (one limit per client)", code)
+	}
+	unknown := 0
+	for _, e := range exportEvents(t, d) {
+		if e["type"] == "hold.refused" && e["reason"] == "unknown" {
+			unknown++
+		}
+	}
+	if unknown != 10 {
+		t.Fatalf("%d hold.refused (unknown) events recorded one by one, want the first 10 (the rest are aggregated when the minute ends)", unknown)
 	}
 }
