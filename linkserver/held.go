@@ -8,7 +8,7 @@ package linkserver
 // SameSite=Strict cookie, and a form token bound to this link's token
 // hash). Unknown tokens answer 404; used, decided, expired links and
 // messages no longer held answer 410 with a page that says which. Every
-// refused POST, and every unknown token, is audited as hold.refused.
+// refused POST is audited as hold.refused.
 
 import (
 	"bytes"
@@ -191,7 +191,7 @@ func (s *Server) handleHeldAct(w http.ResponseWriter, r *http.Request) {
 	if len(token) > maxTokenLen || !s.csrfValid(r, store.HashToken(token), s.now()) {
 		// A forged form token is bound to the link's token hash: one made
 		// for another link, or none, is refused before any lookup.
-		s.heldRefused(r, quarantine.Ticket{}, "csrf")
+		s.heldForgedPost(r, token)
 		s.renderError(w, r, pageCSRF)
 		return
 	}
@@ -212,8 +212,9 @@ func (s *Server) handleHeldAct(w http.ResponseWriter, r *http.Request) {
 		s.heldRefused(r, t, closedReason(t.State))
 		s.heldClosed(w, r, t)
 		return
-	case errors.Is(err, quarantine.ErrNotAnAction):
-		s.heldRefused(r, t, "not_an_action")
+	case errors.Is(err, quarantine.ErrTokenUnknown):
+		// Purged after its page was shown.
+		s.heldRefused(r, t, "unknown")
 		s.heldError(w, r, t, err)
 		return
 	case errors.Is(err, quarantine.ErrNotFound):
@@ -311,10 +312,31 @@ func tr(r *http.Request, en, ja string) string {
 	return en
 }
 
-// heldRefused puts a refused use of a held message's link on record
-// (hold.refused). Unknown links and forged forms count towards the
-// client's denial limit, as on the download pages, so guessing /h/ tokens
-// is throttled like guessing /d/ ones; a click on a closed link does not.
+// heldForgedPost puts a POST without a valid form on record: csrf,
+// naming the message and link when the token is one (a read, as the page's
+// GET does; the denial limit bounds how many), or unknown.
+func (s *Server) heldForgedPost(r *http.Request, token string) {
+	reason, t := "unknown", quarantine.Ticket{}
+	if len(token) <= maxTokenLen {
+		ctx, cancel := storeContext(r)
+		defer cancel()
+		tk, err := s.held.Ticket(ctx, token)
+		if !errors.Is(err, quarantine.ErrTokenUnknown) {
+			reason = "csrf"
+		}
+		if err == nil {
+			t = tk
+		}
+	}
+	s.heldRefused(r, t, reason)
+}
+
+// heldRefused puts a refused POST on a held message's link on record
+// (hold.refused). Like a refused POST on /d/, it counts towards the
+// client's denial limit and is aggregated beyond the burst, so replaying a
+// used link's form cannot flood the audit log. GET and HEAD are never
+// counted: an unknown token on GET is a plain 404, as on /d/, so a page's
+// images pointing at invented links cannot lock a client out.
 func (s *Server) heldRefused(r *http.Request, t quarantine.Ticket, reason string) {
 	e := s.webEvent(r, audit.TypeHoldRefused)
 	e.Reason = reason
@@ -322,11 +344,7 @@ func (s *Server) heldRefused(r *http.Request, t quarantine.Ticket, reason string
 		e.MessageID, e.Sender = t.ItemID, t.Sender
 		e.Detail = fmt.Sprintf("%s link mailed to %s", t.Kind, t.Party)
 	}
-	if reason == "csrf" || reason == "unknown" {
-		s.denials.deny(r, e)
-		return
-	}
-	_ = s.record(r, e) // logged there; the answer is a refusal anyway
+	s.denials.deny(r, e)
 }
 
 // closedReason names why a link can no longer act, for hold.refused.
@@ -345,7 +363,6 @@ func closedReason(st quarantine.TicketState) string {
 func (s *Server) heldError(w http.ResponseWriter, r *http.Request, t quarantine.Ticket, err error) {
 	switch {
 	case errors.Is(err, quarantine.ErrTokenUnknown):
-		s.heldRefused(r, t, "unknown")
 		s.renderError(w, r, pageNotFound)
 	case errors.Is(err, quarantine.ErrNotAnAction):
 		w.Header().Set("Allow", "GET, HEAD")
