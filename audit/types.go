@@ -62,6 +62,11 @@ const (
 	TypeApprovalApproved  EventType = "approval.approved"
 	TypeApprovalRejected  EventType = "approval.rejected"
 	TypeApprovalExpired   EventType = "approval.expired"
+	// TypeHoldRefused: a held message's link (sender's cancel or send
+	// now, approver's approve or reject) was refused: a form not issued
+	// by its page (csrf), an unknown link (also on GET), or a POST on a
+	// link already used, decided, expired or whose message is gone.
+	TypeHoldRefused EventType = "hold.refused"
 
 	// AdminTypePrefix starts the type of every admin action
 	// ("admin.token.created", "admin.link.revoke", ...). Admin types are an
@@ -96,6 +101,7 @@ var fixedTypes = []EventType{
 	TypeVerifySent, TypeVerifyOK, TypeVerifyFailed, TypeVerifyLocked,
 	TypeHoldCancelled, TypeHoldSentNow,
 	TypeApprovalRequested, TypeApprovalApproved, TypeApprovalRejected, TypeApprovalExpired,
+	TypeHoldRefused,
 }
 
 // Types returns the fixed event types in documentation order; admin types

@@ -7,18 +7,21 @@ package linkserver
 // with the landing page's CSRF protection (cross-origin check, the
 // SameSite=Strict cookie, and a form token bound to this link's token
 // hash). Unknown tokens answer 404; used, decided, expired links and
-// messages no longer held answer 410 with a page that says which.
+// messages no longer held answer 410 with a page that says which. Every
+// refused POST is audited as hold.refused.
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
 	"strconv"
 	"time"
 
+	"github.com/attachgate/attachgate/audit"
 	"github.com/attachgate/attachgate/quarantine"
 	"github.com/attachgate/attachgate/relay"
 	"github.com/attachgate/attachgate/store"
@@ -188,6 +191,7 @@ func (s *Server) handleHeldAct(w http.ResponseWriter, r *http.Request) {
 	if len(token) > maxTokenLen || !s.csrfValid(r, store.HashToken(token), s.now()) {
 		// A forged form token is bound to the link's token hash: one made
 		// for another link, or none, is refused before any lookup.
+		s.heldForgedPost(r, token)
 		s.renderError(w, r, pageCSRF)
 		return
 	}
@@ -205,7 +209,17 @@ func (s *Server) handleHeldAct(w http.ResponseWriter, r *http.Request) {
 		s.renderHeld(w, r, http.StatusAccepted, p)
 		return
 	case errors.Is(err, quarantine.ErrTicketClosed):
+		s.heldRefused(r, t, closedReason(t.State))
 		s.heldClosed(w, r, t)
+		return
+	case errors.Is(err, quarantine.ErrTokenUnknown):
+		// Purged after its page was shown.
+		s.heldRefused(r, t, "unknown")
+		s.heldError(w, r, t, err)
+		return
+	case errors.Is(err, quarantine.ErrNotFound):
+		s.heldRefused(r, t, "gone") // released or deleted by an admin meanwhile
+		s.heldError(w, r, t, err)
 		return
 	case err != nil:
 		s.heldError(w, r, t, err)
@@ -296,6 +310,54 @@ func tr(r *http.Request, en, ja string) string {
 		return ja
 	}
 	return en
+}
+
+// heldForgedPost puts a POST without a valid form on record: csrf,
+// naming the message and link when the token is one (a read, as the page's
+// GET does; the denial limit bounds how many), or unknown.
+func (s *Server) heldForgedPost(r *http.Request, token string) {
+	reason, t := "unknown", quarantine.Ticket{}
+	if len(token) <= maxTokenLen {
+		ctx, cancel := storeContext(r)
+		defer cancel()
+		tk, err := s.held.Ticket(ctx, token)
+		if !errors.Is(err, quarantine.ErrTokenUnknown) {
+			reason = "csrf"
+		}
+		if err == nil {
+			t = tk
+		}
+	}
+	s.heldRefused(r, t, reason)
+}
+
+// heldRefused puts a refused POST on a held message's link on record
+// (hold.refused). Like a refused POST on /d/, it counts towards the
+// client's denial limit and is aggregated beyond the burst, so replaying a
+// used link's form cannot flood the audit log. GET and HEAD are never
+// counted: an unknown token on GET is a plain 404, as on /d/, so a page's
+// images pointing at invented links cannot lock a client out.
+func (s *Server) heldRefused(r *http.Request, t quarantine.Ticket, reason string) {
+	e := s.webEvent(r, audit.TypeHoldRefused)
+	e.Reason = reason
+	if t.ItemID != "" {
+		e.MessageID, e.Sender = t.ItemID, t.Sender
+		e.Detail = fmt.Sprintf("%s link mailed to %s", t.Kind, t.Party)
+	}
+	s.denials.deny(r, e)
+}
+
+// closedReason names why a link can no longer act, for hold.refused.
+func closedReason(st quarantine.TicketState) string {
+	switch st {
+	case quarantine.TicketUsed:
+		return "used"
+	case quarantine.TicketDecided:
+		return "decided"
+	case quarantine.TicketExpired:
+		return "expired"
+	}
+	return "gone"
 }
 
 func (s *Server) heldError(w http.ResponseWriter, r *http.Request, t quarantine.Ticket, err error) {

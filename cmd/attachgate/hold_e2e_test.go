@@ -237,6 +237,26 @@ func TestHoldCancelNeverDelivers(t *testing.T) {
 	if n := mailsFor(hop, "bob@example.net"); n != 0 {
 		t.Fatalf("a cancelled message reached the recipient (%d)", n)
 	}
+	// Every refused POST above is on record: the three forged forms and
+	// the replay (naming the message and what its link was); the GET of a
+	// forged token is a plain 404, as on /d/.
+	var reasons []string
+	for _, e := range exportEvents(t, d) {
+		if e["type"] != "hold.refused" {
+			continue
+		}
+		reasons = append(reasons, fmt.Sprint(e["reason"]))
+		if e["reason"] == "used" && (e["message_id"] == nil ||
+			!strings.Contains(fmt.Sprint(e["detail"]), "cancel link mailed to alice@example.com")) {
+			t.Errorf("hold.refused (used) does not say which message and link: %v", e)
+		}
+		if e["actor"] != "web" || e["client_addr"] == nil {
+			t.Errorf("hold.refused without the web client: %v", e)
+		}
+	}
+	if want := []string{"csrf", "csrf", "csrf", "used"}; !slices.Equal(reasons, want) {
+		t.Errorf("hold.refused reasons %v, want %v", reasons, want)
+	}
 }
 
 func TestHoldSendNowDelivers(t *testing.T) {
@@ -559,5 +579,46 @@ func TestApprovalTwoInstancesOneDecides(t *testing.T) {
 	}
 	if decided != 1 {
 		t.Fatalf("%d approval decisions audited, want 1", decided)
+	}
+}
+
+// TestHeldGuessingIsLimited: forged POSTs on /h/ are throttled like those
+// on /d/. Each is a hold.refused (reason unknown for an invented token) and
+// counts towards the client's denials: after 60 in a minute the client gets
+// 429 on every link route. GETs of invented tokens are plain 404s that
+// count nothing (a page's images must not lock a client out). Before, /h/
+// refusals were neither counted nor audited.
+func TestHeldGuessingIsLimited(t *testing.T) {
+	t.Parallel()
+	hop := smtptest.NewServer(t, smtptest.Behaviour{})
+	d := startDaemon(t, hop.Addr, heldPolicy(holdRule))
+	waitLog(t, d, "attachgate serving")
+	b := newHeldClient(t)
+	invented := func(i int) string { return fmt.Sprintf("%s/h/%s%02d", d.linkURL, strings.Repeat("G", 41), i) }
+	for i := range 70 {
+		if code, _ := b.get(invented(i)); code != http.StatusNotFound {
+			t.Fatalf("GET of invented token %d: %d, want 404 (GETs count nothing)", i, code)
+		}
+	}
+	codes := map[int]int{}
+	for i := range 70 {
+		code, _ := b.post(invented(i), url.Values{"csrf": {"x"}}, nil)
+		codes[code]++
+	}
+	if codes[http.StatusForbidden] != 60 || codes[http.StatusTooManyRequests] != 10 {
+		t.Fatalf("70 forged POSTs on invented /h/ tokens: %v, want 60 × 403 then 10 × 429", codes)
+	}
+	if code, _ := b.get(d.linkURL + "/d/" + strings.Repeat("G", 43)); code != http.StatusTooManyRequests {
+		t.Fatalf("a /d/ link after the /h/ POSTs: %d, want 429 (one limit per client)", code)
+	}
+	single := 0
+	for _, e := range exportEvents(t, d) {
+		if e["type"] == "hold.refused" && e["reason"] == "unknown" &&
+			!strings.HasPrefix(fmt.Sprint(e["detail"]), "aggregated:") {
+			single++
+		}
+	}
+	if single != 10 {
+		t.Fatalf("%d hold.refused (unknown) events recorded one by one, want the first 10 (the rest are aggregated when the minute ends)", single)
 	}
 }
