@@ -129,8 +129,9 @@ type Options struct {
 type Server struct {
 	// tokens is replaced whole by SetTokens (SIGHUP); each request uses
 	// the slice it loaded.
-	tokens         atomic.Pointer[[]Token]
-	trustedProxies []netip.Prefix
+	tokens atomic.Pointer[[]Token]
+	// trustedProxies is replaced whole by SetTrustedProxies (SIGHUP).
+	trustedProxies atomic.Pointer[[]netip.Prefix]
 	store          store.Store
 	audit          audit.Recorder
 	export         AuditExporter
@@ -161,24 +162,19 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	proxies := make([]netip.Prefix, len(o.TrustedProxies))
-	for i, p := range o.TrustedProxies {
-		if !p.IsValid() {
-			return nil, fmt.Errorf("admin: Options.TrustedProxies[%d] is not a valid prefix", i)
-		}
-		proxies[i] = p.Masked()
-	}
 	s := &Server{
-		trustedProxies: proxies,
-		store:          o.Store,
-		audit:          o.Audit,
-		export:         o.Export,
-		quarantine:     o.Quarantine,
-		inFlight:       o.InFlight,
-		location:       o.Location,
-		log:            o.Logger,
-		now:            o.Now,
-		metrics:        o.Metrics,
+		store:      o.Store,
+		audit:      o.Audit,
+		export:     o.Export,
+		quarantine: o.Quarantine,
+		inFlight:   o.InFlight,
+		location:   o.Location,
+		log:        o.Logger,
+		now:        o.Now,
+		metrics:    o.Metrics,
+	}
+	if err := s.SetTrustedProxies(o.TrustedProxies); err != nil {
+		return nil, err
 	}
 	if err := s.SetMetricsNetworks(o.MetricsNetworks); err != nil {
 		return nil, err
@@ -219,15 +215,44 @@ func (s *Server) SetTokens(in []Token) error {
 // SetMetricsNetworks replaces the networks that may scrape /metrics
 // without a token (configuration reload). An invalid list changes nothing.
 func (s *Server) SetMetricsNetworks(in []netip.Prefix) error {
-	nets := make([]netip.Prefix, len(in))
-	for i, p := range in {
-		if !p.IsValid() {
-			return fmt.Errorf("admin: Options.MetricsNetworks[%d] is not a valid prefix", i)
-		}
-		nets[i] = p.Masked()
+	nets, err := maskedPrefixes("MetricsNetworks", in)
+	if err != nil {
+		return err
 	}
 	s.metricsNetworks.Store(&nets)
 	return nil
+}
+
+// SetTrustedProxies replaces the proxies whose X-Forwarded-For is believed
+// (configuration reload). An invalid list changes nothing.
+func (s *Server) SetTrustedProxies(in []netip.Prefix) error {
+	proxies, err := maskedPrefixes("TrustedProxies", in)
+	if err != nil {
+		return err
+	}
+	s.trustedProxies.Store(&proxies)
+	return nil
+}
+
+// loaded returns the prefixes last stored, none for a Server not built by
+// New.
+func loaded(p *atomic.Pointer[[]netip.Prefix]) []netip.Prefix {
+	if l := p.Load(); l != nil {
+		return *l
+	}
+	return nil
+}
+
+// maskedPrefixes validates and copies the prefixes of the option named.
+func maskedPrefixes(option string, in []netip.Prefix) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, len(in))
+	for i, p := range in {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("admin: Options.%s[%d] is not a valid prefix", option, i)
+		}
+		out[i] = p.Masked()
+	}
+	return out, nil
 }
 
 // checkTokens validates and copies the configured tokens.

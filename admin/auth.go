@@ -148,5 +148,5 @@ func (s *Server) matchToken(secret string) *Token {
 // clientAddr returns the address of the client, behind trusted proxies;
 // ok is false when RemoteAddr cannot be parsed.
 func (s *Server) clientAddr(r *http.Request) (addr netip.Addr, ok bool) {
-	return clientip.Resolver{Trusted: s.trustedProxies}.Addr(r)
+	return clientip.Resolver{Trusted: loaded(&s.trustedProxies)}.Addr(r)
 }

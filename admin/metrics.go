@@ -58,7 +58,7 @@ func (s *Server) mountMetrics(mux *http.ServeMux) {
 // handleMetrics serves the scrape to metrics networks, or to a caller whose
 // token passes authorize.
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
-	if addr, ok := s.clientAddr(r); !ok || !clientip.Contains(*s.metricsNetworks.Load(), addr) {
+	if addr, ok := s.clientAddr(r); !ok || !clientip.Contains(loaded(&s.metricsNetworks), addr) {
 		c, refused := s.authorize(r, anyRole)
 		if refused != nil {
 			s.refuse(w, r, c, *refused)

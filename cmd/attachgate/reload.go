@@ -16,7 +16,7 @@ import (
 
 // reloader applies SIGHUP: it reads the configuration file again and
 // swaps what can change while mail flows — the policies, the DKIM keys,
-// the admin tokens and the metrics networks — and reloads the files named there: the SMTP and link
+// the admin tokens, metrics networks and trusted proxies — and reloads the files named there: the SMTP and link
 // server certificates, the users file and the key ring. Each part that fails keeps
 // what was loaded before; a configuration file that does not validate
 // changes none of the configuration's parts. Listeners, storage and the
@@ -109,7 +109,13 @@ func (r *reloader) reloadAdmin(c *config.Config) {
 	nets := c.Admin.MetricsNets()
 	if err := r.admin.api.SetMetricsNetworks(nets); err != nil {
 		r.log.Error("SIGHUP: admin.metrics_networks not reloaded", "err", err)
+	} else {
+		r.log.Info("SIGHUP: admin.metrics_networks reloaded", "networks", len(nets))
+	}
+	proxies := c.Admin.Proxies()
+	if err := r.admin.api.SetTrustedProxies(proxies); err != nil {
+		r.log.Error("SIGHUP: admin.trusted_proxies not reloaded", "err", err)
 		return
 	}
-	r.log.Info("SIGHUP: admin.metrics_networks reloaded", "networks", len(nets))
+	r.log.Info("SIGHUP: admin.trusted_proxies reloaded", "proxies", len(proxies))
 }

@@ -21,7 +21,7 @@ import (
 
 // TestSIGHUPReloadsConfiguration: after the configuration file changes
 // and SIGHUP, new mail follows the new policies and DKIM keys, the admin
-// API takes the new tokens and metrics networks only, and STARTTLS presents the new
+// API takes the new tokens, metrics networks and trusted proxies only, and STARTTLS presents the new
 // certificate — without a restart. A configuration that does not validate
 // changes nothing.
 func TestSIGHUPReloadsConfiguration(t *testing.T) {
@@ -31,13 +31,16 @@ func TestSIGHUPReloadsConfiguration(t *testing.T) {
 	adminAddr := freeAddr(t)
 	tokenA, tokenB := "reload-token-a-0123456789", "reload-token-b-0123456789"
 	hash := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	// metricsNetworks doubles as admin.trusted_proxies: both are
+	// ["127.0.0.1"] at first and emptied by the reload.
 	section := func(token string, metricsNetworks string) string {
 		return fmt.Sprintf(`admin:
   listen: %q
   metrics_networks: %s
+  trusted_proxies: %s
   tokens:
     - {name: ops, sha256: %q, role: admin, networks: ["127.0.0.0/8"]}
-`, adminAddr, metricsNetworks, hash(token))
+`, adminAddr, metricsNetworks, metricsNetworks, hash(token))
 	}
 	dir := t.TempDir()
 	smtpAddr, linkAddr := freeAddr(t), freeAddr(t)
@@ -69,10 +72,13 @@ storage:
 	d.start()
 	waitLog(t, d, "attachgate serving")
 
-	adminGET := func(token string) int {
+	adminGET := func(token string, xForwardedFor ...string) int {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodGet, "http://"+adminAddr+"/admin/links/0197a3c2-5d1e-7b4f-9a20-3c1d2e4f5a6b", nil)
 		req.Header.Set("Authorization", "Bearer "+token)
+		for _, x := range xForwardedFor {
+			req.Header.Add("X-Forwarded-For", x)
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -131,6 +137,9 @@ storage:
 	if code := scrape(); code != 200 {
 		t.Fatalf("scrape from a metrics network before reload: %d, want 200", code)
 	}
+	if code := adminGET(tokenA, "192.0.2.9"); code != 403 {
+		t.Fatalf("token A through trusted proxy 127.0.0.1 for 192.0.2.9: %d, want 403 (not the token's network)", code)
+	}
 	if err := exe(); err != nil {
 		t.Fatalf("no policies yet, .exe must be linked: %v", err)
 	}
@@ -169,6 +178,9 @@ dkim:
 	}
 	if code := scrape(); code != 401 {
 		t.Fatalf("scrape without a token after metrics_networks was emptied: %d, want 401", code)
+	}
+	if code := adminGET(tokenB, "192.0.2.9"); code != 404 {
+		t.Fatalf("X-Forwarded-For after trusted_proxies was emptied: %d, want 404 (the header is no longer believed)", code)
 	}
 	if !bytes.Equal(peerCert(), certB.TLS.Certificate[0]) {
 		t.Fatal("STARTTLS does not present certificate B after SIGHUP")
