@@ -879,15 +879,26 @@ func checkHostPort(s string) error {
 
 // parsePrefix accepts CIDR notation or a bare address (a /32 or /128).
 func parsePrefix(s string) (netip.Prefix, error) {
+	var p netip.Prefix
 	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		return p.Masked(), err
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return netip.Prefix{}, err
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
+	// Listeners compare client addresses unmapped (::ffff:10.0.0.5 is
+	// 10.0.0.5), so an IPv4-mapped entry, as dual-stack logs write peers,
+	// means the IPv4 network: kept mapped it would never match.
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	return p.Masked(), nil
 }
 
 // Trusted returns the parsed smtp.trusted_networks.

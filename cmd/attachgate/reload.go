@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/attachgate/attachgate/certs"
@@ -30,6 +32,9 @@ type reloader struct {
 	ring     *vault.KeyRing
 	pipeline *pipeline.Pipeline
 	admin    *adminListener // nil: admin API off
+	// linkProxies are the link server's trusted proxies it started with:
+	// a reload that changes them says a restart is needed.
+	linkProxies []netip.Prefix
 }
 
 // watch starts reloading on SIGHUP. The signal is caught from the moment
@@ -61,6 +66,9 @@ func (r *reloader) reload() {
 		log.Info("SIGHUP: policies and DKIM keys reloaded", "rules", c.PolicyEngine().Rules(),
 			"dkim_domains", c.DKIMKeys().Len())
 		r.reloadAdmin(c)
+		if !slices.Equal(c.Links.Proxies(), r.linkProxies) {
+			log.Warn("SIGHUP: links.trusted_proxies changed but the link server keeps the ones it started with: restart to apply them")
+		}
 	}
 	if r.cert != nil {
 		if err := r.cert.Reload(); err != nil {
