@@ -19,7 +19,7 @@ const (
 
 // clientAddr returns the address of the client, behind trusted proxies.
 func (s *Server) clientAddr(r *http.Request) string {
-	addr, ok := clientip.Resolver{Trusted: s.trustedProxies}.Addr(r)
+	addr, ok := clientip.Resolver{Trusted: s.proxies()}.Addr(r)
 	if !ok {
 		return r.RemoteAddr
 	}
@@ -31,7 +31,7 @@ func (s *Server) clientAddr(r *http.Request) string {
 // address of a /64 can use all 2^64 of them (clientip.ClientPrefix). Audit
 // events keep the real address (clientAddr).
 func (s *Server) clientKey(r *http.Request) string {
-	addr, ok := clientip.Resolver{Trusted: s.trustedProxies}.Addr(r)
+	addr, ok := clientip.Resolver{Trusted: s.proxies()}.Addr(r)
 	if !ok {
 		return r.RemoteAddr
 	}
@@ -48,7 +48,7 @@ func (s *Server) isHTTPS(r *http.Request) bool {
 	if r.TLS != nil {
 		return true
 	}
-	if !(clientip.Resolver{Trusted: s.trustedProxies}).FromTrustedProxy(r) {
+	if !(clientip.Resolver{Trusted: s.proxies()}).FromTrustedProxy(r) {
 		return false
 	}
 	proto := r.Header.Values("X-Forwarded-Proto")

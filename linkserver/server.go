@@ -34,6 +34,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/attachgate/attachgate/audit"
@@ -107,15 +108,16 @@ type Options struct {
 // Server serves landing pages, downloads and health. It is safe for
 // concurrent use.
 type Server struct {
-	store          store.Store
-	blobs          *vault.BlobStore
-	macKey         []byte
-	audit          audit.Recorder
-	log            *slog.Logger
-	now            func() time.Time
-	signedURLTTL   time.Duration
-	location       *time.Location
-	trustedProxies []netip.Prefix
+	store        store.Store
+	blobs        *vault.BlobStore
+	macKey       []byte
+	audit        audit.Recorder
+	log          *slog.Logger
+	now          func() time.Time
+	signedURLTTL time.Duration
+	location     *time.Location
+	// trustedProxies is replaced whole by SetTrustedProxies (SIGHUP).
+	trustedProxies atomic.Pointer[[]netip.Prefix]
 	crossOrigin    *http.CrossOriginProtection
 	handler        http.Handler
 
@@ -153,23 +155,22 @@ func New(o Options) (*Server, error) {
 		return nil, errors.New("linkserver: Options.DenialBurst and DenialLimit must not be negative")
 	}
 	s := &Server{
-		store:          o.Store,
-		blobs:          o.Blobs,
-		macKey:         append([]byte(nil), o.MACKey...),
-		audit:          o.Audit,
-		notify:         o.Notify,
-		log:            o.Logger,
-		now:            o.Now,
-		signedURLTTL:   o.SignedURLTTL,
-		location:       o.Location,
-		trustedProxies: append([]netip.Prefix(nil), o.TrustedProxies...),
-		crossOrigin:    http.NewCrossOriginProtection(),
-		https:          o.HTTPS,
-		readTimeout:    cmp.Or(o.ReadTimeout, defaultReadTimeout),
-		idleTimeout:    cmp.Or(o.IdleTimeout, defaultIdleTimeout),
-		stallTimeout:   cmp.Or(o.StallTimeout, defaultStallTimeout),
-		maxExpiry:      cmp.Or(o.MaxExpiry, DefaultMaxExpiry),
-		verify:         newVerifier(o.MACKey),
+		store:        o.Store,
+		blobs:        o.Blobs,
+		macKey:       append([]byte(nil), o.MACKey...),
+		audit:        o.Audit,
+		notify:       o.Notify,
+		log:          o.Logger,
+		now:          o.Now,
+		signedURLTTL: o.SignedURLTTL,
+		location:     o.Location,
+		crossOrigin:  http.NewCrossOriginProtection(),
+		https:        o.HTTPS,
+		readTimeout:  cmp.Or(o.ReadTimeout, defaultReadTimeout),
+		idleTimeout:  cmp.Or(o.IdleTimeout, defaultIdleTimeout),
+		stallTimeout: cmp.Or(o.StallTimeout, defaultStallTimeout),
+		maxExpiry:    cmp.Or(o.MaxExpiry, DefaultMaxExpiry),
+		verify:       newVerifier(o.MACKey),
 	}
 	s.pageWriteTimeout = s.readTimeout
 	if s.log == nil {
@@ -185,11 +186,8 @@ func New(o Options) (*Server, error) {
 	if s.location == nil {
 		s.location = time.Local
 	}
-	for i, p := range s.trustedProxies {
-		if !p.IsValid() {
-			return nil, fmt.Errorf("linkserver: Options.TrustedProxies[%d] is not a valid prefix", i)
-		}
-		s.trustedProxies[i] = p.Masked()
+	if err := s.SetTrustedProxies(o.TrustedProxies); err != nil {
+		return nil, err
 	}
 
 	mux := http.NewServeMux()
@@ -350,4 +348,28 @@ func (s *Server) storeFailed(w http.ResponseWriter, r *http.Request, op, linkID 
 	s.log.Log(r.Context(), level, "linkserver: store unavailable",
 		"op", op, "link_id", linkID, "err", err)
 	s.renderError(w, r, pageUnavailable)
+}
+
+// SetTrustedProxies replaces the reverse proxies whose X-Forwarded-For and
+// X-Forwarded-Proto are believed (configuration reload); the next request
+// is read with them. An invalid list changes nothing.
+func (s *Server) SetTrustedProxies(in []netip.Prefix) error {
+	proxies := make([]netip.Prefix, len(in))
+	for i, p := range in {
+		if !p.IsValid() {
+			return fmt.Errorf("linkserver: Options.TrustedProxies[%d] is not a valid prefix", i)
+		}
+		proxies[i] = p.Masked()
+	}
+	s.trustedProxies.Store(&proxies)
+	return nil
+}
+
+// proxies returns the trusted proxies in force (none for a Server not
+// built by New).
+func (s *Server) proxies() []netip.Prefix {
+	if p := s.trustedProxies.Load(); p != nil {
+		return *p
+	}
+	return nil
 }

@@ -12,10 +12,13 @@ import (
 )
 
 func TestClientAddr(t *testing.T) {
-	s := &Server{trustedProxies: []netip.Prefix{
+	s := &Server{}
+	if err := s.SetTrustedProxies([]netip.Prefix{
 		netip.MustParsePrefix("10.0.0.0/8"),
 		netip.MustParsePrefix("fd00::/8"),
-	}}
+	}); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name   string
 		remote string
@@ -50,7 +53,10 @@ func TestClientAddr(t *testing.T) {
 }
 
 func TestIsHTTPS(t *testing.T) {
-	s := &Server{trustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+	s := &Server{}
+	if err := s.SetTrustedProxies([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name   string
 		remote string

@@ -3,14 +3,13 @@ package main
 import (
 	"context"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/signal"
-	"slices"
 	"syscall"
 
 	"github.com/attachgate/attachgate/certs"
 	"github.com/attachgate/attachgate/config"
+	"github.com/attachgate/attachgate/linkserver"
 	"github.com/attachgate/attachgate/pipeline"
 	"github.com/attachgate/attachgate/users"
 	"github.com/attachgate/attachgate/vault"
@@ -18,7 +17,8 @@ import (
 
 // reloader applies SIGHUP: it reads the configuration file again and
 // swaps what can change while mail flows — the policies, the DKIM keys,
-// the admin tokens, metrics networks and trusted proxies — and reloads the files named there: the SMTP and link
+// the admin tokens, metrics networks and trusted proxies, the link
+// server's trusted proxies — and reloads the files named there: the SMTP and link
 // server certificates, the users file and the key ring. Each part that fails keeps
 // what was loaded before; a configuration file that does not validate
 // changes none of the configuration's parts. Listeners, storage and the
@@ -32,9 +32,7 @@ type reloader struct {
 	ring     *vault.KeyRing
 	pipeline *pipeline.Pipeline
 	admin    *adminListener // nil: admin API off
-	// linkProxies are the link server's trusted proxies it started with:
-	// a reload that changes them says a restart is needed.
-	linkProxies []netip.Prefix
+	links    *linkserver.Server
 }
 
 // watch starts reloading on SIGHUP. The signal is caught from the moment
@@ -66,8 +64,10 @@ func (r *reloader) reload() {
 		log.Info("SIGHUP: policies and DKIM keys reloaded", "rules", c.PolicyEngine().Rules(),
 			"dkim_domains", c.DKIMKeys().Len())
 		r.reloadAdmin(c)
-		if !slices.Equal(c.Links.Proxies(), r.linkProxies) {
-			log.Warn("SIGHUP: links.trusted_proxies changed but the link server keeps the ones it started with: restart to apply them")
+		if err := r.links.SetTrustedProxies(c.Links.Proxies()); err != nil {
+			log.Error("SIGHUP: links.trusted_proxies not reloaded", "err", err)
+		} else {
+			log.Info("SIGHUP: links.trusted_proxies reloaded", "proxies", len(c.Links.Proxies()))
 		}
 	}
 	if r.cert != nil {

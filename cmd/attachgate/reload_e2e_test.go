@@ -17,7 +17,6 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/attachgate/attachgate/smtptest"
-	"github.com/attachgate/attachgate/testsupport"
 )
 
 // TestSIGHUPReloadsConfiguration: after the configuration file changes
@@ -247,37 +246,5 @@ func TestSIGHUPMetricsNetworksWithAdminOff(t *testing.T) {
 	waitLog(t, d, "SIGHUP: key ring")
 	if !strings.Contains(d.log.String(), "restart to turn it on") {
 		t.Fatalf("admin.metrics_networks added while the admin API is off: SIGHUP logs no word of a restart\n%s", d.log.String())
-	}
-}
-
-// TestSIGHUPLinkTrustedProxiesNeedRestart: links.trusted_proxies is read at
-// start only (the link server's client address keys its denial limits and
-// every download event). A reload that changes it says so in the log
-// instead of looking applied; one that leaves it alone says nothing.
-func TestSIGHUPLinkTrustedProxiesNeedRestart(t *testing.T) {
-	hop := smtptest.NewServer(t, smtptest.Behaviour{})
-	const proxyLine = "  trusted_proxies: [\"127.0.0.1/32\"]\n"
-	d := startDaemonLinks(t, hop.Addr, "", proxyLine, "")
-	waitLog(t, d, "attachgate serving")
-	hup := func(reloads int) {
-		t.Helper()
-		d.cmd.Process.Signal(syscall.SIGHUP)
-		testsupport.WaitFor(t, "the reload", func() bool { return strings.Count(d.log.String(), "SIGHUP: key ring") >= reloads })
-	}
-	const warning = "links.trusted_proxies changed"
-	hup(1)
-	if strings.Contains(d.log.String(), warning) {
-		t.Fatalf("an unchanged links.trusted_proxies is reported as changed:\n%s", d.log.String())
-	}
-	cfg, err := os.ReadFile(d.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(d.config, []byte(strings.Replace(string(cfg), proxyLine, "", 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	hup(2)
-	if !strings.Contains(d.log.String(), warning) || !strings.Contains(d.log.String(), "restart to apply") {
-		t.Fatalf("links.trusted_proxies removed and SIGHUP: the log does not say a restart is needed:\n%s", d.log.String())
 	}
 }

@@ -256,7 +256,7 @@ func serve(path string, c *config.Config, log *slog.Logger) error {
 		log.Info("DKIM signing enabled", "domains", n)
 	}
 	(&reloader{path: path, log: log, cert: cert, linkCert: linkCert, users: userDB, ring: b.ring,
-		pipeline: pl, admin: adminAPI, linkProxies: c.Links.Proxies()}).watch(ctx)
+		pipeline: pl, admin: adminAPI, links: links}).watch(ctx)
 
 	errc := make(chan error, 3)
 	go func() { errc <- smtpSrv.Serve(m.Listener(smtpLn)) }()
