@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -12,16 +13,14 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// TestHeldReplayedPostsAreAggregated: whoever kept a Cancel page's form
-// (valid 24 h) can replay its POST after the link was used. README's audit
-// table says hold.refused events beyond 10 a minute per client are
-// aggregated, like download.denied (where a POST on an expired /d/ link is
-// aggregated and counted). Every replay must not be a durable audit write.
-func TestHeldReplayedPostsAreAggregated(t *testing.T) {
-	t.Parallel()
+// heldCancelForm holds a message from alice by the hold rule and opens the
+// Cancel link of her notice: the daemon, the browser, the link and the
+// page's form.
+func heldCancelForm(t *testing.T, subject string) (*daemon, *heldClient, string, url.Values) {
+	t.Helper()
 	hop := smtptest.NewServer(t, smtptest.Behaviour{})
 	d := startDaemon(t, hop.Addr, heldPolicy(holdRule))
-	if err := d.send("alice@example.com", []string{"bob@example.net"}, plainMail("replay", "hello")); err != nil {
+	if err := d.send("alice@example.com", []string{"bob@example.net"}, plainMail(subject, "hello")); err != nil {
 		t.Fatal(err)
 	}
 	cancel := heldLinks(t, d, waitMail(t, hop, "alice@example.com").Data, 2)[0]
@@ -30,7 +29,17 @@ func TestHeldReplayedPostsAreAggregated(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("GET cancel: %d", code)
 	}
-	form := formOf(t, page)
+	return d, b, cancel, formOf(t, page)
+}
+
+// TestHeldReplayedPostsAreAggregated: whoever kept a Cancel page's form
+// (valid 24 h) can replay its POST after the link was used. README's audit
+// table says hold.refused events beyond 10 a minute per client are
+// aggregated, like download.denied (where a POST on an expired /d/ link is
+// aggregated and counted). Every replay must not be a durable audit write.
+func TestHeldReplayedPostsAreAggregated(t *testing.T) {
+	t.Parallel()
+	d, b, cancel, form := heldCancelForm(t, "replay")
 	if code, _ := b.post(cancel, form, nil); code != http.StatusOK {
 		t.Fatalf("POST cancel: %d", code)
 	}
@@ -59,18 +68,8 @@ func TestHeldReplayedPostsAreAggregated(t *testing.T) {
 // csrf refusal is recorded before any lookup and names none of them.
 func TestHeldCSRFRefusalNamesTheMessage(t *testing.T) {
 	t.Parallel()
-	hop := smtptest.NewServer(t, smtptest.Behaviour{})
-	d := startDaemon(t, hop.Addr, heldPolicy(holdRule))
-	if err := d.send("alice@example.com", []string{"bob@example.net"}, plainMail("forged", "hello")); err != nil {
-		t.Fatal(err)
-	}
-	cancel := heldLinks(t, d, waitMail(t, hop, "alice@example.com").Data, 2)[0]
-	b := newHeldClient(t)
-	code, page := b.get(cancel)
-	if code != http.StatusOK {
-		t.Fatalf("GET cancel: %d", code)
-	}
-	if code, _ := b.post(cancel, formOf(t, page), http.Header{"Sec-Fetch-Site": {"cross-site"}}); code != http.StatusForbidden {
+	d, b, cancel, form := heldCancelForm(t, "forged")
+	if code, _ := b.post(cancel, form, http.Header{"Sec-Fetch-Site": {"cross-site"}}); code != http.StatusForbidden {
 		t.Fatalf("cross-site POST: %d, want 403", code)
 	}
 	found := false
@@ -98,16 +97,7 @@ func TestHeldCSRFRefusalNamesTheMessage(t *testing.T) {
 // again each minute while the page stays open.
 func TestHeldCrossSiteImagesDoNotLockOut(t *testing.T) {
 	t.Parallel()
-	hop := smtptest.NewServer(t, smtptest.Behaviour{})
-	d := startDaemon(t, hop.Addr, heldPolicy(holdRule))
-	if err := d.send("alice@example.com", []string{"bob@example.net"}, plainMail("lockout", "hello")); err != nil {
-		t.Fatal(err)
-	}
-	cancel := heldLinks(t, d, waitMail(t, hop, "alice@example.com").Data, 2)[0]
-	b := newHeldClient(t)
-	if code, _ := b.get(cancel); code != http.StatusOK {
-		t.Fatalf("GET cancel: %d", code)
-	}
+	d, b, cancel, _ := heldCancelForm(t, "lockout")
 	// What a browser sends for <img src="https://gateway/h/…"> on
 	// another site.
 	img := http.Header{"Sec-Fetch-Site": {"cross-site"}, "Sec-Fetch-Mode": {"no-cors"},
